@@ -1,0 +1,1 @@
+"""olivekube: Olive-style model optimization workflows on Kubernetes."""

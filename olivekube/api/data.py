@@ -1,0 +1,131 @@
+"""Data configs: Olive's HuggingfaceContainer with its load and pre-process components."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_STRING, NAME_PATTERN, ApiModel
+
+DataFiles = str | list[str] | dict[str, str | list[str]]
+
+
+class LoadDatasetConfig(ApiModel):
+    """Where the data comes from (arguments of `datasets.load_dataset`)."""
+
+    _renamed_keys = {"params": "the keys of 'params' directly under load_dataset_config"}
+
+    data_name: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Dataset builder or hub id: json, csv, parquet, text, or a Hugging Face dataset id.",
+    )
+    subset: str | None = Field(None, max_length=256, description="Dataset configuration (subset) name.")
+    split: str = Field(
+        "train",
+        max_length=256,
+        pattern=r"^[A-Za-z0-9_]+(\[[^\]]*\])?(\+[A-Za-z0-9_]+(\[[^\]]*\])?)*$",
+        description="Split, with optional slicing as in `datasets`: train, train[:70%], train[100:200].",
+    )
+    data_dir: str | None = Field(None, max_length=MAX_STRING, description="data_dir for load_dataset.")
+    data_files: DataFiles | None = Field(
+        None,
+        description=(
+            "A file URI or path, a list of them, or a map of split name to them (s3://, pvc://, "
+            "file://, azureml://, or a path)."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    col_filters: dict[str, str | int | float | bool] | None = Field(
+        None,
+        max_length=MAX_LIST,
+        description="Keep only rows whose column equals the given value.",
+        json_schema_extra={"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    trust_remote_code: bool | None = Field(None, description="Allow dataset code from its repository.")
+
+
+USER_SCRIPT_WHY = (
+    "a user script runs arbitrary code that the runner image does not have; shape the data with "
+    "text_template, text_cols and col_filters, or prepare it before upload"
+)
+
+
+class TextGenStrategy(str, Enum):
+    """How texts become training sequences."""
+
+    LINE_BY_LINE = "line-by-line"
+    LINE_BY_LINE_RANDOM = "line-by-line-random"
+    JOIN = "join"
+    JOIN_RANDOM = "join-random"
+    JOIN_SLIDING_WINDOW = "join-sliding-window"
+
+
+class PreProcessDataConfig(ApiModel):
+    """How rows become token sequences (Olive's text-generation pre-processing)."""
+
+    _renamed_keys = {
+        "params": "the keys of 'params' directly under pre_process_data_config",
+        "source_max_len": "max_seq_len",
+        "corpus_strategy": "strategy",
+        "dataset_type": "strategy (corpus data is the default; pair data is not supported)",
+    }
+    _unsupported_keys = {
+        "user_script": USER_SCRIPT_WHY,
+        "text_formatting_func": USER_SCRIPT_WHY,
+        "chat_template": "chat data is not supported yet; render it with text_template",
+    }
+
+    type: str | None = Field(
+        None, max_length=128, description="Pre-process component; only the text-generation default exists."
+    )
+    text_template: str | None = Field(
+        None,
+        max_length=MAX_STRING,
+        description="Python format string over the row's columns, e.g. '### Text: {phrase}\\n{tone}'.",
+    )
+    text_cols: list[str] | None = Field(
+        None,
+        max_length=MAX_LIST,
+        description="Columns joined with newlines to form the text, when there is no text_template.",
+    )
+    strategy: TextGenStrategy | None = Field(None, description="Sequence strategy. Default: line-by-line.")
+    max_seq_len: int | None = Field(
+        None, ge=1, le=1048576, description="Truncate (or window) sequences to this many tokens. Default 1024."
+    )
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many rows.")
+    add_special_tokens: bool | None = Field(None, description="Add BOS/EOS tokens. Default true.")
+    pad_to_max_len: bool | None = Field(None, description="Pad every sequence to max_seq_len. Default false.")
+    use_attention_mask: bool | None = Field(None, description="Produce an attention mask. Default true.")
+    stride: int | None = Field(None, ge=1, description="Stride of join-sliding-window.")
+
+    @field_validator("text_cols")
+    @classmethod
+    def _text_cols_not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must name at least one column")
+        return v
+
+
+class DataConfig(ApiModel):
+    """A named data config (Olive's HuggingfaceContainer) that passes refer to by name."""
+
+    _unsupported_keys = {
+        "user_script": USER_SCRIPT_WHY,
+        "script_dir": USER_SCRIPT_WHY,
+        "post_process_data_config": "post-processing is for evaluation data, and olivekube has no evaluators",
+        "dataloader_config": "the trainer builds its own batches from training_args",
+    }
+
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN, description="Name passes use to refer to it."
+    )
+    type: Literal["HuggingfaceContainer"] = Field(
+        "HuggingfaceContainer", description="Container type. Only HuggingfaceContainer is supported."
+    )
+    load_dataset_config: LoadDatasetConfig = Field(description="Where the data comes from.")
+    pre_process_data_config: PreProcessDataConfig | None = Field(
+        None, description="How rows become training sequences."
+    )

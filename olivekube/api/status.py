@@ -1,0 +1,112 @@
+"""`status`: written by the operator (phase, conditions, jobs) and by the runner (progress, artifacts).
+
+Passes are a map keyed by pass name so that the operator and the runner can each merge-patch their
+own fields without overwriting the other's.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from olivekube.api.common import MAX_PASSES, MAX_STRING, ApiModel
+
+
+class WorkflowPhase(str, Enum):
+    """Lifecycle phase of a workflow."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    CANCELLED = "Cancelled"
+
+
+class PassPhase(str, Enum):
+    """Lifecycle phase of one pass."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class ConditionStatus(str, Enum):
+    """Kubernetes condition status."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready, Progressing, Failed.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str | None = Field(None, max_length=1024, description="CamelCase reason for the last transition.")
+    message: str | None = Field(None, max_length=32768, description="Human-readable detail.")
+    lastTransitionTime: str | None = Field(
+        None, description="When the status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    observedGeneration: int | None = Field(None, ge=0, description="Generation this condition was set for.")
+
+
+class Progress(ApiModel):
+    """Training or build progress of a pass, written by the runner at a bounded rate."""
+
+    step: int | None = Field(None, ge=0, description="Steps done.")
+    totalSteps: int | None = Field(None, ge=0, description="Steps in all.")
+    epoch: float | None = Field(None, ge=0, description="Epochs done (fractional).")
+    loss: float | None = Field(None, description="Latest training loss.")
+    evalLoss: float | None = Field(None, description="Latest eval loss.")
+    learningRate: float | None = Field(None, description="Current learning rate.")
+    etaSeconds: float | None = Field(None, ge=0, description="Estimated seconds left.")
+    message: str | None = Field(None, max_length=1024, description="What the pass is doing now.")
+
+
+class Artifact(ApiModel):
+    """A published pass output."""
+
+    uri: str = Field(max_length=MAX_STRING, description="Where the output lies (s3://, pvc://, file://, azureml://).")
+    sha256: str | None = Field(None, max_length=64, description="Digest of the output's manifest of file digests.")
+    sizeBytes: int | None = Field(None, ge=0, description="Total size of the output's files.")
+
+
+class PassStatus(ApiModel):
+    """Status of one pass."""
+
+    phase: PassPhase | None = Field(None, description="Pass phase.")
+    jobName: str | None = Field(None, max_length=253, description="Job of the current attempt.")
+    attempts: int | None = Field(None, ge=0, description="Attempts started.")
+    startedAt: str | None = Field(None, description="Start of the first attempt (RFC 3339).")
+    finishedAt: str | None = Field(None, description="End of the pass (RFC 3339).")
+    progress: Progress | None = Field(None, description="Progress of the running attempt.")
+    metrics: dict[str, float] | None = Field(
+        None, max_length=64, description="Final metrics, e.g. train_loss, eval_loss, seconds."
+    )
+    artifact: Artifact | None = Field(None, description="The pass's published output.")
+    cacheKey: str | None = Field(None, max_length=64, description="Content hash of options, input and runner.")
+    cached: bool | None = Field(None, description="True when the output came from the cache without a run.")
+    message: str | None = Field(None, max_length=32768, description="Failure message or note.")
+
+
+class WorkflowStatus(ApiModel):
+    """Observed state of the workflow."""
+
+    phase: WorkflowPhase | None = Field(None, description="Workflow phase.")
+    observedGeneration: int | None = Field(None, ge=0, description="Generation of spec last acted on.")
+    currentPass: str | None = Field(None, max_length=63, description="Pass running now, or the last one run.")
+    progress: str | None = Field(None, max_length=64, description="Passes done of all, e.g. 2/3.")
+    conditions: list[Condition] | None = Field(
+        None,
+        max_length=16,
+        description="Kubernetes-style conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    passes: dict[str, PassStatus] | None = Field(None, max_length=MAX_PASSES, description="Status per pass.")
+    outputs: Artifact | None = Field(None, description="The final model.")
+    message: str | None = Field(None, max_length=32768, description="Why the workflow is in its phase.")

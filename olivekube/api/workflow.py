@@ -1,0 +1,262 @@
+"""The OptimizationWorkflow resource: `spec` mirrors Olive's run config with Olive's own keys."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from olivekube.api.common import (
+    API_VERSION,
+    KIND,
+    MAX_DATA_CONFIGS,
+    MAX_NAME_LEN,
+    MAX_PASSES,
+    MAX_STRING,
+    MAX_SYSTEMS,
+    NAME_PATTERN,
+    ApiModel,
+    OpenModel,
+)
+from olivekube.api.data import DataConfig
+from olivekube.api.kubernetes import KubernetesSettings
+from olivekube.api.model import InputModel
+from olivekube.api.passes import LoRA, PassConfig
+from olivekube.api.status import WorkflowStatus
+from olivekube.api.systems import AzureMLClient, AzureMLSystem, System
+
+# The stage of each pass type. Passes run in stage order: the API server stores `passes` as a JSON
+# object whose key order is not kept, so order cannot come from how the manifest was written.
+PASS_STAGES: dict[str, int] = {"LoRA": 0, "QLoRA": 0, "MergeAdapterWeights": 1, "ModelBuilder": 2, "ExtractAdapters": 3}
+TRAINING_PASS_TYPES = ("LoRA", "QLoRA")
+
+NO_EVALUATORS = "olivekube has no evaluators yet; remove it (training and eval loss are reported in status)"
+CEL_RULES: list[dict[str, str]] = [
+    {
+        "rule": "!has(self.host) || (has(self.systems) && self.host in self.systems)",
+        "message": "host must name an entry of spec.systems",
+        "fieldPath": ".host",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.target) || (has(self.systems) && self.target in self.systems)",
+        "message": "target must name an entry of spec.systems",
+        "fieldPath": ".target",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.passes.all(p, !has(self.passes[p].host) || "
+        "(has(self.systems) && self.passes[p].host in self.systems))",
+        "message": "a pass's host must name an entry of spec.systems",
+        "fieldPath": ".passes",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.passes.all(p, !has(self.passes[p].train_data_config) || (has(self.data_configs) && "
+        "self.data_configs.exists(d, d.name == self.passes[p].train_data_config)))",
+        "message": "a pass's train_data_config must name an entry of spec.data_configs",
+        "fieldPath": ".passes",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.passes.all(p, !has(self.passes[p].eval_data_config) || (has(self.data_configs) && "
+        "self.data_configs.exists(d, d.name == self.passes[p].eval_data_config)))",
+        "message": "a pass's eval_data_config must name an entry of spec.data_configs",
+        "fieldPath": ".passes",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "self.passes.all(p, p.matches('" + NAME_PATTERN + "'))",
+        "message": "pass names must be 1-63 letters, digits, '_', '-' or '.', starting and ending alphanumeric",
+        "fieldPath": ".passes",
+        "reason": "FieldValueInvalid",
+    },
+]
+
+
+class WorkflowSpec(ApiModel):
+    """An Olive run config (current form) plus Kubernetes settings."""
+
+    model_config = ApiModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": CEL_RULES}}
+    _renamed_keys = {
+        "engine": "the engine options (host, target, cache_dir, ...) directly under spec",
+        "pass_flows": "the passes in order under passes (Olive 0.8 removed pass_flows)",
+        "execution_providers": "systems.<target>.accelerators[].execution_providers",
+    }
+    _unsupported_keys = {
+        "evaluators": NO_EVALUATORS,
+        "evaluator": NO_EVALUATORS,
+        "auto_optimizer_config": "search and auto-optimization are not supported; list the passes explicitly",
+        "packaging_config": "the final model is published as an artifact at output_dir; package it from there",
+        "workflow_host": "the workflow runs in the cluster; set host or a pass's host to an AzureML system",
+        "model_script": "a user script runs code that the runner image does not have",
+        "components": "ONNX component models are not supported; the model builder exports one decoder model",
+    }
+
+    workflow_id: str | None = Field(
+        None, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN, description="Olive workflow id (cache folder name)."
+    )
+    azureml_client: AzureMLClient | None = Field(
+        None, description="Default Azure ML workspace for AzureML systems and azureml:// URIs."
+    )
+    input_model: InputModel = Field(description="The model to optimize.")
+    systems: dict[str, System] | None = Field(
+        None,
+        max_length=MAX_SYSTEMS,
+        description="Named systems that host and target refer to. Default: the Kubernetes system.",
+    )
+    data_configs: list[DataConfig] | None = Field(
+        None,
+        max_length=MAX_DATA_CONFIGS,
+        description="Named data configs that passes refer to.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    passes: dict[str, PassConfig] = Field(
+        min_length=1,
+        max_length=MAX_PASSES,
+        description=(
+            "Passes by name, at most one of each stage, run in stage order: LoRA or QLoRA, then "
+            "MergeAdapterWeights, then ModelBuilder, then ExtractAdapters."
+        ),
+    )
+    host: str | None = Field(
+        None, max_length=MAX_NAME_LEN, description="System that runs the passes. Default: the Kubernetes system."
+    )
+    target: str | None = Field(
+        None, max_length=MAX_NAME_LEN, description="System the model is built for. Default: host."
+    )
+    cache_dir: str | None = Field(
+        None, max_length=MAX_STRING, description="Pass cache URI (s3://, pvc://, file://). Default: .olivekube-cache"
+    )
+    output_dir: str | None = Field(
+        None, max_length=MAX_STRING, description="Where the final model is published (URI). Default: outputs"
+    )
+    log_severity_level: int | None = Field(
+        None, ge=0, le=4, description="Log level: 0 debug, 1 info, 2 warning, 3 error, 4 critical."
+    )
+    ort_log_severity_level: int | None = Field(None, ge=0, le=4, description="onnxruntime log level.")
+    search_strategy: Literal[False] | None = Field(
+        None, description="Olive's search; only false: olivekube runs the passes as written."
+    )
+    evaluate_input_model: bool | None = Field(
+        None, description="Olive option; with no evaluators (none are supported yet) nothing is evaluated."
+    )
+    clean_cache: bool | None = Field(None, description="Ignore cached pass outputs and run every pass.")
+    kubernetes: KubernetesSettings | None = Field(None, description="Settings of the Jobs that run the passes.")
+    suspend: bool | None = Field(None, description="Pause after the running pass; false resumes.")
+
+    @field_validator("data_configs")
+    @classmethod
+    def _unique_data_config_names(cls, v: list[DataConfig] | None) -> list[DataConfig] | None:
+        names = [d.name for d in v or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data config names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+    @field_validator("passes")
+    @classmethod
+    def _pass_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(
+                    f"pass name {name!r} must be 1-63 letters, digits, '_', '-' or '.', "
+                    "starting and ending alphanumeric"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> WorkflowSpec:
+        problems = self._reference_problems() or self._chain_problems()
+        if problems:
+            raise PydanticCustomError(
+                "field_problems",
+                "; ".join(f"{path}: {msg}" for path, msg in problems),
+                {"problems": problems},
+            )
+        return self
+
+    def _reference_problems(self) -> list[tuple[str, str]]:
+        systems = self.systems or {}
+        known_systems = f"(known: {', '.join(sorted(systems)) or 'none'})"
+        data_names = {d.name for d in self.data_configs or []}
+        known_data = f"(known: {', '.join(sorted(data_names)) or 'none'})"
+        problems: list[tuple[str, str]] = []
+        for sname, system in systems.items():
+            if isinstance(system, AzureMLSystem) and not (system.azureml_client or self.azureml_client):
+                problems.append(
+                    (f"systems.{sname}.azureml_client", "an AzureML system needs azureml_client here or in spec")
+                )
+        for key in ("host", "target"):
+            name = getattr(self, key)
+            if name is not None and name not in systems:
+                problems.append((key, f"{name!r} is not in spec.systems {known_systems}"))
+        for pname, p in self.passes.items():
+            if p.host is not None and p.host not in systems:
+                problems.append((f"passes.{pname}.host", f"{p.host!r} is not in spec.systems {known_systems}"))
+            if isinstance(p, LoRA):
+                for key in ("train_data_config", "eval_data_config"):
+                    ref = getattr(p, key)
+                    if ref is not None and ref not in data_names:
+                        problems.append((f"passes.{pname}.{key}", f"{ref!r} is not in spec.data_configs {known_data}"))
+        return problems
+
+    def ordered_pass_names(self) -> list[str]:
+        """Pass names in run order (by stage; validation allows one pass per stage)."""
+        return sorted(self.passes, key=lambda n: PASS_STAGES[self.passes[n].type])
+
+    def _chain_problems(self) -> list[tuple[str, str]]:
+        by_stage: dict[int, str] = {}
+        for name, p in self.passes.items():
+            other = by_stage.setdefault(PASS_STAGES[p.type], name)
+            if other != name:
+                return [
+                    (
+                        f"passes.{name}",
+                        f"{p.type} cannot run in the same workflow as {self.passes[other].type} ({other}): "
+                        "a workflow has at most one pass of each stage (LoRA or QLoRA, MergeAdapterWeights, "
+                        "ModelBuilder, ExtractAdapters); split it into two workflows",
+                    )
+                ]
+        seen: list[str] = []
+        for name in self.ordered_pass_names():
+            kind = self.passes[name].type
+            if kind == "MergeAdapterWeights" and not (
+                any(t in TRAINING_PASS_TYPES for t in seen) or self.input_model.adapter_path
+            ):
+                return [
+                    (
+                        f"passes.{name}",
+                        "MergeAdapterWeights needs an adapter: a LoRA or QLoRA pass before it, "
+                        "or input_model.adapter_path",
+                    )
+                ]
+            if kind == "ExtractAdapters" and "ModelBuilder" not in seen:
+                return [(f"passes.{name}", "ExtractAdapters needs a ModelBuilder pass before it")]
+            seen.append(kind)
+        return []
+
+
+class ObjectMeta(OpenModel):
+    """Kubernetes object metadata (name and namespace are checked; the rest passes through)."""
+
+    name: str = Field(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Workflow name: lowercase letters, digits, '-' and '.'.",
+    )
+    namespace: str | None = Field(
+        None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace."
+    )
+
+
+class OptimizationWorkflow(ApiModel):
+    """An Olive model optimization workflow run as Kubernetes Jobs, one per pass."""
+
+    apiVersion: Literal["olivekube.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    kind: Literal["OptimizationWorkflow"] = Field(KIND, description="Kind.")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: WorkflowSpec = Field(description="What to run: an Olive run config plus Kubernetes settings.")
+    status: WorkflowStatus | None = Field(None, description="What happened: written by operator and runner.")

@@ -1,0 +1,105 @@
+"""The `olivekube` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from olivekube.api.crd import crd_yaml
+from olivekube.api.olive_config import ConvertError, manifest_name, spec_to_olive, to_manifest
+from olivekube.api.validation import validate_text
+
+app = typer.Typer(
+    help="Run Olive-style model optimization workflows on Kubernetes, or locally.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _load(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot read {path}: {exc.strerror}")
+        raise typer.Exit(2) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        err.print(f"[red]error:[/] {path} is not valid JSON or YAML: {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def crd(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the CustomResourceDefinition generated from the API models."""
+    text = crd_yaml()
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def convert(
+    config: Annotated[Path, typer.Argument(help="Olive config (JSON or YAML), legacy or current form.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Workflow name.")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace.")] = None,
+    to: Annotated[str, typer.Option(help="'manifest' (from an Olive config) or 'olive' (from a manifest).")] = (
+        "manifest"
+    ),
+) -> None:
+    """Turn an Olive config into an OptimizationWorkflow manifest (or a manifest back into an Olive config)."""
+    data = _load(config)
+    if to == "olive":
+        if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+            err.print(f"[red]error:[/] {config} is not an OptimizationWorkflow manifest (no spec)")
+            raise typer.Exit(1)
+        sys.stdout.write(json.dumps(spec_to_olive(data["spec"]), indent=2) + "\n")
+        return
+    if to != "manifest":
+        err.print(f"[red]error:[/] --to must be 'manifest' or 'olive', not {to!r}")
+        raise typer.Exit(2)
+    default = data.get("workflow_id") if isinstance(data, dict) else None
+    try:
+        manifest, warnings = to_manifest(data, name or manifest_name(str(default or config.stem)), namespace)
+    except ConvertError as exc:
+        for problem in exc.problems:
+            err.print(f"{config}: {problem}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    for warning in warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
+    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, width=100))
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to check (YAML or JSON).")]) -> None:
+    """Check manifests offline with the models the CRD is generated from."""
+    failed = False
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            err.print(f"{path}: cannot read: {exc.strerror}", markup=False)
+            failed = True
+            continue
+        problems = validate_text(text)
+        for problem in problems:
+            typer.echo(f"{path}: {problem}")
+        failed = failed or bool(problems)
+        if not problems:
+            typer.echo(f"{path}: valid")
+    if failed:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
