@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic.json_schema import JsonDict  # type: ignore[attr-defined]
 from pydantic_core import PydanticCustomError
 
 GROUP = "olivekube.io"
@@ -25,19 +26,24 @@ MAX_STRING = 4096
 NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
 
 
+PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
+"""Schema extra for free-form fields: the API server keeps their content as given."""
+
 KEYED_ERRORS = ("legacy_key", "unsupported_key")
 """Error types whose context names the offending key; error paths get that key appended."""
 
 
 class ApiModel(BaseModel):
-    """Strict base: unknown keys are errors, so a typo never disappears silently.
+    """Strict base: unknown keys are errors, so a typo never disappears silently, and values are
+    not coerced ("yes" is no boolean), as in the CRD's schema. Validate documents through JSON
+    (`parse_json_document`) so that enums take their string values.
 
     `_renamed_keys` maps a key from an older Olive release to the key that replaced it, so that a
     legacy key found in the current form gets an error that says what to write instead.
     `_unsupported_keys` maps an Olive key that cannot run in a cluster to why, and what to do.
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=True, strict=True)
     _renamed_keys: ClassVar[dict[str, str]] = {}
     _unsupported_keys: ClassVar[dict[str, str]] = {}
 
@@ -68,4 +74,4 @@ class ApiModel(BaseModel):
 class OpenModel(ApiModel):
     """A model whose known fields are typed and whose other keys pass through unchanged."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, use_enum_values=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, use_enum_values=True, strict=True)

@@ -60,10 +60,11 @@ class _Converter:
         if need_description and not description:
             raise SchemaError(f"{path}: every field needs a description (Field(description=...))")
         if node.get(PRESERVE):
+            # Keep the type when there is one, so that CEL rules can refer to the field.
+            kinds = {o.get("type") for o in node.get("anyOf", [node]) if o.get("type") != "null"}
             out: Schema = {PRESERVE: True}
-            if node.get("type") in ("object", "array") and "anyOf" not in node:
-                out = self._typed(node, path)
-                out[PRESERVE] = True
+            if kinds == {"object"}:
+                out = {"type": "object", PRESERVE: True}
         elif node.get("x-kubernetes-int-or-string"):
             out = {}
         elif "anyOf" in node:
@@ -107,9 +108,9 @@ class _Converter:
     def _typed(self, node: Schema, path: str) -> Schema:
         if "const" in node:
             value = node["const"]
-            kind = {bool: "boolean", int: "integer", str: "string"}[type(value)]
-            return {"type": kind, "enum": [value]}
-        kind = node.get("type")
+            const_kind = {bool: "boolean", int: "integer", str: "string"}[type(value)]
+            return {"type": const_kind, "enum": [value]}
+        kind: str | None = node.get("type")
         if kind is None and "enum" in node:
             values = node["enum"]
             kind = "integer" if all(isinstance(v, int) for v in values) else "string"
@@ -124,9 +125,7 @@ class _Converter:
         if kind == "object":
             props = node.get("properties", {})
             if props:
-                out["properties"] = {
-                    name: self.convert(sub, f"{path}.{name}") for name, sub in props.items()
-                }
+                out["properties"] = {name: self.convert(sub, f"{path}.{name}") for name, sub in props.items()}
             if node.get("required"):
                 out["required"] = list(node["required"])
             extra = node.get("additionalProperties")

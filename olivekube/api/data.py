@@ -93,7 +93,10 @@ class PreProcessDataConfig(ApiModel):
     )
     strategy: TextGenStrategy | None = Field(None, description="Sequence strategy. Default: line-by-line.")
     max_seq_len: int | None = Field(
-        None, ge=1, le=1048576, description="Truncate (or window) sequences to this many tokens. Default 1024."
+        None,
+        ge=1,
+        le=1048576,
+        description="Truncate (or window) sequences to this many tokens. Default 1024.",
     )
     max_samples: int | None = Field(None, ge=1, description="Use at most this many rows.")
     add_special_tokens: bool | None = Field(None, description="Add BOS/EOS tokens. Default true.")
@@ -120,7 +123,10 @@ class DataConfig(ApiModel):
     }
 
     name: str = Field(
-        min_length=1, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN, description="Name passes use to refer to it."
+        min_length=1,
+        max_length=MAX_NAME_LEN,
+        pattern=NAME_PATTERN,
+        description="Name passes use to refer to it.",
     )
     type: Literal["HuggingfaceContainer"] = Field(
         "HuggingfaceContainer", description="Container type. Only HuggingfaceContainer is supported."

@@ -7,9 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from olivekube.api.common import MAX_LIST, MAX_PASSES, MAX_STRING, ApiModel
-
-PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+from olivekube.api.common import MAX_LIST, MAX_PASSES, MAX_STRING, PRESERVE, ApiModel
 
 
 class PullPolicy(str, Enum):

@@ -120,7 +120,9 @@ def _resource_path(value: Any, path: str, conv: _Conversion, client: Json | None
         return f"azureml:{cfg['name']}:{cfg['version']}"
     if kind in ("file", "folder", "string_name"):
         return cfg.get("path", cfg.get("name"))
-    conv.error(path, f"resource path type {kind!r} is not supported; use a URI (s3://, pvc://, azureml://, file://)")
+    conv.error(
+        path, f"resource path type {kind!r} is not supported; use a URI (s3://, pvc://, azureml://, file://)"
+    )
     return value
 
 
@@ -149,7 +151,9 @@ def _input_model(raw: Json, conv: _Conversion, client: Json | None) -> Json:
     if load_kwargs:
         out["load_kwargs"] = load_kwargs
     if "model_class" in hf:
-        conv.warn(f"{path}.hf_config.model_class", "dropped: the runner loads causal LMs with AutoModelForCausalLM")
+        conv.warn(
+            f"{path}.hf_config.model_class", "dropped: the runner loads causal LMs with AutoModelForCausalLM"
+        )
     for key in ("adapter_path", "model_file_format"):
         if key in node:
             out[key] = _resource_path(node.pop(key), f"{path}.{key}", conv, client)
@@ -161,10 +165,14 @@ def _input_model(raw: Json, conv: _Conversion, client: Json | None) -> Json:
 
 
 def _accelerators(value: Any) -> Any:
-    """Legacy accelerators are device names (["gpu"]); current ones are objects."""
-    if isinstance(value, list):
-        return [{"device": a} if isinstance(a, str) else a for a in value]
-    return value
+    """Legacy accelerators are device names (["gpu"]); current ones are objects. Devices lowercased."""
+    if not isinstance(value, list):
+        return value
+    out = [{"device": a} if isinstance(a, str) else a for a in value]
+    for acc in out:
+        if isinstance(acc, dict) and isinstance(acc.get("device"), str):
+            acc["device"] = acc["device"].lower()
+    return out
 
 
 def _systems(raw: Json, conv: _Conversion) -> Json:
@@ -228,8 +236,9 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
     if isinstance(load, dict):
         load = {**{k: v for k, v in load.items() if k not in ("params", "type")}, **load.get("params", {})}
         if "data_files" in load:
-            load["data_files"] = _resource_path(load["data_files"], f"{path}.load_dataset_config.data_files",
-                                                conv, client)
+            load["data_files"] = _resource_path(
+                load["data_files"], f"{path}.load_dataset_config.data_files", conv, client
+            )
         node["load_dataset_config"] = load
     pre = node.get("pre_process_data_config")
     if isinstance(pre, dict):
@@ -251,10 +260,8 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
 
 
 def _data_configs(raw: Any, conv: _Conversion, client: Json | None) -> list[Json]:
-    if isinstance(raw, dict):  # legacy: a map of name -> config
-        items = [{"name": name, **cfg} for name, cfg in raw.items()]
-    else:
-        items = list(raw)
+    # The legacy form may give data configs as a map of name -> config.
+    items = [{"name": name, **cfg} for name, cfg in raw.items()] if isinstance(raw, dict) else list(raw)
     return [_data_config(item, conv, f"data_configs[{i}]", client) for i, item in enumerate(items)]
 
 
@@ -269,7 +276,9 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
     path = f"passes.{name}"
     if isinstance(raw, list):
         if len(raw) != 1:
-            conv.error(path, f"a list of {len(raw)} alternatives is Olive's search, which is not supported; keep one")
+            conv.error(
+                path, f"a list of {len(raw)} alternatives is Olive's search, which is not supported; keep one"
+            )
             return None
         raw = raw[0]
     node = _flatten_config(raw)
@@ -357,7 +366,9 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
     flows = src.pop("pass_flows", None)
     if flows is not None:
         if len(flows) != 1:
-            conv.error("pass_flows", f"{len(flows)} pass flows are several workflows; split the config, one per flow")
+            conv.error(
+                "pass_flows", f"{len(flows)} pass flows are several workflows; split the config, one per flow"
+            )
         else:
             order = list(flows[0])
             for name in set(raw_passes) - set(order):

@@ -7,9 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_STRING, ApiModel
-
-PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_STRING, PRESERVE, ApiModel
 
 
 class TrainingArgs(ApiModel):
@@ -90,7 +88,9 @@ class PassBase(ApiModel):
     }
 
     host: str | None = Field(
-        None, max_length=MAX_NAME_LEN, description="System (in spec.systems) that runs this pass. Default: spec.host."
+        None,
+        max_length=MAX_NAME_LEN,
+        description="System (in spec.systems) that runs this pass. Default: spec.host.",
     )
 
 
@@ -118,7 +118,10 @@ class LoRA(PassBase):
         min_length=1, max_length=MAX_NAME_LEN, description="Name of the spec.data_configs entry to train on."
     )
     eval_data_config: str | None = Field(
-        None, min_length=1, max_length=MAX_NAME_LEN, description="Name of the spec.data_configs entry for eval loss."
+        None,
+        min_length=1,
+        max_length=MAX_NAME_LEN,
+        description="Name of the spec.data_configs entry for eval loss.",
     )
     eval_dataset_size: float | None = Field(None, gt=0, description=EVAL_SIZE_DESCRIPTION)
     training_args: TrainingArgs | None = Field(None, description="Trainer options.")
@@ -190,7 +193,9 @@ class ModelBuilder(PassBase):
         description="Build the graph with this LoRA adapter inside it (for ExtractAdapters).",
     )
     search: dict[str, Any] | None = Field(
-        None, description="Generation search options written to genai_config.json.", json_schema_extra=PRESERVE
+        None,
+        description="Generation search options written to genai_config.json.",
+        json_schema_extra=PRESERVE,
     )
     extra_options: dict[str, Any] | None = Field(
         None,
@@ -201,7 +206,12 @@ class ModelBuilder(PassBase):
     @model_validator(mode="after")
     def _int4_options_need_int4(self) -> ModelBuilder:
         if self.precision != Precision.INT4.value:
-            for name in ("int4_block_size", "int4_accuracy_level", "int4_nodes_to_exclude", "int4_algo_config"):
+            for name in (
+                "int4_block_size",
+                "int4_accuracy_level",
+                "int4_nodes_to_exclude",
+                "int4_algo_config",
+            ):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} applies only to precision int4, not {self.precision}")
         return self

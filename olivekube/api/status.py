@@ -50,7 +50,9 @@ class Condition(ApiModel):
     reason: str | None = Field(None, max_length=1024, description="CamelCase reason for the last transition.")
     message: str | None = Field(None, max_length=32768, description="Human-readable detail.")
     lastTransitionTime: str | None = Field(
-        None, description="When the status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+        None,
+        description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
     )
     observedGeneration: int | None = Field(None, ge=0, description="Generation this condition was set for.")
 
@@ -71,7 +73,9 @@ class Progress(ApiModel):
 class Artifact(ApiModel):
     """A published pass output."""
 
-    uri: str = Field(max_length=MAX_STRING, description="Where the output lies (s3://, pvc://, file://, azureml://).")
+    uri: str = Field(
+        max_length=MAX_STRING, description="Where the output lies (s3://, pvc://, file://, azureml://)."
+    )
     sha256: str | None = Field(None, max_length=64, description="Digest of the output's manifest of file digests.")
     sizeBytes: int | None = Field(None, ge=0, description="Total size of the output's files.")
 

@@ -32,7 +32,11 @@ class ExecutionProvider(str, Enum):
 class Accelerator(ApiModel):
     """One accelerator of a system and the execution providers to build for."""
 
-    device: Device = Field(Device.CPU, description="Device kind: cpu, gpu or npu. Default: cpu.")
+    device: Device = Field(
+        Device.CPU,
+        description="Device kind: cpu, gpu or npu (any case, as Olive). Default: cpu.",
+        json_schema_extra={"enum": [*(d.value for d in Device), *(d.value.upper() for d in Device)]},
+    )
     execution_providers: list[ExecutionProvider] | None = Field(
         None,
         max_length=8,

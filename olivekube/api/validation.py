@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from olivekube.api.common import KEYED_ERRORS
 from olivekube.api.passes import PASS_TYPES
 from olivekube.api.systems import SYSTEM_TYPES
-from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.api.workflow import parse_workflow
 
 UNION_TAGS = set(PASS_TYPES) | set(SYSTEM_TYPES)
 
@@ -57,7 +57,7 @@ def _message(err: Any) -> str:
 
 def problems_from_error(exc: ValidationError) -> list[Problem]:
     """Turn a pydantic error into problems with dotted paths from the document root."""
-    out = []
+    out: list[Problem] = []
     for err in exc.errors():
         ctx = err.get("ctx") or {}
         path = _error_path(tuple(err["loc"]), err["type"], ctx)
@@ -73,7 +73,7 @@ def validate_document(doc: Any) -> list[Problem]:
     if not isinstance(doc, dict):
         return [Problem("", f"a manifest must be a mapping, not {type(doc).__name__}")]
     try:
-        OptimizationWorkflow.model_validate(doc)
+        parse_workflow(doc)
     except ValidationError as exc:
         return problems_from_error(exc)
     return []

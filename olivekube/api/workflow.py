@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from olivekube.api.common import (
-    API_VERSION,
-    KIND,
     MAX_DATA_CONFIGS,
     MAX_NAME_LEN,
     MAX_PASSES,
@@ -29,11 +28,17 @@ from olivekube.api.systems import AzureMLClient, AzureMLSystem, System
 
 # The stage of each pass type. Passes run in stage order: the API server stores `passes` as a JSON
 # object whose key order is not kept, so order cannot come from how the manifest was written.
-PASS_STAGES: dict[str, int] = {"LoRA": 0, "QLoRA": 0, "MergeAdapterWeights": 1, "ModelBuilder": 2, "ExtractAdapters": 3}
+PASS_STAGES: dict[str, int] = {
+    "LoRA": 0,
+    "QLoRA": 0,
+    "MergeAdapterWeights": 1,
+    "ModelBuilder": 2,
+    "ExtractAdapters": 3,
+}
 TRAINING_PASS_TYPES = ("LoRA", "QLoRA")
 
 NO_EVALUATORS = "olivekube has no evaluators yet; remove it (training and eval loss are reported in status)"
-CEL_RULES: list[dict[str, str]] = [
+CEL_RULES: list[JsonValue] = [
     {
         "rule": "!has(self.host) || (has(self.systems) && self.host in self.systems)",
         "message": "host must name an entry of spec.systems",
@@ -79,7 +84,9 @@ CEL_RULES: list[dict[str, str]] = [
 class WorkflowSpec(ApiModel):
     """An Olive run config (current form) plus Kubernetes settings."""
 
-    model_config = ApiModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": CEL_RULES}}
+    model_config = ConfigDict(
+        **ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": list(CEL_RULES)}
+    )
     _renamed_keys = {
         "engine": "the engine options (host, target, cache_dir, ...) directly under spec",
         "pass_flows": "the passes in order under passes (Olive 0.8 removed pass_flows)",
@@ -96,7 +103,10 @@ class WorkflowSpec(ApiModel):
     }
 
     workflow_id: str | None = Field(
-        None, max_length=MAX_NAME_LEN, pattern=NAME_PATTERN, description="Olive workflow id (cache folder name)."
+        None,
+        max_length=MAX_NAME_LEN,
+        pattern=NAME_PATTERN,
+        description="Olive workflow id (cache folder name).",
     )
     azureml_client: AzureMLClient | None = Field(
         None, description="Default Azure ML workspace for AzureML systems and azureml:// URIs."
@@ -122,13 +132,17 @@ class WorkflowSpec(ApiModel):
         ),
     )
     host: str | None = Field(
-        None, max_length=MAX_NAME_LEN, description="System that runs the passes. Default: the Kubernetes system."
+        None,
+        max_length=MAX_NAME_LEN,
+        description="System that runs the passes. Default: the Kubernetes system.",
     )
     target: str | None = Field(
         None, max_length=MAX_NAME_LEN, description="System the model is built for. Default: host."
     )
     cache_dir: str | None = Field(
-        None, max_length=MAX_STRING, description="Pass cache URI (s3://, pvc://, file://). Default: .olivekube-cache"
+        None,
+        max_length=MAX_STRING,
+        description="Pass cache URI (s3://, pvc://, file://). Default: .olivekube-cache",
     )
     output_dir: str | None = Field(
         None, max_length=MAX_STRING, description="Where the final model is published (URI). Default: outputs"
@@ -187,7 +201,10 @@ class WorkflowSpec(ApiModel):
         for sname, system in systems.items():
             if isinstance(system, AzureMLSystem) and not (system.azureml_client or self.azureml_client):
                 problems.append(
-                    (f"systems.{sname}.azureml_client", "an AzureML system needs azureml_client here or in spec")
+                    (
+                        f"systems.{sname}.azureml_client",
+                        "an AzureML system needs azureml_client here or in spec",
+                    )
                 )
         for key in ("host", "target"):
             name = getattr(self, key)
@@ -200,7 +217,9 @@ class WorkflowSpec(ApiModel):
                 for key in ("train_data_config", "eval_data_config"):
                     ref = getattr(p, key)
                     if ref is not None and ref not in data_names:
-                        problems.append((f"passes.{pname}.{key}", f"{ref!r} is not in spec.data_configs {known_data}"))
+                        problems.append(
+                            (f"passes.{pname}.{key}", f"{ref!r} is not in spec.data_configs {known_data}")
+                        )
         return problems
 
     def ordered_pass_names(self) -> list[str]:
@@ -255,8 +274,13 @@ class ObjectMeta(OpenModel):
 class OptimizationWorkflow(ApiModel):
     """An Olive model optimization workflow run as Kubernetes Jobs, one per pass."""
 
-    apiVersion: Literal["olivekube.io/v1alpha1"] = Field(API_VERSION, description="API version.")
-    kind: Literal["OptimizationWorkflow"] = Field(KIND, description="Kind.")
+    apiVersion: Literal["olivekube.io/v1alpha1"] = Field("olivekube.io/v1alpha1", description="API version.")
+    kind: Literal["OptimizationWorkflow"] = Field("OptimizationWorkflow", description="Kind.")
     metadata: ObjectMeta = Field(description="Object metadata.")
     spec: WorkflowSpec = Field(description="What to run: an Olive run config plus Kubernetes settings.")
     status: WorkflowStatus | None = Field(None, description="What happened: written by operator and runner.")
+
+
+def parse_workflow(doc: Any) -> OptimizationWorkflow:
+    """Validate a parsed manifest (raises pydantic.ValidationError)."""
+    return OptimizationWorkflow.model_validate_json(json.dumps(doc, default=str))

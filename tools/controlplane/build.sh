@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the test control plane (kine, kube-apiserver, kube-controller-manager, kubectl, helm)
+# Build the test control plane (kine, kube-apiserver, kube-controller-manager, kubectl, helm) and
+# the S3-compatible test server (gofakes3)
 # from Go modules into a cache folder keyed by the pinned versions. Rebuilds only what is missing.
 # Prints the bin folder on its last line.
 set -euo pipefail
@@ -7,9 +8,10 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 KINE_VERSION="${KINE_VERSION:-v0.17.5}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+GOFAKES3_VERSION="${GOFAKES3_VERSION:-v1.2.0}"
 
 CACHE="${OLIVEKUBE_CACHE:-$HOME/.cache/olivekube}"
-BIN="$CACHE/controlplane/k8s-$K8S_VERSION-kine-$KINE_VERSION-helm-$HELM_VERSION/bin"
+BIN="$CACHE/controlplane/k8s-$K8S_VERSION-kine-$KINE_VERSION-helm-$HELM_VERSION-s3-$GOFAKES3_VERSION/bin"
 export GOMODCACHE="${GOMODCACHE:-$CACHE/gomod}"
 export GOCACHE="${GOCACHE:-$CACHE/gobuild}"
 export CGO_ENABLED=0
@@ -21,6 +23,11 @@ log() { echo "[controlplane] $*" >&2; }
 if [[ ! -x "$BIN/kine" ]]; then
   log "building kine $KINE_VERSION"
   GOBIN="$BIN" go install "github.com/k3s-io/kine@$KINE_VERSION"
+fi
+
+if [[ ! -x "$BIN/gofakes3" ]]; then
+  log "building gofakes3 $GOFAKES3_VERSION (S3-compatible server for the tests)"
+  GOBIN="$BIN" go install "github.com/johannesboyne/gofakes3/cmd/gofakes3@$GOFAKES3_VERSION"
 fi
 
 if [[ ! -x "$BIN/helm" ]]; then

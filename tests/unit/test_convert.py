@@ -1,0 +1,169 @@
+"""Olive configs (legacy and current) convert to valid manifests, and back without loss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from olivekube.api.olive_config import ConvertError, olive_to_spec, spec_to_olive, to_manifest
+from olivekube.api.validation import validate_document
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples" / "olive").glob("*.json"))
+
+
+def load(name: str) -> dict:
+    return json.loads((REPO / "examples" / "olive" / name).read_text())
+
+
+@pytest.mark.parametrize("config", EXAMPLES, ids=lambda p: p.name)
+def test_examples_convert_to_valid_manifests(config: Path) -> None:
+    manifest, _ = to_manifest(json.loads(config.read_text()), "wf", "ml")
+    assert validate_document(manifest) == []
+
+
+@pytest.mark.parametrize("config", EXAMPLES, ids=lambda p: p.name)
+def test_round_trip_loses_nothing(config: Path) -> None:
+    spec, _ = olive_to_spec(json.loads(config.read_text()))
+    again, warnings = olive_to_spec(spec_to_olive(spec))
+    assert again == spec
+    assert warnings == []
+
+
+def test_seed_legacy_config_maps_every_option() -> None:
+    spec, warnings = olive_to_spec(load("phi3-seed-legacy.json"))
+    assert spec["input_model"] == {
+        "type": "HfModel",
+        "model_path": "model-cache/microsoft/phi-3-mini",
+        "task": "text-generation",
+        "load_kwargs": {"trust_remote_code": True},
+    }
+    data = spec["data_configs"][0]
+    assert data["load_dataset_config"] == {
+        "data_name": "json",
+        "data_files": "dataset/dataset-classification.json",
+        "split": "train",
+    }
+    pre = data["pre_process_data_config"]
+    assert pre["strategy"] == "join" and pre["max_seq_len"] == 2048 and pre["text_cols"] == ["phrase", "tone"]
+    assert "dataset_type" not in pre and "source_max_len" not in pre
+    lora = spec["passes"]["lora"]
+    assert (lora["r"], lora["alpha"], lora["lora_dropout"]) == (64, 64, 0.1)
+    assert lora["training_args"]["eval_strategy"] == "steps"
+    assert "evaluation_strategy" not in lora["training_args"]
+    assert "double_quant" not in lora
+    assert [str(w) for w in warnings if "double_quant" in w.path]
+    assert spec["passes"]["builder"] == {"type": "ModelBuilder", "precision": "int4"}
+    assert (spec["host"], spec["target"], spec["search_strategy"]) == ("aml", "aml", False)
+    aml = spec["systems"]["aml"]
+    assert aml["accelerators"] == [{"device": "gpu", "execution_providers": ["CUDAExecutionProvider"]}]
+    assert aml["aml_docker_config"]["conda_file_path"] == "conda.yaml"
+    assert spec["cache_dir"].endswith("phi3-finetuned/cache")
+
+
+def test_seed_azure_variants_become_azureml_uris() -> None:
+    spec, _ = olive_to_spec(load("phi3-seed-aml-legacy.json"))
+    assert spec["input_model"]["model_path"] == (
+        "azureml://registries/azureml-msr/models/microsoft/Phi-3-mini-4k-instruct/versions/11"
+    )
+    assert spec["input_model"]["model_file_format"] == "PyTorch.MLflow"
+    files = spec["data_configs"][0]["load_dataset_config"]["data_files"]
+    assert files.startswith("azureml://subscriptions/") and "/datastores/workspaceblobstore/paths/" in files
+
+
+def test_current_form_passes_through_unchanged() -> None:
+    config = load("phi3-lora-current.json")
+    spec, warnings = olive_to_spec(config)
+    assert warnings == []
+    assert spec["data_configs"] == config["data_configs"] or all(
+        d["load_dataset_config"] == c["load_dataset_config"]
+        for d, c in zip(spec["data_configs"], config["data_configs"], strict=True)
+    )
+    assert spec["passes"] == config["passes"]
+
+
+def test_one_pass_flow_orders_passes_and_several_are_refused() -> None:
+    config = load("phi3-seed-legacy.json")
+    config["pass_flows"] = [["lora", "merge_adapter_weights", "builder"]]
+    spec, _ = olive_to_spec(config)
+    assert list(spec["passes"]) == ["lora", "merge_adapter_weights", "builder"]
+    config["pass_flows"] = [["lora"], ["builder"]]
+    with pytest.raises(ConvertError) as exc:
+        olive_to_spec(config)
+    assert any(p.path == "pass_flows" for p in exc.value.problems)
+
+
+BAD_CONFIGS = [
+    ("passes.conv.type", lambda c: c["passes"].update(conv={"type": "OnnxConversion"}), "ModelBuilder"),
+    ("passes.lora", lambda c: c["passes"].update(lora=[c["passes"]["lora"], c["passes"]["lora"]]), "search"),
+    ("input_model.io_config", lambda c: c["input_model"]["config"].update(io_config={}), "io_config"),
+    ("input_model.model_script", lambda c: c["input_model"]["config"].update(model_script="u.py"), "runner"),
+    ("data_configs[0].user_script", lambda c: c["data_configs"][0].update(user_script="u.py"), "Python"),
+    ("evaluators", lambda c: c.update(evaluators={"e": {}}), "evaluators"),
+    ("search_strategy", lambda c: c["engine"].update(search_strategy={"execution_order": "joint"}), "search"),
+    ("systems.aml.type", lambda c: c["systems"]["aml"].update(type="Docker"), "runner image"),
+    ("input_model.type", lambda c: c["input_model"].update(type="ONNXModel"), "HfModel"),
+    ("engine.frobnicate", lambda c: c["engine"].update(frobnicate=1), "unknown"),
+    (
+        "data_configs[0].pre_process_data_config.dataset_type",
+        lambda c: c["data_configs"][0]["pre_process_data_config"]["params"].update(dataset_type="pair"),
+        "pair",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "mutate", "word"), BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_unsupported_olive_features_are_named_errors(path: str, mutate, word: str) -> None:
+    config = load("phi3-seed-legacy.json")
+    mutate(config)
+    with pytest.raises(ConvertError) as exc:
+        olive_to_spec(config)
+    hits = [p for p in exc.value.problems if p.path == path]
+    assert hits, [str(p) for p in exc.value.problems]
+    assert word.lower() in hits[0].message.lower()
+
+
+def test_cli_convert_then_validate(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "olivekube.cli"]
+    out = subprocess.run(
+        [
+            *cli,
+            "convert",
+            str(REPO / "examples/olive/phi3-seed-legacy.json"),
+            "-n",
+            "seed",
+            "--namespace",
+            "ml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "double_quant" in out.stderr
+    manifest = yaml.safe_load(out.stdout)
+    assert manifest["metadata"] == {"name": "seed", "namespace": "ml"}
+    path = tmp_path / "seed.yaml"
+    path.write_text(out.stdout)
+    ok = subprocess.run([*cli, "validate", str(path)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout
+    back = subprocess.run(
+        [*cli, "convert", "--to", "olive", str(path)], check=True, capture_output=True, text=True
+    )
+    assert olive_to_spec(json.loads(back.stdout))[0] == manifest["spec"]
+
+
+def test_cli_convert_reports_problems_and_fails(tmp_path: Path) -> None:
+    config = load("phi3-seed-legacy.json")
+    config["passes"]["conv"] = {"type": "OnnxConversion"}
+    path = tmp_path / "olive.json"
+    path.write_text(json.dumps(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "olivekube.cli", "convert", str(path)], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert "passes.conv.type" in out.stderr and out.stdout == ""
