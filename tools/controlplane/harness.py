@@ -166,16 +166,44 @@ class ControlPlane:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_seconds: float = 0.0
 
-    def _start(self, name: str, args: list[str]) -> None:
-        exe = self.bin / args[0]
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        exe = Path(args[0]) if Path(args[0]).is_absolute() else self.bin / args[0]
         if not exe.exists():
             raise ControlPlaneError(f"{exe} is missing: run {BUILD_SCRIPT}")
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it
         self.processes[name] = subprocess.Popen(
-            [str(exe), *args[1:]], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [str(exe), *args[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+            env=env,
         )
 
-    def start(self, timeout: float = 60) -> ControlPlane:
+    def start_node_agent(self) -> None:
+        """Start the test node agent, which runs pods as local processes."""
+        host, port = self.server.removeprefix("https://").rsplit(":", 1)
+        self._start(
+            "node-agent",
+            [
+                sys.executable,
+                "-m",
+                "tools.controlplane.node_agent",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--workdir={self.workdir / 'node'}",
+            ],
+            env={**os.environ, "OLIVEKUBE_API_HOST": host, "OLIVEKUBE_API_PORT": port, "PYTHONPATH": str(REPO)},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(Exception):
+                self.get("/api/v1/nodes/olivekube-test-node", timeout=2)
+                return
+            time.sleep(0.1)
+        raise ControlPlaneError("the node agent did not register its node")
+
+    def start(self, timeout: float = 60, node_agent: bool = True) -> ControlPlane:
         began = time.monotonic()
         pki = self.workdir / "pki"
         make_certs(pki)
@@ -236,6 +264,8 @@ class ControlPlane:
             ],
         )
         self._wait_default_service_account(began + timeout)
+        if node_agent:
+            self.start_node_agent()
         self.startup_seconds = time.monotonic() - began
         return self
 

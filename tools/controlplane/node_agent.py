@@ -1,0 +1,464 @@
+"""A test-only node agent: the part of a kubelet that the tests need, without containers.
+
+It registers a Node, binds pending pods to it, and runs each container's command and args as a
+local process with the pod's environment (values, Secret and ConfigMap references, the downward
+API fields our Jobs use), in a working folder that maps the pod's volume mounts. It reports the
+pod's status (Running, then Succeeded or Failed with exit code and termination message) through
+the API, and ends a pod's process when the pod is deleted.
+
+It runs only images named as the project's own (`.../olivekube...`): the `olivekube` command inside
+them is this checkout's. Other pods are marked Failed with reason ImageNotRunnable.
+
+Processes see their mounts through OLIVEKUBE_PATH_MAP, a JSON map of container path to local
+folder (there is no mount namespace); the runner resolves container paths with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("node-agent")
+NODE_NAME = "olivekube-test-node"
+IMAGE_PATTERN = re.compile(r"(^|/)olivekube[\w.-]*(/|:|@|$)")
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+VENV_BIN = Path(sys.executable).parent
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NodeAgent:
+    def __init__(self, workdir: Path, gpus: int = 8) -> None:
+        self.workdir = workdir
+        self.gpus = gpus
+        self.core = client.CoreV1Api()
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: set[str] = set()
+        self.lock = threading.Lock()
+
+    # -- node -------------------------------------------------------------------------------
+    def register(self) -> None:
+        capacity = {"cpu": "16", "memory": "64Gi", "pods": "500", "nvidia.com/gpu": str(self.gpus)}
+        body = client.V1Node(
+            metadata=client.V1ObjectMeta(
+                name=NODE_NAME, labels={"kubernetes.io/hostname": NODE_NAME, "olivekube.io/test-node": "true"}
+            )
+        )
+        with contextlib.suppress(ApiException):
+            self.core.create_node(body)
+        status = {
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "NodeAgentReady",
+                        "message": "olivekube test node agent",
+                        "lastHeartbeatTime": now(),
+                        "lastTransitionTime": now(),
+                    }
+                ],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            }
+        }
+        self.core.patch_node_status(NODE_NAME, status)
+
+    # -- pods -------------------------------------------------------------------------------
+    def handle(self, pod: client.V1Pod) -> None:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        if pod.metadata.deletion_timestamp is not None:
+            self.stop(pod, key)
+            return
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return
+        if not pod.spec.node_name:
+            self.bind(pod)
+            return
+        if pod.spec.node_name != NODE_NAME:
+            return
+        with self.lock:
+            if pod.metadata.uid in self.started:
+                return
+            self.started.add(pod.metadata.uid)
+        threading.Thread(target=self.run_pod, args=(pod, key), daemon=True).start()
+
+    def bind(self, pod: client.V1Pod) -> None:
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=pod.metadata.name),
+            target=client.V1ObjectReference(kind="Node", name=NODE_NAME, api_version="v1"),
+        )
+        try:
+            self.core.create_namespaced_binding(pod.metadata.namespace, body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("bind %s: %s", pod.metadata.name, exc.reason)
+
+    def stop(self, pod: client.V1Pod, key: str) -> None:
+        proc = self.running.pop(pod.metadata.uid, None)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=pod.metadata.deletion_grace_period_seconds or 5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        if pod.spec.node_name in (None, NODE_NAME):
+            if pod.status.phase not in ("Succeeded", "Failed"):
+                # As a kubelet does: report the killed container, so that the Job controller can
+                # account the pod and drop its tracking finalizer; then finish the deletion.
+                container = pod.spec.containers[0]
+                self.patch_status(
+                    pod,
+                    {
+                        "phase": "Failed",
+                        "reason": "Terminated",
+                        "message": "the pod was deleted",
+                        "containerStatuses": [
+                            {
+                                "name": container.name,
+                                "image": container.image,
+                                "imageID": container.image,
+                                "ready": False,
+                                "restartCount": 0,
+                                "state": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": now()}},
+                            }
+                        ],
+                    },
+                )
+            try:
+                self.core.delete_namespaced_pod(
+                    pod.metadata.name,
+                    pod.metadata.namespace,
+                    body=client.V1DeleteOptions(
+                        grace_period_seconds=0, preconditions=client.V1Preconditions(uid=pod.metadata.uid)
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("delete %s: %s %s", key, exc.status, exc.body)
+        log.info("stopped %s", key)
+
+    def patch_status(self, pod: client.V1Pod, status: dict[str, Any]) -> None:
+        try:
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("status %s: %s", pod.metadata.name, exc.reason)
+
+    def fail(self, pod: client.V1Pod, reason: str, message: str) -> None:
+        container = pod.spec.containers[0]
+        self.patch_status(
+            pod,
+            {
+                "phase": "Failed",
+                "reason": reason,
+                "message": message,
+                "containerStatuses": [
+                    {
+                        "name": container.name,
+                        "image": container.image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": reason, "message": message}},
+                    }
+                ],
+            },
+        )
+
+    # -- environment and mounts -----------------------------------------------------------------
+    def _secret(self, ns: str, name: str) -> dict[str, str]:
+        data = self.core.read_namespaced_secret(name, ns).data or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def _configmap(self, ns: str, name: str) -> dict[str, str]:
+        return dict(self.core.read_namespaced_config_map(name, ns).data or {})
+
+    def _field(self, pod: client.V1Pod, path: str) -> str:
+        simple = {
+            "metadata.name": pod.metadata.name,
+            "metadata.namespace": pod.metadata.namespace,
+            "metadata.uid": pod.metadata.uid,
+            "spec.nodeName": NODE_NAME,
+            "spec.serviceAccountName": pod.spec.service_account_name or "default",
+            "status.podIP": "127.0.0.1",
+            "status.hostIP": "127.0.0.1",
+        }
+        if path in simple:
+            return str(simple[path])
+        m = re.match(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+        if m:
+            return str((getattr(pod.metadata, m.group(1)) or {}).get(m.group(2), ""))
+        raise ValueError(f"unsupported fieldRef {path}")
+
+    def environment(self, pod: client.V1Pod, container: client.V1Container) -> dict[str, str]:
+        ns = pod.metadata.namespace
+        env: dict[str, str] = {}
+        for source in container.env_from or []:
+            prefix = source.prefix or ""
+            if source.secret_ref:
+                values = self._secret(ns, source.secret_ref.name)
+            else:
+                values = self._configmap(ns, source.config_map_ref.name)
+            env.update({prefix + k: v for k, v in values.items()})
+        for var in container.env or []:
+            if var.value_from is None:
+                env[var.name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var.value or "")
+            elif var.value_from.secret_key_ref:
+                ref = var.value_from.secret_key_ref
+                env[var.name] = self._secret(ns, ref.name)[ref.key]
+            elif var.value_from.config_map_key_ref:
+                ref = var.value_from.config_map_key_ref
+                env[var.name] = self._configmap(ns, ref.name)[ref.key]
+            elif var.value_from.field_ref:
+                env[var.name] = self._field(pod, var.value_from.field_ref.field_path)
+            else:
+                raise ValueError(f"env {var.name}: unsupported valueFrom")
+        return env
+
+    def mounts(self, pod: client.V1Pod, container: client.V1Container, pod_dir: Path) -> dict[str, str]:
+        """Map each mount path to a local folder, filling Secret, ConfigMap and token volumes."""
+        ns = pod.metadata.namespace
+        volumes = {v.name: v for v in pod.spec.volumes or []}
+        path_map: dict[str, str] = {}
+        for mount in container.volume_mounts or []:
+            vol = volumes[mount.name]
+            if vol.persistent_volume_claim is not None:
+                local = self.workdir / "pvcs" / ns / vol.persistent_volume_claim.claim_name
+            elif vol.host_path is not None:
+                local = Path(vol.host_path.path)
+            else:
+                local = pod_dir / "volumes" / mount.name
+            local.mkdir(parents=True, exist_ok=True)
+            if vol.secret is not None:
+                for k, v in self._secret(ns, vol.secret.secret_name).items():
+                    (local / k).write_text(v)
+            if vol.config_map is not None:
+                for k, v in self._configmap(ns, vol.config_map.name).items():
+                    (local / k).write_text(v)
+            if vol.projected is not None:
+                self._projected(pod, vol.projected, local)
+            if mount.sub_path:
+                local = local / mount.sub_path
+                local.mkdir(parents=True, exist_ok=True)
+            path_map[mount.mount_path] = str(local)
+        return path_map
+
+    def _projected(self, pod: client.V1Pod, projected: Any, local: Path) -> None:
+        for source in projected.sources or []:
+            if source.service_account_token is not None:
+                token = self.core.create_namespaced_service_account_token(
+                    pod.spec.service_account_name or "default",
+                    pod.metadata.namespace,
+                    client.AuthenticationV1TokenRequest(
+                        spec=client.V1TokenRequestSpec(
+                            audiences=[],
+                            expiration_seconds=source.service_account_token.expiration_seconds or 3600,
+                            bound_object_ref=client.V1BoundObjectReference(
+                                kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid
+                            ),
+                        )
+                    ),
+                )
+                (local / source.service_account_token.path).write_text(token.status.token)
+            if source.config_map is not None:
+                data = self._configmap(pod.metadata.namespace, source.config_map.name)
+                for item in source.config_map.items or [client.V1KeyToPath(key=k, path=k) for k in data]:
+                    (local / item.path).write_text(data[item.key])
+            if source.downward_api is not None:
+                for item in source.downward_api.items or []:
+                    (local / item.path).write_text(self._field(pod, item.field_ref.field_path))
+
+    # -- running ----------------------------------------------------------------------------
+    def run_pod(self, pod: client.V1Pod, key: str) -> None:
+        container = pod.spec.containers[0]
+        if not IMAGE_PATTERN.search(container.image or ""):
+            self.fail(
+                pod,
+                "ImageNotRunnable",
+                f"the test node agent runs only the project's own images (olivekube...), not {container.image!r}",
+            )
+            return
+        pod_dir = self.workdir / "pods" / pod.metadata.namespace / pod.metadata.name
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            env = self.environment(pod, container)
+            path_map = self.mounts(pod, container, pod_dir)
+        except (ApiException, KeyError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, ApiException) else str(exc)
+            self.fail(pod, "CreateContainerConfigError", f"{reason}")
+            return
+        term_path = container.termination_message_path or "/dev/termination-log"
+        term_file = pod_dir / "termination-log"
+        term_file.write_text("")
+        path_map[term_path] = str(term_file)
+        host_env = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR", "PYTHONPATH")}
+        full_env = {
+            **host_env,
+            "PATH": f"{VENV_BIN}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
+            "HOSTNAME": pod.metadata.name,
+            **env,
+            "OLIVEKUBE_PATH_MAP": json.dumps(path_map),
+        }
+        if SA_DIR in path_map:
+            full_env.setdefault("KUBERNETES_SERVICE_HOST", os.environ.get("OLIVEKUBE_API_HOST", "127.0.0.1"))
+            full_env.setdefault("KUBERNETES_SERVICE_PORT", os.environ.get("OLIVEKUBE_API_PORT", "443"))
+        argv = [*(container.command or []), *(container.args or [])]
+        if not argv:
+            self.fail(pod, "CreateContainerConfigError", "the node agent needs the container's command")
+            return
+        argv = [re.sub(r"\$\((\w+)\)", lambda m: full_env.get(m.group(1), m.group(0)), a) for a in argv]
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        started = now()
+        log_file = open(pod_dir / "container.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=full_env,
+                cwd=str(pod_dir),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.fail(pod, "StartError", f"cannot run {argv[0]!r}: {exc.strerror}")
+            return
+        self.running[pod.metadata.uid] = proc
+        base = {"name": container.name, "image": container.image, "imageID": container.image, "restartCount": 0}
+        self.patch_status(
+            pod,
+            {
+                "phase": "Running",
+                "startTime": started,
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "podIPs": [{"ip": "127.0.0.1"}],
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": started},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": started},
+                ],
+                "containerStatuses": [
+                    {**base, "ready": True, "started": True, "state": {"running": {"startedAt": started}}}
+                ],
+            },
+        )
+        log.info("started %s: %s", key, " ".join(argv))
+        code = proc.wait()
+        log_file.close()
+        if self.running.pop(pod.metadata.uid, None) is None:
+            return  # deleted: stop() owns the pod now
+        message = term_file.read_text(errors="replace")[-4096:]
+        if not message and code != 0 and container.termination_message_policy == "FallbackToLogsOnError":
+            lines = (pod_dir / "container.log").read_text(errors="replace").splitlines()[-80:]
+            message = "\n".join(lines)[-4096:]
+        finished = now()
+        terminated = {
+            "exitCode": code if code >= 0 else 128 - code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": started,
+            "finishedAt": finished,
+        }
+        if message:
+            terminated["message"] = message
+        self.patch_status(
+            pod,
+            {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": finished},
+                    {
+                        "type": "ContainersReady",
+                        "status": "False",
+                        "reason": "PodCompleted",
+                        "lastTransitionTime": finished,
+                    },
+                ],
+                "containerStatuses": [
+                    {**base, "ready": False, "started": False, "state": {"terminated": terminated}}
+                ],
+            },
+        )
+        log.info("finished %s with %s", key, code)
+
+    # -- main loop --------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        while True:
+            time.sleep(20)
+            with contextlib.suppress(Exception):
+                self.register()
+
+    def serve(self) -> None:
+        self.register()
+        threading.Thread(target=self.heartbeat, daemon=True).start()
+        resource_version = ""
+        while True:
+            if not resource_version:
+                pods = self.core.list_pod_for_all_namespaces()
+                for pod in pods.items:
+                    self.handle(pod)
+                resource_version = pods.metadata.resource_version
+            try:
+                for event in watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces, resource_version=resource_version, timeout_seconds=300
+                ):
+                    pod = event["object"]
+                    resource_version = pod.metadata.resource_version
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self.handle(pod)
+                    elif event["type"] == "DELETED":
+                        proc = self.running.pop(pod.metadata.uid, None)
+                        if proc is not None and proc.poll() is None:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.killpg(proc.pid, signal.SIGKILL)
+            except ApiException as exc:
+                if exc.status == 410:
+                    resource_version = ""
+                else:
+                    log.warning("watch: %s", exc.reason)
+                    time.sleep(1)
+
+    def shutdown(self, *_: object) -> None:
+        for proc in list(self.running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--workdir", required=True, type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config.load_kube_config(str(args.kubeconfig))
+    agent = NodeAgent(args.workdir)
+    signal.signal(signal.SIGTERM, agent.shutdown)
+    agent.serve()
+
+
+if __name__ == "__main__":
+    main()
