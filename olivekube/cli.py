@@ -9,11 +9,13 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 
 from olivekube.api.crd import crd_yaml
 from olivekube.api.olive_config import ConvertError, manifest_name, spec_to_olive, to_manifest
-from olivekube.api.validation import validate_text
+from olivekube.api.validation import problems_from_error, validate_text
+from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
 
 app = typer.Typer(
     help="Run Olive-style model optimization workflows on Kubernetes, or locally.",
@@ -99,6 +101,63 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to chec
             typer.echo(f"{path}: valid")
     if failed:
         raise typer.Exit(1)
+
+
+def _load_workflow(path: Path) -> OptimizationWorkflow:
+    """A manifest, or an Olive config (either form) converted on the fly."""
+    data = _load(path)
+    if isinstance(data, dict) and "input_model" in data and "spec" not in data:
+        try:
+            data, warnings = to_manifest(data, manifest_name(str(data.get("workflow_id") or path.stem)))
+        except ConvertError as exc:
+            for problem in exc.problems:
+                err.print(f"{path}: {problem}", markup=False, highlight=False)
+            raise typer.Exit(1) from exc
+        for warning in warnings:
+            err.print(f"warning: {warning}", markup=False, highlight=False)
+    try:
+        return parse_workflow(data)
+    except ValidationError as exc:
+        for problem in problems_from_error(exc):
+            err.print(f"{path}: {problem}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Workflow manifest, or an Olive config (legacy or current form).")],
+    cache_dir: Annotated[str | None, typer.Option(help="Override spec.cache_dir.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Override spec.output_dir.")] = None,
+) -> None:
+    """Run a whole workflow on this machine. Relative paths in it are relative to its folder."""
+    from olivekube.runner.local import run_local
+
+    workflow = _load_workflow(file)
+    code = run_local(workflow, file.resolve().parent, Console(), cache_dir=cache_dir, output_dir=output_dir)
+    raise typer.Exit(code)
+
+
+@app.command()
+def generate(
+    model: Annotated[Path, typer.Argument(help="An ONNX model folder written by the ModelBuilder pass.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "Hello",
+    max_length: Annotated[int, typer.Option(help="Maximum tokens, prompt included.")] = 64,
+) -> None:
+    """Greedy generation with onnxruntime-genai, to try a built model."""
+    import onnxruntime_genai as og
+
+    if not (model / "genai_config.json").is_file():
+        err.print(f"[red]error:[/] {model} is not an onnxruntime-genai model folder (no genai_config.json)")
+        raise typer.Exit(1)
+    m = og.Model(str(model))
+    tokenizer = og.Tokenizer(m)
+    params = og.GeneratorParams(m)
+    params.set_search_options(max_length=max_length, do_sample=False)
+    generator = og.Generator(m, params)
+    generator.append_tokens(tokenizer.encode(prompt))
+    while not generator.is_done():
+        generator.generate_next_token()
+    typer.echo(tokenizer.decode(generator.get_sequence(0)))
 
 
 if __name__ == "__main__":

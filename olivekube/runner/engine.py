@@ -1,0 +1,283 @@
+"""Run a workflow's passes in order: resolve the input model, reuse cached pass outputs, publish.
+
+The same code serves `olivekube run` (all passes in one process, on this machine) and the
+in-cluster runner (one pass per Job); the difference is only which passes run and where the
+progress goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.runner import RUNNER_VERSION
+from olivekube.runner.artifact import ModelArtifact, hub_digest
+from olivekube.runner.context import PassContext
+from olivekube.runner.errors import PassError
+from olivekube.runner.passes import PASSES
+from olivekube.runner.passes.base import RunnerPass
+from olivekube.runner.progress import ProgressSink, null_sink
+from olivekube.storage import build_manifest, store_for
+from olivekube.storage.base import StorageError, is_uri
+from olivekube.storage.manifest import Manifest, file_sha256
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class PassResult:
+    """What happened to one pass."""
+
+    name: str
+    type: str
+    status: str  # ran, cached, failed
+    seconds: float = 0.0
+    uri: str | None = None
+    digest: str | None = None
+    size_bytes: int | None = None
+    cache_key: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _kwargs(workflow: OptimizationWorkflow) -> dict[str, Any]:
+    load = workflow.spec.input_model.load_kwargs
+    return load.dump() if load else {}
+
+
+class WorkflowRunner:
+    """Runs the passes of one workflow."""
+
+    def __init__(
+        self,
+        workflow: OptimizationWorkflow,
+        base_dir: Path,
+        report: ProgressSink = null_sink,
+        cache_dir: str | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.spec = workflow.spec
+        self.base_dir = base_dir
+        self.report = report
+        self.cache_dir = self._location(cache_dir or self.spec.cache_dir or ".olivekube-cache")
+        self.output_dir = self._location(output_dir or self.spec.output_dir or f"outputs/{workflow.metadata.name}")
+        self.work_root = (
+            Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
+        )
+
+    def _location(self, value: str) -> str:
+        """URIs stay; relative paths are relative to the workflow file's folder."""
+        if is_uri(value) or Path(value).is_absolute():
+            return value
+        return str((self.base_dir / value).resolve())
+
+    # -- the input model ------------------------------------------------------------------
+    def input_model(self) -> ModelArtifact:
+        model = self.spec.input_model
+        field_name = "spec.input_model.model_path"
+        kwargs = _kwargs(self.workflow)
+        artifact = self._resolve_model(model.model_path, field_name, kwargs)
+        if model.model_file_format == "PyTorch.MLflow" and artifact.path is not None:
+            inner = artifact.path / "data" / "model"
+            if not inner.is_dir():
+                raise PassError(field_name, f"no MLflow model there ({inner} is missing)")
+            artifact.path = inner
+        if model.adapter_path:
+            adapter = self._resolve_model(model.adapter_path, "spec.input_model.adapter_path", kwargs)
+            return ModelArtifact(
+                kind="adapter",
+                digest=adapter.digest,
+                path=adapter.path,
+                base=artifact,
+                metadata={"load_kwargs": kwargs},
+            )
+        return artifact
+
+    def _resolve_model(self, value: str, field_name: str, kwargs: dict[str, Any]) -> ModelArtifact:
+        meta = {"load_kwargs": kwargs}
+        if is_uri(value):
+            try:
+                store = store_for(value)
+                local = store.local_path(value)
+                if local is not None and local.is_dir():
+                    return ModelArtifact("hf", build_manifest(local).digest, path=local, uri=value, metadata=meta)
+                dest = self.work_root / "inputs" / hashlib.sha256(value.encode()).hexdigest()[:16]
+                manifest = store.fetch(value, dest)
+            except StorageError as exc:
+                raise PassError(field_name, str(exc)) from exc
+            return ModelArtifact("hf", manifest.digest, path=dest, uri=value, metadata=meta)
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else self.base_dir / path
+        if path.is_dir():
+            return ModelArtifact("hf", build_manifest(path).digest, path=path, uri=str(path), metadata=meta)
+        if HUB_ID.match(value) and not value.startswith("."):
+            return ModelArtifact("hf", hub_digest(value, kwargs.get("revision")), hub_id=value, metadata=meta)
+        raise PassError(field_name, f"no model at {path}, and {value!r} is not a Hugging Face id or a URI")
+
+    # -- passes ---------------------------------------------------------------------------
+    def make_pass(self, name: str, workdir: Path) -> RunnerPass:
+        options = self.spec.passes[name]
+        if options.type not in PASSES:
+            raise PassError(f"spec.passes.{name}.type", f"{options.type} is not implemented by this runner")
+        ctx = PassContext(self.spec, name, workdir, self.base_dir, self.report)
+        return PASSES[options.type](options, ctx)
+
+    def cache_key(self, name: str, model: ModelArtifact, runner_pass: RunnerPass) -> str:
+        options = self.spec.passes[name].dump()
+        options.pop("host", None)
+        body: dict[str, Any] = {"runner": RUNNER_VERSION, "options": options, "input": model.digest}
+        if model.base is not None:
+            body["base"] = model.base.digest
+        if options["type"] in ("LoRA", "QLoRA"):
+            body["data"] = self._data_fingerprint(options)
+        if options["type"] == "ModelBuilder":
+            body["execution_provider"] = runner_pass.ctx.execution_provider()[1]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    def _data_fingerprint(self, options: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for config in self.spec.data_configs or []:
+            if config.name not in (options.get("train_data_config"), options.get("eval_data_config")):
+                continue
+            files = config.load_dataset_config.data_files
+            names = [files] if isinstance(files, str) else list(files or [])
+            digests = {}
+            for f in names if all(isinstance(n, str) for n in names) else []:
+                local = Path(f) if Path(f).is_absolute() else self.base_dir / f
+                digests[f] = file_sha256(local) if not is_uri(f) and local.is_file() else f
+            out.append({"config": config.dump(), "files": digests})
+        return out
+
+    def preflight(self, model: ModelArtifact) -> None:
+        """Cheap checks of every pass before any heavy work."""
+        first = True
+        for name in self.spec.ordered_pass_names():
+            runner_pass = self.make_pass(name, self.work_root)
+            if first:
+                runner_pass.preflight(model)
+                first = False
+            elif self.spec.passes[name].type == "ModelBuilder":
+                runner_pass.preflight(model)
+
+    def _from_cache(self, uri: str, manifest: Manifest, model: ModelArtifact) -> ModelArtifact:
+        store = store_for(uri)
+        path = store.local_path(uri)
+        if path is None:
+            path = self.work_root / "fetched" / manifest.digest[:16]
+            store.fetch(uri, path)
+        meta = manifest.metadata
+        return ModelArtifact(
+            kind=meta["kind"],
+            digest=manifest.digest,
+            path=path,
+            uri=uri,
+            base=model if meta["kind"] == "adapter" else None,
+            metadata=meta,
+        )
+
+    def run_pass(self, name: str, model: ModelArtifact) -> tuple[ModelArtifact, PassResult]:
+        options = self.spec.passes[name]
+        workdir = self.work_root / uuid.uuid4().hex[:12]
+        workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            runner_pass = self.make_pass(name, workdir)
+            if model.kind not in runner_pass.accepts:
+                raise PassError(
+                    f"spec.passes.{name}.type",
+                    f"{options.type} takes a {' or '.join(runner_pass.accepts)} model, not a {model.kind} model",
+                )
+            key = self.cache_key(name, model, runner_pass)
+            uri = _join(self.cache_dir, "passes", key[:32])
+            store = store_for(uri)
+            cached = None if self.spec.clean_cache else store.read_manifest(uri)
+            if cached is not None:
+                out_model = self._from_cache(uri, cached, model)
+                result = PassResult(
+                    name,
+                    options.type,
+                    "cached",
+                    time.monotonic() - started,
+                    uri,
+                    cached.digest,
+                    cached.size_bytes,
+                    key,
+                    dict(cached.metadata.get("metrics", {})),
+                    cached.metadata,
+                )
+                return out_model, result
+            runner_pass.preflight(model)
+            out = workdir / "out"
+            out.mkdir()
+            metadata = runner_pass.run(model, out)
+            metadata.update(
+                kind=runner_pass.produces,
+                pass_name=name,
+                pass_type=options.type,
+                cache_key=key,
+                input=model.digest,
+                runner=RUNNER_VERSION,
+                metrics=runner_pass.ctx.metrics,
+            )
+            if runner_pass.produces == "adapter":
+                base = model
+                metadata["base"] = {"uri": base.uri, "hub_id": base.hub_id, "digest": base.digest}
+                metadata["quantized_base"] = options.type == "QLoRA"
+            manifest = build_manifest(out, metadata)
+            store.publish(out, uri, manifest, consume=True)
+            out_model = self._from_cache(uri, manifest, model)
+            return out_model, PassResult(
+                name,
+                options.type,
+                "ran",
+                time.monotonic() - started,
+                uri,
+                manifest.digest,
+                manifest.size_bytes,
+                key,
+                dict(runner_pass.ctx.metrics),
+                metadata,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def publish_output(self, model: ModelArtifact) -> str:
+        """Publish the final model at output_dir (all or nothing)."""
+        assert model.path is not None
+        manifest = build_manifest(model.path, model.metadata)
+        store_for(self.output_dir).publish(model.path, self.output_dir, manifest)
+        return self.output_dir
+
+    def run(self, on_result: Callable[[PassResult], None] | None = None) -> tuple[list[PassResult], str]:
+        """Run every pass in order. Raises PassError (with `results_so_far`) when a pass fails."""
+        results: list[PassResult] = []
+        model = self.input_model()
+        self.preflight(model)
+        for name in self.spec.ordered_pass_names():
+            try:
+                model, result = self.run_pass(name, model)
+            except PassError as exc:
+                exc.results_so_far = results  # type: ignore[attr-defined]
+                exc.pass_name = name  # type: ignore[attr-defined]
+                raise
+            if on_result is not None:
+                on_result(result)
+            results.append(result)
+        output = self.publish_output(model)
+        shutil.rmtree(self.work_root, ignore_errors=True)
+        return results, output

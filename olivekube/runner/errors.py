@@ -1,0 +1,12 @@
+"""Errors the runner reports to users: each names the field at fault and what is allowed."""
+
+from __future__ import annotations
+
+
+class PassError(RuntimeError):
+    """A pass cannot run with the given workflow; `field` is the manifest path at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

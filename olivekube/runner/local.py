@@ -1,0 +1,109 @@
+"""`olivekube run`: a whole workflow on this machine, with a progress bar per pass and a summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.runner.engine import PassResult, WorkflowRunner
+from olivekube.runner.errors import PassError
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter off the terminal: the progress bars say what happens."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "peft", "datasets", "onnxruntime", "accelerate", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+class Bars:
+    """One rich progress bar per pass, fed by the runner's progress sink."""
+
+    def __init__(self, progress: Progress, names: list[str]) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {n: progress.add_task(n, total=None, start=False, info="") for n in names}
+
+    def __call__(self, pass_name: str, progress: dict[str, Any]) -> None:
+        values = progress
+        task = self.tasks[pass_name]
+        self.progress.start_task(task)
+        info = []
+        if "loss" in values:
+            info.append(f"loss {values['loss']:.4f}")
+        if "evalLoss" in values:
+            info.append(f"eval {values['evalLoss']:.4f}")
+        if "message" in values:
+            info.append(values["message"])
+        self.progress.update(
+            task, total=values.get("totalSteps"), completed=values.get("step", 0), info="  ".join(info)
+        )
+
+    def finish(self, result: PassResult) -> None:
+        task = self.tasks[result.name]
+        self.progress.start_task(task)
+        total = self.progress.tasks[task].total or 1
+        self.progress.update(task, total=total, completed=total, info=result.status)
+
+
+def summary(results: list[PassResult], failed: tuple[str, str] | None = None) -> Table:
+    table = Table(title="olivekube run")
+    for column in ("pass", "type", "status", "time", "artifact", "final loss", "eval loss"):
+        table.add_column(column)
+    for r in results:
+        loss = r.metrics.get("final_loss", r.metrics.get("train_loss"))
+        table.add_row(
+            r.name,
+            r.type,
+            r.status,
+            f"{r.seconds:.1f}s",
+            r.uri or "",
+            f"{loss:.4f}" if loss is not None else "",
+            f"{r.metrics['eval_loss']:.4f}" if "eval_loss" in r.metrics else "",
+        )
+    if failed:
+        table.add_row(failed[0], "", "[red]failed[/]", "", failed[1], "", "")
+    return table
+
+
+def run_local(workflow: OptimizationWorkflow, base_dir: Path, console: Console, **overrides: Any) -> int:
+    """Run every pass here; print a summary. Returns the exit code (1 when a pass failed)."""
+    quiet_libraries()
+    names = workflow.spec.ordered_pass_names()
+    started = time.monotonic()
+    with Progress(
+        TextColumn("[bold]{task.description:<24}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        bars = Bars(progress, names)
+        runner = WorkflowRunner(workflow, base_dir, report=bars, **overrides)
+        try:
+            results, output = runner.run(on_result=bars.finish)
+        except PassError as exc:
+            done: list[PassResult] = getattr(exc, "results_so_far", [])
+            failing = getattr(exc, "pass_name", None)
+            progress.stop()
+            console.print(summary(done, (failing or "(before the passes)", str(exc))))
+            where = f"pass {failing!r} failed" if failing else "the workflow cannot start"
+            console.print(f"[red]error:[/] {where}: {exc}", markup=True, highlight=False)
+            return 1
+    console.print(summary(results))
+    console.print(f"output: {output}  ({time.monotonic() - started:.1f}s)")
+    return 0

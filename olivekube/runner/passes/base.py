@@ -1,0 +1,28 @@
+"""The shape of a pass: check cheaply, then run once on an input model into an output folder."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from olivekube.runner.artifact import ModelArtifact, ModelKind
+from olivekube.runner.context import PassContext
+
+
+class RunnerPass(ABC):
+    """A pass. `accepts` are the input kinds it takes; `produces` is the kind it writes."""
+
+    accepts: ClassVar[tuple[ModelKind, ...]]
+    produces: ClassVar[ModelKind]
+
+    def __init__(self, options: Any, ctx: PassContext) -> None:
+        self.options = options
+        self.ctx = ctx
+
+    def preflight(self, model: ModelArtifact) -> None:  # noqa: B027 - optional hook
+        """Fail fast, before heavy work, naming the field at fault. Default: nothing to check."""
+
+    @abstractmethod
+    def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
+        """Write the output model to `out`; return metadata for its manifest (metrics go to ctx.metrics)."""

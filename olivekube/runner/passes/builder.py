@@ -1,0 +1,113 @@
+"""Convert a model to ONNX with onnxruntime-genai's model builder, optionally quantized."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from olivekube.api.passes import ModelBuilder
+from olivekube.runner.artifact import ModelArtifact
+from olivekube.runner.errors import PassError
+from olivekube.runner.passes.base import RunnerPass
+
+# Precisions each execution provider runs, per onnxruntime-genai's builder documentation.
+BUILDABLE: dict[str, tuple[str, ...]] = {
+    "cpu": ("int4", "int8", "fp32"),
+    "cuda": ("int4", "int8", "fp16", "bf16", "fp32"),
+    "dml": ("int4", "fp16", "fp32"),
+    "webgpu": ("int4", "int8", "fp16", "fp32"),
+    "NvTensorRtRtx": ("int4", "fp16"),
+}
+# Our option → the builder's extra option (0.18 names).
+EXTRA_OPTION_NAMES = {
+    "int4_block_size": "block_size",
+    "int4_accuracy_level": "accuracy_level",
+    "int4_is_symmetric": "is_symmetric",
+    "int4_algo_config": "algo_config",
+    "exclude_embeds": "exclude_embeds",
+    "exclude_lm_head": "exclude_lm_head",
+    "include_hidden_states": "include_hidden_states",
+    "enable_cuda_graph": "enable_cuda_graph",
+    "metadata_only": "config_only",
+}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class ModelBuilderPass(RunnerPass):
+    """The output folder is an onnxruntime-genai model: model.onnx, genai_config.json, tokenizer."""
+
+    accepts = ("hf", "adapter")
+    produces = "onnx"
+    options: ModelBuilder
+
+    def preflight(self, model: ModelArtifact) -> None:
+        ep_name, ep = self.ctx.execution_provider()
+        allowed = BUILDABLE[ep]
+        if self.options.precision not in allowed:
+            raise PassError(
+                f"{self.ctx.field}.precision",
+                f"{self.options.precision} cannot be built for {ep_name} "
+                f"(the target system's execution provider); allowed: {', '.join(allowed)}",
+            )
+
+    def extra_options(self, model: ModelArtifact) -> list[str]:
+        opts = self.options
+        pairs: dict[str, str] = {}
+        for ours, theirs in EXTRA_OPTION_NAMES.items():
+            value = getattr(opts, ours)
+            if value is not None:
+                pairs[theirs] = _value(value)
+        if opts.int4_op_types_to_quantize:
+            pairs["op_types_to_quantize"] = "/".join(opts.int4_op_types_to_quantize)
+        if opts.int4_nodes_to_exclude:
+            pairs["nodes_to_exclude"] = ",".join(opts.int4_nodes_to_exclude)
+        adapter = opts.adapter_path or (str(model.path) if model.kind == "adapter" else None)
+        if adapter:
+            pairs["adapter_path"] = adapter
+        for key, value in (opts.extra_options or {}).items():
+            pairs[key] = _value(value)
+        if model.metadata.get("load_kwargs", {}).get("trust_remote_code"):
+            pairs.setdefault("hf_remote", "true")
+        return [f"{k}={v}" for k, v in pairs.items()]
+
+    def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
+        from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+        source = model.base if model.kind == "adapter" and model.base is not None else model
+        input_path = str(source.path) if source.path is not None else ""
+        name = source.hub_id or input_path
+        _, ep = self.ctx.execution_provider()
+        cache = self.ctx.workdir / "builder-cache"
+        precision = self.options.precision
+        self.ctx.progress(message=f"building {precision} ONNX for {ep}")
+        quiet = io.StringIO()
+        previous = logging.root.manager.disable
+        logging.disable(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                options = parse_extra_options(
+                    name,
+                    input_path,
+                    str(out),
+                    precision,
+                    ep,
+                    str(cache),
+                    self.extra_options(model),
+                    search=self.options.search,
+                )
+                create_model(name, input_path, str(out), precision, ep, str(cache), **options)
+        except Exception as exc:
+            raise PassError(f"{self.ctx.field}", f"the model builder failed: {exc}") from exc
+        finally:
+            logging.disable(previous)
+            shutil.rmtree(cache, ignore_errors=True)
+        return {"precision": precision, "execution_provider": ep, "builder": "onnxruntime-genai"}

@@ -1,0 +1,244 @@
+"""LoRA and QLoRA fine-tuning with peft on transformers' Trainer."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from olivekube.api.passes import LoRA, QLoRA
+from olivekube.runner.artifact import ModelArtifact
+from olivekube.runner.data import build_datasets, preflight
+from olivekube.runner.errors import PassError
+from olivekube.runner.passes.base import RunnerPass
+from olivekube.runner.torch_utils import dtype_for, load_config, load_kwargs, load_tokenizer, pick_device
+
+DEFAULTS = {"r": 64, "alpha": 16.0, "lora_dropout": 0.05}
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2e-4,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0.03,
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_checkpointing": False,
+    "seed": 42,
+}
+
+
+def linear_module_names(model: Any) -> set[str]:
+    import torch
+
+    return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+class LoRAPass(RunnerPass):
+    """Train a LoRA adapter; the output folder holds the adapter and the tokenizer."""
+
+    accepts = ("hf",)
+    produces = "adapter"
+    options: LoRA
+
+    def _skeleton(self, model: ModelArtifact) -> Any:
+        """The model's modules without its weights (meta device): cheap, for checking names."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        config = load_config(model, self.ctx)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+
+    def preflight(self, model: ModelArtifact) -> None:
+        preflight(self.ctx, self.options.train_data_config, self.options.eval_data_config)
+        if self.options.target_modules:
+            available = linear_module_names(self._skeleton(model))
+            missing = [m for m in self.options.target_modules if m not in available]
+            if missing:
+                raise PassError(
+                    f"{self.ctx.field}.target_modules",
+                    f"{', '.join(missing)} not in the model's linear layers "
+                    f"(available: {', '.join(sorted(available))})",
+                )
+
+    def _quantization(self) -> Any:
+        return None
+
+    def _load_model(self, model: ModelArtifact, device: str, dtype: Any) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(model.model_ref, dtype=dtype, **load_kwargs(model))
+        return loaded.to(device)  # type: ignore[arg-type]
+
+    def training_arguments(self, out: Path, device: str, has_eval: bool) -> Any:
+        from transformers import TrainingArguments
+
+        given = self.options.training_args.dump() if self.options.training_args else {}
+        extra = given.pop("extra_args", {}) or {}
+        args: dict[str, Any] = {**TRAINING_DEFAULTS, **given, **extra}
+        # Olive's option names from transformers 4 → transformers 5.
+        if "warmup_ratio" in args:
+            args["warmup_steps"] = (
+                args.pop("warmup_ratio") if "warmup_steps" not in given else args["warmup_steps"]
+            )
+            args.pop("warmup_ratio", None)
+        if args.pop("group_by_length", False):
+            args.setdefault("train_sampling_strategy", "group_by_length")
+        if not has_eval:
+            args["eval_strategy"] = "no"
+        elif "eval_strategy" not in args:
+            args["eval_strategy"] = "steps" if "eval_steps" in args else "epoch"
+        if device == "cpu" and (args.get("bf16") or args.get("fp16")):
+            raise PassError(
+                f"{self.ctx.field}.training_args",
+                "bf16/fp16 mixed precision needs a GPU; this pass runs on the CPU: "
+                "remove them or use a GPU system",
+            )
+        args.setdefault("logging_steps", 10)
+        args["logging_first_step"] = True
+        args.update(
+            output_dir=str(out / ".checkpoints"),
+            save_strategy=args.get("save_strategy", "no"),
+            report_to=args.get("report_to") or [],
+            use_cpu=device == "cpu",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+        )
+        return TrainingArguments(**args)
+
+    def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainerCallback
+
+        ctx = self.ctx
+        device = pick_device(ctx)
+        dtype = dtype_for(self.options.torch_dtype, device)
+        tokenizer = load_tokenizer(model, ctx)
+        seed = (self.options.training_args.seed if self.options.training_args else None) or 42
+        data = build_datasets(
+            ctx,
+            tokenizer,
+            self.options.train_data_config,
+            self.options.eval_data_config,
+            self.options.eval_dataset_size,
+            seed,
+        )
+        ctx.progress(message=f"loading {model.model_ref}")
+        torch.manual_seed(seed)
+        base = self._load_model(model, device, dtype)
+        lora = LoraConfig(
+            r=int(self.options.r or DEFAULTS["r"]),
+            lora_alpha=self.options.alpha or DEFAULTS["alpha"],  # type: ignore[arg-type]
+            lora_dropout=DEFAULTS["lora_dropout"]
+            if self.options.lora_dropout is None
+            else self.options.lora_dropout,
+            target_modules=self.options.target_modules or "all-linear",
+            modules_to_save=self.options.modules_to_save,
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(base, lora)
+        args = self.training_arguments(out, device, data.eval is not None)
+        started = time.monotonic()
+        history: dict[str, float] = {}
+
+        class Progress(TrainerCallback):
+            def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+                logs = logs or {}
+                for key in ("loss", "eval_loss"):
+                    if key in logs:
+                        history[key] = float(logs[key])
+                elapsed = time.monotonic() - started
+                rate = state.global_step / elapsed if elapsed > 0 and state.global_step else None
+                ctx.progress(
+                    step=state.global_step,
+                    totalSteps=state.max_steps,
+                    epoch=round(state.epoch or 0.0, 4),
+                    loss=history.get("loss"),
+                    evalLoss=history.get("eval_loss"),
+                    learningRate=logs.get("learning_rate"),
+                    etaSeconds=round((state.max_steps - state.global_step) / rate, 1) if rate else None,
+                )
+
+        trainer = Trainer(
+            model=peft_model,
+            args=args,
+            train_dataset=data.train,
+            eval_dataset=data.eval,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            processing_class=tokenizer,
+            callbacks=[Progress()],
+        )
+        trainer.remove_callback(PrinterCallback)  # progress goes through ctx, not print()
+        result = trainer.train()
+        metrics: dict[str, float] = {"train_loss": float(result.training_loss), "train_rows": data.train_rows}
+        if history.get("loss") is not None:
+            metrics["final_loss"] = history["loss"]
+        if data.eval is not None:
+            eval_loss = float(trainer.evaluate()["eval_loss"])
+            metrics["eval_loss"] = eval_loss
+            metrics["eval_rows"] = data.eval_rows
+            if eval_loss < 50:
+                metrics["eval_perplexity"] = math.exp(eval_loss)
+        metrics["train_seconds"] = round(time.monotonic() - started, 2)
+        metrics["steps"] = trainer.state.global_step
+        self.ctx.metrics.update(metrics)
+        peft_model.save_pretrained(str(out))
+        tokenizer.save_pretrained(out)
+        return {"adapter_of": model.digest, "quantized_base": self._quantization() is not None}
+
+
+class QLoRAPass(LoRAPass):
+    """LoRA on a 4-bit (bitsandbytes) base; the adapter stays in full precision."""
+
+    options: QLoRA
+
+    def preflight(self, model: ModelArtifact) -> None:
+        check_bitsandbytes(self.ctx)
+        super().preflight(model)
+
+    def _quantization(self) -> Any:
+        from transformers import BitsAndBytesConfig
+
+        compute = self.options.compute_dtype or self.options.torch_dtype or "float32"
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.options.quant_type or "nf4",
+            bnb_4bit_use_double_quant=bool(self.options.double_quant),
+            bnb_4bit_compute_dtype=dtype_for(compute, pick_device(self.ctx)),
+        )
+
+    def _load_model(self, model: ModelArtifact, device: str, dtype: Any) -> Any:
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(
+            model.model_ref,
+            dtype=dtype,
+            quantization_config=self._quantization(),
+            device_map=device,
+            **load_kwargs(model),
+        )
+        return prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+
+
+def check_bitsandbytes(ctx: Any) -> None:
+    """QLoRA needs bitsandbytes' 4-bit kernels on the pass's device: check before loading the model."""
+    field = f"{ctx.field}.type"
+    try:
+        import bitsandbytes.functional as bnbf
+        import torch
+    except ImportError as exc:
+        raise PassError(field, f"QLoRA needs bitsandbytes, which is not installed here ({exc}); use LoRA") from exc
+    device = pick_device(ctx)
+    try:
+        weights = torch.randn(64, 64, device=device)
+        packed, state = bnbf.quantize_4bit(weights, quant_type="nf4")
+        restored = bnbf.dequantize_4bit(packed, state, quant_type="nf4")
+        if not torch.allclose(weights, restored, atol=0.5):
+            raise RuntimeError("4-bit round trip is wrong")
+    except Exception as exc:
+        raise PassError(
+            field,
+            f"QLoRA needs bitsandbytes 4-bit kernels on {device}, which do not work here ({exc}); "
+            "use LoRA, or run this pass on a GPU system",
+        ) from exc

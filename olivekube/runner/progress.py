@@ -1,0 +1,38 @@
+"""Progress reporting: the interface passes call, and a throttle for remote status writers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+
+class ProgressSink(Protocol):
+    """Receives a pass's progress (step, totalSteps, loss, evalLoss, learningRate, epoch, etaSeconds, message)."""
+
+    def __call__(self, pass_name: str, progress: dict[str, Any]) -> None: ...
+
+
+def null_sink(pass_name: str, progress: dict[str, Any]) -> None:
+    """A sink that drops progress."""
+
+
+class Throttled:
+    """Forward at most one update per `interval` seconds; the last one is kept and flushed on demand."""
+
+    def __init__(self, sink: ProgressSink, interval: float = 5.0) -> None:
+        self.sink = sink
+        self.interval = interval
+        self.last_sent = 0.0
+        self.pending: tuple[str, dict[str, Any]] | None = None
+
+    def __call__(self, pass_name: str, progress: dict[str, Any]) -> None:
+        self.pending = (pass_name, progress)
+        if time.monotonic() - self.last_sent >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            name, progress = self.pending
+            self.pending = None
+            self.last_sent = time.monotonic()
+            self.sink(name, progress)

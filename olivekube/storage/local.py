@@ -1,0 +1,96 @@
+"""file://, plain paths and pvc://CLAIM/path (a claim mounted into the pod)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from olivekube.storage.base import ArtifactStore, StorageError
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
+
+PVC_MOUNTS_ENV = "OLIVEKUBE_PVC_MOUNTS"
+PATH_MAP_ENV = "OLIVEKUBE_PATH_MAP"
+
+
+def container_path(path: str) -> Path:
+    """A container path as seen by this process (the test node agent maps mounts to folders)."""
+    mapping: dict[str, str] = json.loads(os.environ.get(PATH_MAP_ENV, "{}"))
+    for mount in sorted(mapping, key=len, reverse=True):
+        if path == mount or path.startswith(mount.rstrip("/") + "/"):
+            return Path(mapping[mount]) / path[len(mount) :].lstrip("/")
+    return Path(path)
+
+
+def resolve(uri: str) -> Path:
+    """The local path of a file://, pvc:// or plain-path URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "pvc":
+        mounts: dict[str, str] = json.loads(os.environ.get(PVC_MOUNTS_ENV, "{}"))
+        claim = parsed.netloc
+        if claim not in mounts:
+            raise StorageError(
+                f"{uri}: claim {claim!r} is not mounted here; mount it with spec.kubernetes.volumes "
+                f"and volumeMounts (mounted claims: {', '.join(mounts) or 'none'})"
+            )
+        return container_path(mounts[claim]) / unquote(parsed.path).lstrip("/")
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(uri).expanduser()
+
+
+class LocalStore(ArtifactStore):
+    """A folder on a local or mounted file system; publishing renames a staged folder into place."""
+
+    def read_manifest(self, uri: str) -> Manifest | None:
+        path = resolve(uri) / MANIFEST_NAME
+        return Manifest.from_json(path.read_text()) if path.is_file() else None
+
+    def local_path(self, uri: str) -> Path | None:
+        return resolve(uri)
+
+    def fetch(self, uri: str, dest: Path) -> Manifest:
+        src = resolve(uri)
+        if not src.is_dir():
+            raise StorageError(f"{uri}: no such folder ({src})")
+        manifest = self.read_manifest(uri)
+        if manifest is None:  # a plain folder (an input model)
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+            return build_manifest(dest)
+        if dest.resolve() != src.resolve():
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+        verify(dest, manifest)
+        return manifest
+
+    def publish(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> None:
+        final = resolve(uri)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
+        try:
+            if consume and os.stat(src).st_dev == os.stat(final.parent).st_dev:
+                src.rename(staging)
+            else:
+                shutil.copytree(src, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+            (staging / MANIFEST_NAME).write_text(manifest.to_json())
+            if final.exists():
+                old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+                final.rename(old)
+                staging.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def exists_file(self, uri: str) -> bool:
+        return resolve(uri).is_file()
+
+    def fetch_file(self, uri: str, dest: Path) -> Path:
+        src = resolve(uri)
+        if not src.is_file():
+            raise StorageError(f"{uri}: no such file")
+        return src

@@ -1,0 +1,66 @@
+"""The manifest of an artifact: every file's sha256 and size, plus metadata; its digest names it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "olivekube-manifest.json"
+CHUNK = 4 * 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """Files (relative path → sha256, size) and metadata of an artifact."""
+
+    files: dict[str, dict[str, Any]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the file list: equal content, equal digest."""
+        canonical = json.dumps(self.files, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(int(f["size"]) for f in self.files.values())
+
+    def to_json(self) -> str:
+        body = {"digest": self.digest, "files": self.files, "metadata": self.metadata}
+        return json.dumps(body, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        return cls(files=data["files"], metadata=data.get("metadata", {}))
+
+
+def build_manifest(folder: Path, metadata: dict[str, Any] | None = None) -> Manifest:
+    """Hash every file under `folder` (except a manifest already there)."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel == MANIFEST_NAME:
+            continue
+        files[rel] = {"sha256": file_sha256(path), "size": path.stat().st_size}
+    return Manifest(files=files, metadata=dict(metadata or {}))
+
+
+def verify(folder: Path, manifest: Manifest) -> None:
+    """Raise ValueError when a file under `folder` differs from the manifest."""
+    for rel, info in manifest.files.items():
+        path = folder / rel
+        if not path.is_file() or file_sha256(path) != info["sha256"]:
+            raise ValueError(f"{rel}: content differs from the artifact manifest")

@@ -1,0 +1,123 @@
+"""s3:// with boto3: the standard credential chain, AWS_ENDPOINT_URL for S3-compatible servers,
+multipart uploads for large files.
+
+Publishing uploads to a staging prefix beside the final one, copies the objects into place on the
+server (no data moves through the runner again) and writes the manifest last, then removes the
+staging objects. A crash while uploading leaves nothing under the final URI; objects under it
+without a manifest (a crash during the short copy) are ignored by readers and removed by the next
+publish.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from olivekube.storage.base import ArtifactStore, StorageError
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+def split(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise StorageError(f"{uri}: an s3 URI needs a bucket: s3://BUCKET/PREFIX")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+class S3Store(ArtifactStore):
+    """Artifacts as objects under a prefix."""
+
+    def __init__(self, client: Any = None) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+
+        self.client = client or boto3.client("s3")
+        self.transfer = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+        )
+
+    def _keys(self, bucket: str, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def _error(self, uri: str, exc: Exception) -> StorageError:
+        return StorageError(f"{uri}: {exc}")
+
+    def read_manifest(self, uri: str) -> Manifest | None:
+        from botocore.exceptions import ClientError
+
+        bucket, prefix = split(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}")["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchBucket"):
+                return None
+            raise self._error(uri, exc) from exc
+        return Manifest.from_json(body.decode())
+
+    def fetch(self, uri: str, dest: Path) -> Manifest:
+        manifest = self.read_manifest(uri)
+        bucket, prefix = split(uri)
+        dest.mkdir(parents=True, exist_ok=True)
+        if manifest is None:  # a folder uploaded by hand (an input model): take every object under it
+            keys = self._keys(bucket, prefix)
+            if not keys:
+                raise StorageError(f"{uri}: nothing there")
+            for key in keys:
+                target = dest / key[len(prefix) + 1 :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(bucket, key, str(target), Config=self.transfer)
+            return build_manifest(dest)
+        for rel in manifest.files:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(bucket, f"{prefix}/{rel}", str(target), Config=self.transfer)
+        verify(dest, manifest)
+        return manifest
+
+    def publish(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> None:
+        bucket, prefix = split(uri)
+        staging = f"{prefix.rsplit('/', 1)[0] + '/' if '/' in prefix else ''}.staging/{uuid.uuid4().hex}"
+        try:
+            for rel in manifest.files:
+                self.client.upload_file(str(src / rel), bucket, f"{staging}/{rel}", Config=self.transfer)
+            for stale in self._keys(bucket, prefix):  # an interrupted earlier publish, or an old artifact
+                self.client.delete_object(Bucket=bucket, Key=stale)
+            for rel in manifest.files:
+                self.client.copy(
+                    {"Bucket": bucket, "Key": f"{staging}/{rel}"}, bucket, f"{prefix}/{rel}", Config=self.transfer
+                )
+            self.client.put_object(
+                Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}", Body=manifest.to_json().encode()
+            )
+        finally:
+            for key in self._keys(bucket, staging):
+                self.client.delete_object(Bucket=bucket, Key=key)
+
+    def exists_file(self, uri: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            return False
+        return True
+
+    def fetch_file(self, uri: str, dest: Path) -> Path:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(bucket, key, str(dest))
+        except ClientError as exc:
+            raise StorageError(f"{uri}: {exc}") from exc
+        return dest

@@ -1,0 +1,104 @@
+"""Tiny random causal LMs (Phi-3, Llama, Qwen2 configs) and a BPE tokenizer trained locally.
+
+No model hub is reachable where the tests and the example run, so they build their models here.
+The weights are random; the architectures, files and tokenizer are the real thing, so training,
+merging, export and generation exercise the same code as a hub model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):  # type: ignore[no-untyped-def]
+    """A byte-level BPE tokenizer trained on `texts`, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+
+def model_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 4):  # type: ignore[no-untyped-def]
+    """A small config of the given architecture: phi3, llama or qwen2."""
+    from transformers import LlamaConfig, Phi3Config, Qwen2Config
+
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "max_position_embeddings": 512,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 3,
+        "tie_word_embeddings": False,
+    }
+    if arch == "phi3":
+        # Equal original and current max positions keep the builder off the long-RoPE path.
+        return Phi3Config(**common, original_max_position_embeddings=512, rope_scaling=None)
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common, use_sliding_window=False)
+    raise ValueError(f"unknown architecture {arch!r}; use phi3, llama or qwen2")
+
+
+def make_model(
+    out: Path, arch: str, texts: Iterable[str], hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0
+) -> Path:
+    """Write a random model of `arch` with a tokenizer trained on `texts` to `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(list(texts))
+    config = model_config(arch, len(tokenizer), hidden, layers, heads)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def texts_from_json(path: Path) -> list[str]:
+    rows = json.loads(path.read_text())
+    return [" ".join(str(v) for v in row.values()) for row in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Create a tiny random causal LM with a local BPE tokenizer.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--arch", default="phi3", choices=["phi3", "llama", "qwen2"])
+    parser.add_argument("--texts", type=Path, required=True, help="JSON list of rows to train the tokenizer on")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    args = parser.parse_args()
+    make_model(args.out, args.arch, texts_from_json(args.texts), args.hidden, args.layers, args.heads)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
