@@ -47,3 +47,21 @@ def crd_installed(control_plane):  # type: ignore[no-untyped-def]
         "wait", "--for=condition=Established", "crd/optimizationworkflows.olivekube.io", "--timeout=30s"
     )
     return control_plane
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real S3-compatible server (gofakes3) on loopback; its variables are set for this process."""
+    from tools.s3server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -7,13 +7,14 @@ progress goes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,17 @@ class PassResult:
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
+
+
+@contextlib.contextmanager
+def _failing_pass(name: str, results: list[PassResult]) -> Iterator[None]:
+    """Tag a PassError with the pass that raised it and the results before it."""
+    try:
+        yield
+    except PassError as exc:
+        exc.pass_name = name
+        exc.results_so_far = list(results)
+        raise
 
 
 def _join(base: str, *parts: str) -> str:
@@ -164,15 +176,12 @@ class WorkflowRunner:
         return out
 
     def preflight(self, model: ModelArtifact) -> None:
-        """Cheap checks of every pass before any heavy work."""
-        first = True
-        for name in self.spec.ordered_pass_names():
-            runner_pass = self.make_pass(name, self.work_root)
-            if first:
-                runner_pass.preflight(model)
-                first = False
-            elif self.spec.passes[name].type == "ModelBuilder":
-                runner_pass.preflight(model)
+        """Cheap checks of every pass before any heavy work: the first pass sees the input model,
+        later ModelBuilder passes check their target; the rest check their real input when they run."""
+        for i, name in enumerate(self.spec.ordered_pass_names()):
+            if i == 0 or self.spec.passes[name].type == "ModelBuilder":
+                with _failing_pass(name, []):
+                    self.make_pass(name, self.work_root).preflight(model)
 
     def _from_cache(self, uri: str, manifest: Manifest, model: ModelArtifact) -> ModelArtifact:
         store = store_for(uri)
@@ -269,12 +278,8 @@ class WorkflowRunner:
         model = self.input_model()
         self.preflight(model)
         for name in self.spec.ordered_pass_names():
-            try:
+            with _failing_pass(name, results):
                 model, result = self.run_pass(name, model)
-            except PassError as exc:
-                exc.results_so_far = results  # type: ignore[attr-defined]
-                exc.pass_name = name  # type: ignore[attr-defined]
-                raise
             if on_result is not None:
                 on_result(result)
             results.append(result)

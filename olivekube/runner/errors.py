@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PassError(RuntimeError):
     """A pass cannot run with the given workflow; `field` is the manifest path at fault."""
@@ -10,3 +12,5 @@ class PassError(RuntimeError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.pass_name: str | None = None
+        self.results_so_far: list[Any] = []

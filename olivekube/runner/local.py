@@ -97,8 +97,8 @@ def run_local(workflow: OptimizationWorkflow, base_dir: Path, console: Console, 
         try:
             results, output = runner.run(on_result=bars.finish)
         except PassError as exc:
-            done: list[PassResult] = getattr(exc, "results_so_far", [])
-            failing = getattr(exc, "pass_name", None)
+            done: list[PassResult] = exc.results_so_far
+            failing = exc.pass_name
             progress.stop()
             console.print(summary(done, (failing or "(before the passes)", str(exc))))
             where = f"pass {failing!r} failed" if failing else "the workflow cannot start"

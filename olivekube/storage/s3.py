@@ -10,6 +10,7 @@ publish.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from olivekube.storage.base import ArtifactStore, StorageError
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+COPY_MULTIPART_THRESHOLD = 5 * 1024**3
 
 
 def split(uri: str) -> tuple[str, str]:
@@ -34,11 +36,18 @@ class S3Store(ArtifactStore):
     def __init__(self, client: Any = None) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
 
-        self.client = client or boto3.client("s3")
+        # S3-compatible servers (AWS_ENDPOINT_URL) are addressed by path, not by virtual host.
+        custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(s3={"addressing_style": "path"}) if custom else None
+        self.client = client or boto3.client("s3", config=config)
         self.transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
         )
+        # Server-side copies go in one CopyObject up to S3's 5 GiB limit (fewer requests; some
+        # S3-compatible servers lack UploadPartCopy).
+        self.copy_transfer = TransferConfig(multipart_threshold=COPY_MULTIPART_THRESHOLD)
 
     def _keys(self, bucket: str, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -92,7 +101,10 @@ class S3Store(ArtifactStore):
                 self.client.delete_object(Bucket=bucket, Key=stale)
             for rel in manifest.files:
                 self.client.copy(
-                    {"Bucket": bucket, "Key": f"{staging}/{rel}"}, bucket, f"{prefix}/{rel}", Config=self.transfer
+                    {"Bucket": bucket, "Key": f"{staging}/{rel}"},
+                    bucket,
+                    f"{prefix}/{rel}",
+                    Config=self.copy_transfer,
                 )
             self.client.put_object(
                 Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}", Body=manifest.to_json().encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from pathlib import Path
@@ -24,6 +26,14 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "gradient_checkpointing": False,
     "seed": 42,
 }
+
+
+@functools.cache
+def training_argument_names() -> frozenset[str]:
+    """The parameters of the installed transformers' TrainingArguments."""
+    from transformers import TrainingArguments
+
+    return frozenset(inspect.signature(TrainingArguments.__init__).parameters) - {"self"}
 
 
 def linear_module_names(model: Any) -> set[str]:
@@ -83,6 +93,15 @@ class LoRAPass(RunnerPass):
             args.pop("warmup_ratio", None)
         if args.pop("group_by_length", False):
             args.setdefault("train_sampling_strategy", "group_by_length")
+        known = training_argument_names()
+        if "gradient_checkpointing" in args and "activation_checkpointing" in known:
+            args["activation_checkpointing"] = args.pop("gradient_checkpointing")
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise PassError(
+                f"{self.ctx.field}.training_args",
+                f"transformers.TrainingArguments has no {', '.join(unknown)}",
+            )
         if not has_eval:
             args["eval_strategy"] = "no"
         elif "eval_strategy" not in args:
@@ -147,6 +166,7 @@ class LoRAPass(RunnerPass):
                 for key in ("loss", "eval_loss"):
                     if key in logs:
                         history[key] = float(logs[key])
+                        history.setdefault(f"first_{key}", float(logs[key]))
                 elapsed = time.monotonic() - started
                 rate = state.global_step / elapsed if elapsed > 0 and state.global_step else None
                 ctx.progress(
@@ -172,6 +192,7 @@ class LoRAPass(RunnerPass):
         result = trainer.train()
         metrics: dict[str, float] = {"train_loss": float(result.training_loss), "train_rows": data.train_rows}
         if history.get("loss") is not None:
+            metrics["first_loss"] = history["first_loss"]
             metrics["final_loss"] = history["loss"]
         if data.eval is not None:
             eval_loss = float(trainer.evaluate()["eval_loss"])
@@ -218,6 +239,9 @@ class QLoRAPass(LoRAPass):
             device_map=device,
             **load_kwargs(model),
         )
+        from bitsandbytes.nn.modules import Linear4bit
+
+        self.ctx.metrics["quantized_linear_layers"] = sum(isinstance(m, Linear4bit) for m in base.modules())
         return prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
 
 

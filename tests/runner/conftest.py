@@ -1,0 +1,76 @@
+"""Tiny real models (Phi-3, Llama, Qwen2) with a locally trained tokenizer, and the tone data."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.tiny_models import make_model, texts_from_json
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "examples" / "tone-classifier" / "dataset-classification.json"
+ARCHS = ("phi3", "llama", "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    texts = texts_from_json(DATA)
+    return {arch: make_model(root / arch, arch, texts) for arch in ARCHS}
+
+
+def workflow_doc(model_path: str, data_path: str, passes: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A manifest for the tone data over `model_path`."""
+    return {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": "test"},
+        "spec": {
+            "input_model": {"type": "HfModel", "model_path": model_path},
+            "data_configs": [
+                {
+                    "name": "tone",
+                    "type": "HuggingfaceContainer",
+                    "load_dataset_config": {"data_name": "json", "data_files": data_path, "split": "train"},
+                    "pre_process_data_config": {
+                        "text_template": "### Text: {phrase}\n### The tone is:\n{tone}",
+                        "max_seq_len": 48,
+                    },
+                }
+            ],
+            "passes": copy.deepcopy(passes),
+            **spec,
+        },
+    }
+
+
+LORA = {
+    "type": "LoRA",
+    "r": 8,
+    "alpha": 16,
+    "train_data_config": "tone",
+    "eval_dataset_size": 0.1,
+    "training_args": {
+        "seed": 0,
+        "max_steps": 30,
+        "learning_rate": 0.003,
+        "per_device_train_batch_size": 8,
+        "logging_steps": 5,
+    },
+}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    shutil.copy(DATA, tmp_path / "tone.json")
+    return tmp_path
+
+
+def write(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(doc))
+    return path

@@ -1,0 +1,39 @@
+"""`olivekube run` takes Olive configs as they are, including the seed's legacy form that Olive 0.13
+itself can no longer run (PyTorchModel with hf_config)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.runner.conftest import DATA
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_seed_legacy_config_runs_end_to_end(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The seed's own config: local data and model paths relative to the config, AzureML host and
+    CUDA target (run here on the CPU, building int4 for CUDA), LoRA → merge → int4."""
+    folder = tmp_path / "project"
+    (folder / "dataset").mkdir(parents=True)
+    shutil.copy(DATA, folder / "dataset" / "dataset-classification.json")
+    shutil.copytree(tiny_models["phi3"], folder / "model-cache" / "microsoft" / "phi-3-mini")
+    config = json.loads((REPO / "examples/olive/phi3-seed-legacy.json").read_text())
+    (folder / "olive-config.json").write_text(json.dumps(config))
+    out = subprocess.run(
+        [sys.executable, "-m", "olivekube.cli", "run", str(folder / "olive-config.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "double_quant" in out.stderr  # dropped with a warning, as Olive ignored it
+    final = tmp_path / "model-cache" / "models" / "phi3-finetuned"  # engine.output_dir, relative to the config
+    genai = json.loads((final / "genai_config.json").read_text())
+    assert "cuda" in json.dumps(genai["model"]["decoder"]["session_options"]).lower()
+    manifest = json.loads((final / "olivekube-manifest.json").read_text())
+    assert manifest["metadata"]["precision"] == "int4"
+    assert manifest["metadata"]["execution_provider"] == "cuda"

@@ -1,0 +1,140 @@
+"""Artifacts on a real S3-compatible server and on local folders: all or nothing, digests verified."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from olivekube.api.workflow import parse_workflow
+from olivekube.runner.engine import WorkflowRunner
+from olivekube.storage import MANIFEST_NAME, build_manifest, store_for
+from olivekube.storage.local import LocalStore
+from olivekube.storage.s3 import S3Store
+from tests.runner.conftest import LORA, workflow_doc
+
+
+def keys(s3, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
+    out = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=prefix)
+    return [o["Key"] for o in out.get("Contents", [])]
+
+
+def test_s3_round_trip_with_multipart(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "big.bin").write_bytes(os.urandom(20 * 1024 * 1024))  # above the multipart threshold
+    (src / "sub" / "small.txt").write_text("hello")
+    manifest = build_manifest(src, {"kind": "test"})
+    uri = f"s3://{s3.bucket}/roundtrip/artifact"
+    store = S3Store()
+    store.publish(src, uri, manifest)
+    assert sorted(keys(s3, "roundtrip/artifact/")) == [
+        f"roundtrip/artifact/{n}" for n in sorted(["big.bin", "sub/small.txt", MANIFEST_NAME])
+    ]
+    assert keys(s3, "roundtrip/.staging/") == []
+    got = store.fetch(uri, tmp_path / "dst")
+    assert got.digest == manifest.digest and got.metadata == {"kind": "test"}
+    assert (tmp_path / "dst" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+def test_runner_killed_mid_upload_leaves_nothing_under_the_final_uri(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"part{i}.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    uri = f"s3://{s3.bucket}/killed/final"
+    code = (
+        "import sys; from pathlib import Path; from olivekube.storage import build_manifest; "
+        "from olivekube.storage.s3 import S3Store; src = Path(sys.argv[1]); "
+        "S3Store().publish(src, sys.argv[2], build_manifest(src))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), uri], env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not keys(s3, "killed/.staging/"):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the upload finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert keys(s3, "killed/final/") == []
+    assert S3Store().read_manifest(uri) is None
+    # A later publish of the same artifact succeeds and removes nothing it should keep.
+    S3Store().publish(src, uri, build_manifest(src))
+    assert len(keys(s3, "killed/final/")) == 7
+
+
+def test_local_publish_is_all_or_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    store = LocalStore()
+    final = tmp_path / "out" / "model"
+    store.publish(src, str(final), build_manifest(src))
+    assert sorted(p.name for p in final.iterdir()) == ["a.txt", MANIFEST_NAME]
+    (src / "a.txt").write_text("changed")
+    store.publish(src, f"file://{final}", build_manifest(src))
+    assert (final / "a.txt").read_text() == "changed"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["model"], "staging folders were left behind"
+
+
+def test_fetch_detects_corruption(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"1234")
+    store = LocalStore()
+    store.publish(src, str(tmp_path / "art"), build_manifest(src))
+    (tmp_path / "art" / "w.bin").write_bytes(b"4321")
+    with pytest.raises(ValueError, match=r"w\.bin"):
+        store.fetch(str(tmp_path / "art"), tmp_path / "copy")
+
+
+def test_workflow_on_s3_and_second_run_is_a_cache_hit(s3, tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = s3.client()
+    data = (
+        Path(__file__).resolve().parents[2] / "examples/tone-classifier/dataset-classification.json"
+    ).read_bytes()
+    client.put_object(Bucket=s3.bucket, Key="data/tone.json", Body=data)
+    model_uri = f"s3://{s3.bucket}/models/tiny-llama"
+    for path in tiny_models["llama"].iterdir():
+        client.upload_file(str(path), s3.bucket, f"models/tiny-llama/{path.name}")
+    passes = {
+        "lora": LORA,
+        "merge": {"type": "MergeAdapterWeights"},
+        "builder": {"type": "ModelBuilder", "precision": "int4"},
+    }
+    doc = workflow_doc(
+        model_uri,
+        f"s3://{s3.bucket}/data/tone.json",
+        passes,
+        cache_dir=f"s3://{s3.bucket}/cache",
+        output_dir=f"s3://{s3.bucket}/outputs/tone-int4",
+    )
+    first, output = WorkflowRunner(parse_workflow(doc), tmp_path / "a").run()
+    assert [r.status for r in first] == ["ran", "ran", "ran"]
+    assert all(r.uri and r.uri.startswith(f"s3://{s3.bucket}/cache/passes/") for r in first)
+    assert output == f"s3://{s3.bucket}/outputs/tone-int4"
+    out_keys = keys(s3, "outputs/tone-int4/")
+    assert {"model.onnx", "genai_config.json", MANIFEST_NAME} <= {k.rsplit("/", 1)[-1] for k in out_keys}
+    manifest = json.loads(
+        client.get_object(Bucket=s3.bucket, Key=f"outputs/tone-int4/{MANIFEST_NAME}")["Body"].read()
+    )
+    assert manifest["metadata"]["precision"] == "int4"
+
+    started = time.monotonic()
+    second, _ = WorkflowRunner(parse_workflow(doc), tmp_path / "b").run()
+    assert [r.status for r in second] == ["cached", "cached", "cached"]
+    assert [r.digest for r in second] == [r.digest for r in first]
+    assert second[0].metrics["train_loss"] == first[0].metrics["train_loss"]
+    assert time.monotonic() - started < sum(r.seconds for r in first) + 30
+
+
+def test_store_for_refuses_unknown_schemes() -> None:
+    from olivekube.storage import StorageError
+
+    with pytest.raises(StorageError, match=r"gs://"):
+        store_for("gs://bucket/x")

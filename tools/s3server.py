@@ -1,0 +1,85 @@
+"""A real S3-compatible server on loopback for the tests: gofakes3, built from Go modules by
+tools/controlplane/build.sh. Started as its own process; stopped by process id."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.controlplane.harness import bin_dir, free_port
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+
+    def env(self) -> dict[str, str]:
+        """Variables that point boto3 (and so the runner) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "olivekube-test",
+            "AWS_SECRET_ACCESS_KEY": "olivekube-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+        from botocore.config import Config
+
+        env = self.env()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+
+@contextlib.contextmanager
+def s3_server(workdir: Path, bucket: str = "olivekube") -> Iterator[S3Server]:
+    exe = bin_dir() / "gofakes3"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} is missing: run tools/controlplane/build.sh")
+    port = free_port()
+    log = open(workdir / "gofakes3.log", "wb")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "-host",
+            f"127.0.0.1:{port}",
+            "-backend",
+            "fs",
+            "-fs.path",
+            str(workdir / "s3"),
+            "-fs.create",
+            "-initialbucket",
+            bucket,
+            "-autobucket",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gofakes3 exited: {(workdir / 'gofakes3.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.05)
+        yield S3Server(f"http://127.0.0.1:{port}", bucket)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
