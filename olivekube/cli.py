@@ -137,11 +137,22 @@ def run(
     raise typer.Exit(code)
 
 
+def _encode(model: Path, tokenizer: Any, prompt: str) -> list[int]:
+    """Encode as in training: the Hugging Face tokenizer's post-processor adds BOS where the model
+    was trained with it, which onnxruntime-genai's tokenizer does not do for every tokenizer kind."""
+    hf_tokenizer = model / "tokenizer.json"
+    if hf_tokenizer.is_file():
+        from tokenizers import Tokenizer
+
+        return list(Tokenizer.from_file(str(hf_tokenizer)).encode(prompt).ids)
+    return list(tokenizer.encode(prompt))
+
+
 @app.command()
 def generate(
     model: Annotated[Path, typer.Argument(help="An ONNX model folder written by the ModelBuilder pass.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "Hello",
-    max_length: Annotated[int, typer.Option(help="Maximum tokens, prompt included.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate after the prompt.")] = 16,
 ) -> None:
     """Greedy generation with onnxruntime-genai, to try a built model."""
     import onnxruntime_genai as og
@@ -152,9 +163,10 @@ def generate(
     m = og.Model(str(model))
     tokenizer = og.Tokenizer(m)
     params = og.GeneratorParams(m)
-    params.set_search_options(max_length=max_length, do_sample=False)
+    tokens = _encode(model, tokenizer, prompt)
+    params.set_search_options(max_length=len(tokens) + max_new_tokens, do_sample=False)
     generator = og.Generator(m, params)
-    generator.append_tokens(tokenizer.encode(prompt))
+    generator.append_tokens(tokens)
     while not generator.is_done():
         generator.generate_next_token()
     typer.echo(tokenizer.decode(generator.get_sequence(0)))

@@ -65,17 +65,47 @@ def model_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, 
     raise ValueError(f"unknown architecture {arch!r}; use phi3, llama or qwen2")
 
 
+def pretrain(model, tokenizer, texts: list[str], steps: int, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
+    """A short full-parameter language-model pretraining on `texts`, so that the base knows the
+    words and a LoRA adapter has something to build on (as it has with a real base model)."""
+    import random
+
+    import torch
+
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        batch = tokenizer(rng.sample(texts, 16), return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
 def make_model(
-    out: Path, arch: str, texts: Iterable[str], hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0
+    out: Path,
+    arch: str,
+    texts: Iterable[str],
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+    pretrain_texts: list[str] | None = None,
+    pretrain_steps: int = 0,
 ) -> Path:
-    """Write a random model of `arch` with a tokenizer trained on `texts` to `out`."""
+    """Write a random (optionally briefly pretrained) model of `arch` with a tokenizer trained on `texts`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(list(texts))
     config = model_config(arch, len(tokenizer), hidden, layers, heads)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if pretrain_steps:
+        pretrain(model, tokenizer, pretrain_texts or list(texts), pretrain_steps, seed)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -95,8 +125,17 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument(
+        "--pretrain-column", help="Pretrain briefly on this column of the rows (e.g. phrase, without labels)"
+    )
+    parser.add_argument("--pretrain-steps", type=int, default=0)
     args = parser.parse_args()
-    make_model(args.out, args.arch, texts_from_json(args.texts), args.hidden, args.layers, args.heads)
+    rows = json.loads(args.texts.read_text())
+    pretrain_texts = [str(r[args.pretrain_column]) for r in rows] if args.pretrain_column else None
+    make_model(
+        args.out, args.arch, texts_from_json(args.texts), args.hidden, args.layers, args.heads,
+        pretrain_texts=pretrain_texts, pretrain_steps=args.pretrain_steps,
+    )
     print(args.out)
 
 
