@@ -133,8 +133,14 @@ def main() -> None:
     rows = json.loads(args.texts.read_text())
     pretrain_texts = [str(r[args.pretrain_column]) for r in rows] if args.pretrain_column else None
     make_model(
-        args.out, args.arch, texts_from_json(args.texts), args.hidden, args.layers, args.heads,
-        pretrain_texts=pretrain_texts, pretrain_steps=args.pretrain_steps,
+        args.out,
+        args.arch,
+        texts_from_json(args.texts),
+        args.hidden,
+        args.layers,
+        args.heads,
+        pretrain_texts=pretrain_texts,
+        pretrain_steps=args.pretrain_steps,
     )
     print(args.out)
 

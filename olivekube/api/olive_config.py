@@ -55,6 +55,8 @@ PASS_HINTS = {
     "OnnxMatMul4Quantizer": "use ModelBuilder with precision int4",
     "OrtTransformersOptimization": "ModelBuilder writes an already-optimized graph",
     "LoftQ": "use QLoRA",
+    "ExtractAdapters": "not implemented yet; build with the adapter inside the graph (ModelBuilder after LoRA "
+    "without MergeAdapterWeights) or merge it",
 }
 DROPPED_PASS_KEYS = {
     "disable_search": "search is not supported, so there is nothing to disable",

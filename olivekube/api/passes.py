@@ -190,7 +190,7 @@ class ModelBuilder(PassBase):
     adapter_path: str | None = Field(
         None,
         max_length=MAX_STRING,
-        description="Build the graph with this LoRA adapter inside it (for ExtractAdapters).",
+        description="Build the graph with this LoRA adapter (a folder or URI) inside it.",
     )
     search: dict[str, Any] | None = Field(
         None,
@@ -217,26 +217,11 @@ class ModelBuilder(PassBase):
         return self
 
 
-class ExtractAdapters(PassBase):
-    """Turn the LoRA weights inside an ONNX model into graph inputs and save them as an adapter file."""
-
-    type: Literal["ExtractAdapters"] = Field(description="Pass type.")
-    make_inputs: bool | None = Field(None, description="Make the adapter weights graph inputs. Default true.")
-    dynamic_lora_r: bool | None = Field(None, description="Let the rank vary between adapters. Default true.")
-    optional_inputs: bool | None = Field(None, description="Give the adapter inputs empty defaults. Default true.")
-    save_format: Literal["onnx_adapter", "numpy", "safetensors"] | None = Field(
-        None, description="Adapter file format. Default onnx_adapter."
-    )
-
-
 PASS_TYPES: dict[str, type[ApiModel]] = {
     "LoRA": LoRA,
     "QLoRA": QLoRA,
     "MergeAdapterWeights": MergeAdapterWeights,
     "ModelBuilder": ModelBuilder,
-    "ExtractAdapters": ExtractAdapters,
 }
 
-PassConfig = Annotated[
-    LoRA | QLoRA | MergeAdapterWeights | ModelBuilder | ExtractAdapters, Field(discriminator="type")
-]
+PassConfig = Annotated[LoRA | QLoRA | MergeAdapterWeights | ModelBuilder, Field(discriminator="type")]

@@ -33,7 +33,6 @@ PASS_STAGES: dict[str, int] = {
     "QLoRA": 0,
     "MergeAdapterWeights": 1,
     "ModelBuilder": 2,
-    "ExtractAdapters": 3,
 }
 TRAINING_PASS_TYPES = ("LoRA", "QLoRA")
 
@@ -128,7 +127,7 @@ class WorkflowSpec(ApiModel):
         max_length=MAX_PASSES,
         description=(
             "Passes by name, at most one of each stage, run in stage order: LoRA or QLoRA, then "
-            "MergeAdapterWeights, then ModelBuilder, then ExtractAdapters."
+            "MergeAdapterWeights, then ModelBuilder."
         ),
     )
     host: str | None = Field(
@@ -236,7 +235,7 @@ class WorkflowSpec(ApiModel):
                         f"passes.{name}",
                         f"{p.type} cannot run in the same workflow as {self.passes[other].type} ({other}): "
                         "a workflow has at most one pass of each stage (LoRA or QLoRA, MergeAdapterWeights, "
-                        "ModelBuilder, ExtractAdapters); split it into two workflows",
+                        "ModelBuilder); split it into two workflows",
                     )
                 ]
         seen: list[str] = []
@@ -252,8 +251,6 @@ class WorkflowSpec(ApiModel):
                         "or input_model.adapter_path",
                     )
                 ]
-            if kind == "ExtractAdapters" and "ModelBuilder" not in seen:
-                return [(f"passes.{name}", "ExtractAdapters needs a ModelBuilder pass before it")]
             seen.append(kind)
         return []
 

@@ -52,7 +52,6 @@ def test_converted_examples_apply(crd_installed, config: Path) -> None:  # type:
 MODEL_ONLY = {
     "int4 option on fp32",
     "merge without adapter",
-    "extract without builder",
     "two training passes",
     "empty text_cols",
     "duplicate data names",

@@ -100,6 +100,7 @@ def test_one_pass_flow_orders_passes_and_several_are_refused() -> None:
 
 BAD_CONFIGS = [
     ("passes.conv.type", lambda c: c["passes"].update(conv={"type": "OnnxConversion"}), "ModelBuilder"),
+    ("passes.ex.type", lambda c: c["passes"].update(ex={"type": "ExtractAdapters"}), "not implemented"),
     ("passes.lora", lambda c: c["passes"].update(lora=[c["passes"]["lora"], c["passes"]["lora"]]), "search"),
     ("input_model.io_config", lambda c: c["input_model"]["config"].update(io_config={}), "io_config"),
     ("input_model.model_script", lambda c: c["input_model"]["config"].update(model_script="u.py"), "runner"),

@@ -224,14 +224,7 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
     ("evaluators", setter("spec.evaluators", {"e": {}}), "spec.evaluators"),
     ("suspend as string", setter("spec.suspend", "yes"), "spec.suspend"),
     ("merge without adapter", setter(f"{P}.lora", DELETE), "spec.passes.merge"),
-    (
-        "extract without builder",
-        lambda d: (
-            d["spec"]["passes"].update(ex={"type": "ExtractAdapters"}, builder=None)
-            or d["spec"]["passes"].pop("builder")
-        ),
-        "spec.passes.ex",
-    ),
+    ("pass type not implemented", setter(f"{P}.ex", {"type": "ExtractAdapters"}), "spec.passes.ex.type"),
     (
         "two training passes",
         setter(f"{P}.qlora", {"type": "QLoRA", "train_data_config": "train"}),
