@@ -128,6 +128,7 @@ def run(
     file: Annotated[Path, typer.Argument(help="Workflow manifest, or an Olive config (legacy or current form).")],
     cache_dir: Annotated[str | None, typer.Option(help="Override spec.cache_dir.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Override spec.output_dir.")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """Run a whole workflow on this machine. Relative paths in it are relative to its folder."""
     from olivekube.runner.local import run_local

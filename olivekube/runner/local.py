@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -78,7 +79,31 @@ def summary(results: list[PassResult], failed: tuple[str, str] | None = None) ->
     return table
 
 
-def run_local(workflow: OptimizationWorkflow, base_dir: Path, console: Console, **overrides: Any) -> int:
+def write_summary(path: Path, results: list[PassResult], output: str | None, error: str | None) -> None:
+    """The run as JSON, for scripts and benchmarks."""
+    passes = [
+        {
+            "name": r.name,
+            "type": r.type,
+            "status": r.status,
+            "seconds": round(r.seconds, 3),
+            "uri": r.uri,
+            "digest": r.digest,
+            "sizeBytes": r.size_bytes,
+            "metrics": r.metrics,
+        }
+        for r in results
+    ]
+    path.write_text(json.dumps({"passes": passes, "output": output, "error": error}, indent=1))
+
+
+def run_local(
+    workflow: OptimizationWorkflow,
+    base_dir: Path,
+    console: Console,
+    summary_json: Path | None = None,
+    **overrides: Any,
+) -> int:
     """Run every pass here; print a summary. Returns the exit code (1 when a pass failed)."""
     quiet_libraries()
     names = workflow.spec.ordered_pass_names()
@@ -103,7 +128,11 @@ def run_local(workflow: OptimizationWorkflow, base_dir: Path, console: Console, 
             console.print(summary(done, (failing or "(before the passes)", str(exc))))
             where = f"pass {failing!r} failed" if failing else "the workflow cannot start"
             console.print(f"[red]error:[/] {where}: {exc}", markup=True, highlight=False)
+            if summary_json:
+                write_summary(summary_json, done, None, f"{where}: {exc}")
             return 1
     console.print(summary(results))
+    if summary_json:
+        write_summary(summary_json, results, output, None)
     console.print(f"output: {output}  ({time.monotonic() - started:.1f}s)")
     return 0

@@ -1,0 +1,200 @@
+"""olivekube run vs olive run on the same workflow, measured in one run.
+
+A small Llama-config model (hidden 256, 4 layers, trained BPE tokenizer), LoRA for 200 steps on
+sequences of 128 tokens, merge, int4 ONNX. Olive runs at its best on the CPU: CI=true (no
+telemetry heartbeat), torch_dtype float32 and gradient_checkpointing false. Olive 0.13 needs
+onnxruntime-genai 0.14 for its ModelBuilder pass; it lives in a side virtualenv
+(~/.cache/olivekube/bench/olive-0.13.0, created on first use). Olive's exit code is not trusted:
+its output model must exist.
+
+    .venv/bin/python benchmarks/vs_olive.py [--steps 200] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "examples" / "tone-classifier" / "dataset-classification.json"
+OLIVE_VENV = Path.home() / ".cache" / "olivekube" / "bench" / "olive-0.13.0"
+OLIVE_PACKAGES = [
+    "olive-ai[finetune]==0.13.0",
+    "onnxruntime==1.31.1",
+    "onnxruntime-genai==0.14.1",
+    "requests",
+    "datasets==5.2.0",
+    "torch==2.15.0",
+    "transformers==5.23.0",
+    "peft==0.21.2",
+    "accelerate==1.15.0",
+]
+TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
+
+
+def ensure_olive() -> Path:
+    python = OLIVE_VENV / "bin" / "python"
+    if not (OLIVE_VENV / "bin" / "olive").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(OLIVE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *OLIVE_PACKAGES], check=True)
+    return OLIVE_VENV / "bin" / "olive"
+
+
+def config(model: str, steps: int, output: str, cache: str) -> dict[str, Any]:
+    """One Olive current-form config, run by both tools."""
+    data = [
+        {
+            "name": name,
+            "type": "HuggingfaceContainer",
+            "load_dataset_config": {"data_name": "json", "data_files": str(DATA), "split": split},
+            "pre_process_data_config": {"text_template": TEMPLATE, "max_seq_len": 128},
+        }
+        for name, split in (("train", "train[:90%]"), ("eval", "train[90%:]"))
+    ]
+    return {
+        "input_model": {"type": "HfModel", "model_path": model},
+        "systems": {
+            "local_system": {
+                "type": "LocalSystem",
+                "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}],
+            }
+        },
+        "data_configs": data,
+        "passes": {
+            "lora": {
+                "type": "LoRA",
+                "r": 16,
+                "alpha": 32,
+                "lora_dropout": 0.05,
+                "torch_dtype": "float32",
+                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "train_data_config": "train",
+                "eval_data_config": "eval",
+                "training_args": {
+                    "seed": 0,
+                    "max_steps": steps,
+                    "per_device_train_batch_size": 4,
+                    "per_device_eval_batch_size": 4,
+                    "learning_rate": 0.001,
+                    "gradient_checkpointing": False,
+                    "logging_steps": 20,
+                    "eval_steps": steps,
+                    "eval_strategy": "steps",
+                },
+            },
+            "merge": {"type": "MergeAdapterWeights"},
+            "builder": {"type": "ModelBuilder", "precision": "int4"},
+        },
+        "host": "local_system",
+        "target": "local_system",
+        "cache_dir": cache,
+        "output_dir": output,
+        "log_severity_level": 1,
+        "evaluate_input_model": False,
+    }
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MB) and exit code of a command, by GNU time."""
+    stats = log.with_suffix(".time")
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    wall = time.monotonic() - started
+    return wall, int(stats.read_text().split()[-1]) / 1024, proc.returncode
+
+
+def olive_pass_times(log: str) -> dict[str, float]:
+    """Olive logs 'Running pass X' and 'Run pass X ... done, time: Ns' style lines at INFO."""
+    times = {}
+    for name, seconds in re.findall(r"Pass (\w+):\w+ finished in ([0-9.]+) seconds", log):
+        times[name] = float(seconds)
+    return times
+
+
+def olive_losses(log: str) -> tuple[float | None, float | None]:
+    train = re.findall(r"'train_loss': '?([0-9.]+)", log)
+    evals = re.findall(r"'eval_loss': '?([0-9.]+)", log)
+    return (float(train[-1]) if train else None, float(evals[-1]) if evals else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    olive = ensure_olive()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="olivekube-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(REPO))
+    from tools.tiny_models import make_model, texts_from_json
+
+    model = work / "llama-256x4"
+    if not (model / "config.json").exists():
+        make_model(model, "llama", texts_from_json(DATA), hidden=256, layers=4, heads=8)
+    env = {**os.environ, "CI": "true", "TOKENIZERS_PARALLELISM": "false"}
+
+    ours_cfg = work / "olivekube.json"
+    ours_cfg.write_text(
+        json.dumps(config(str(model), args.steps, str(work / "ours-out"), str(work / "ours-cache")))
+    )
+    summary = work / "ours-summary.json"
+    shutil.rmtree(work / "ours-cache", ignore_errors=True)
+    ours_wall, ours_rss, ours_code = timed(
+        [str(REPO / ".venv/bin/olivekube"), "run", str(ours_cfg), "--summary-json", str(summary)],
+        env,
+        work / "ours.log",
+    )
+    if ours_code != 0 or not (work / "ours-out" / "model.onnx").exists():
+        raise SystemExit(f"olivekube failed; see {work / 'ours.log'}")
+    ours = json.loads(summary.read_text())
+
+    olive_cfg = work / "olive.json"
+    olive_cfg.write_text(
+        json.dumps(config(str(model), args.steps, str(work / "olive-out"), str(work / "olive-cache")))
+    )
+    shutil.rmtree(work / "olive-cache", ignore_errors=True)
+    shutil.rmtree(work / "olive-out", ignore_errors=True)
+    olive_wall, olive_rss, olive_code = timed(
+        [str(olive), "run", "--config", str(olive_cfg)], env, work / "olive.log"
+    )
+    olive_log = (work / "olive.log").read_text(errors="replace")
+    olive_models = list((work / "olive-out").rglob("model.onnx"))
+    if not olive_models:
+        raise SystemExit(f"olive produced no ONNX model (exit code {olive_code}); see {work / 'olive.log'}")
+    olive_train, olive_eval = olive_losses(olive_log)
+    olive_times = olive_pass_times(olive_log)
+
+    lora = next(p for p in ours["passes"] if p["name"] == "lora")
+    print(f"workflow: Llama hidden 256 x 4 layers, LoRA r16, {args.steps} steps, seq 128 → merge → int4 ONNX")
+    print(f"{'':24}{'olivekube':>12}{'olive 0.13':>12}{'ratio':>8}")
+    print(f"{'wall time (s)':24}{ours_wall:12.1f}{olive_wall:12.1f}{ours_wall / olive_wall:8.2f}")
+    print(f"{'peak RSS (MB)':24}{ours_rss:12.0f}{olive_rss:12.0f}{ours_rss / olive_rss:8.2f}")
+    for p in ours["passes"]:
+        theirs = olive_times.get(p["name"])
+        ratio = f"{p['seconds'] / theirs:8.2f}" if theirs else f"{'':>8}"
+        print(f"{'pass ' + p['name'] + ' (s)':24}{p['seconds']:12.1f}{theirs or float('nan'):12.1f}{ratio}")
+    print(
+        f"{'final train loss':24}{lora['metrics'].get('train_loss', float('nan')):12.4f}{olive_train or float('nan'):12.4f}"
+    )
+    print(
+        f"{'final eval loss':24}{lora['metrics'].get('eval_loss', float('nan')):12.4f}{olive_eval or float('nan'):12.4f}"
+    )
+    print(f"work folder: {work}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
