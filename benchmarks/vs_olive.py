@@ -185,12 +185,9 @@ def main() -> None:
         theirs = olive_times.get(p["name"])
         ratio = f"{p['seconds'] / theirs:8.2f}" if theirs else f"{'':>8}"
         print(f"{'pass ' + p['name'] + ' (s)':24}{p['seconds']:12.1f}{theirs or float('nan'):12.1f}{ratio}")
-    print(
-        f"{'final train loss':24}{lora['metrics'].get('train_loss', float('nan')):12.4f}{olive_train or float('nan'):12.4f}"
-    )
-    print(
-        f"{'final eval loss':24}{lora['metrics'].get('eval_loss', float('nan')):12.4f}{olive_eval or float('nan'):12.4f}"
-    )
+    nan = float("nan")
+    print(f"{'final train loss':24}{lora['metrics'].get('train_loss', nan):12.4f}{olive_train or nan:12.4f}")
+    print(f"{'final eval loss':24}{lora['metrics'].get('eval_loss', nan):12.4f}{olive_eval or nan:12.4f}")
     print(f"work folder: {work}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
