@@ -150,6 +150,45 @@ def _encode(model: Path, tokenizer: Any, prompt: str) -> list[int]:
 
 
 @app.command()
+def runner(
+    workflow: Annotated[str, typer.Option(help="NAMESPACE/NAME of the OptimizationWorkflow.")],
+    pass_name: Annotated[str, typer.Option("--pass", help="The pass to run.")],
+) -> None:
+    """Run one pass of a workflow inside a Job (the operator's entry point)."""
+    from olivekube.runner.cluster import run_in_cluster
+    from olivekube.runner.local import quiet_libraries
+
+    if "/" not in workflow:
+        err.print("[red]error:[/] --workflow must be NAMESPACE/NAME")
+        raise typer.Exit(2)
+    quiet_libraries()
+    namespace, name = workflow.split("/", 1)
+    raise typer.Exit(run_in_cluster(namespace, name, pass_name, Path.cwd()))
+
+
+@app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (default: all).")
+    ] = None,
+    runner_image: Annotated[str, typer.Option(help="Default runner image.")] = "olivekube/runner:0.1.0",
+    runner_service_account: Annotated[str, typer.Option(help="Default service account of pass pods.")] = (
+        "olivekube-runner"
+    ),
+    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 8080,
+    liveness_port: Annotated[int, typer.Option(help="kopf liveness /healthz port (0: off).")] = 8081,
+    peering: Annotated[str | None, typer.Option(help="kopf peering name, for more than one replica.")] = None,
+    retry_backoff_seconds: Annotated[float, typer.Option(help="First retry delay; doubles per failure.")] = 10.0,
+) -> None:
+    """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
+    from olivekube.operator.jobs import OperatorSettings
+    from olivekube.operator.main import run_operator
+
+    settings = OperatorSettings(runner_image=runner_image, service_account=runner_service_account)
+    run_operator(namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds)
+
+
+@app.command()
 def generate(
     model: Annotated[Path, typer.Argument(help="An ONNX model folder written by the ModelBuilder pass.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "Hello",

@@ -1,3 +1,5 @@
 """The runner: executes passes (LoRA/QLoRA, merge, model builder) on artifacts from any store."""
 
-RUNNER_VERSION = "0.1.0"
+from olivekube.api.chain import RUNNER_VERSION
+
+__all__ = ["RUNNER_VERSION"]

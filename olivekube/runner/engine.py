@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olivekube.api.chain import chain_keys
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.runner import RUNNER_VERSION
 from olivekube.runner.artifact import ModelArtifact, hub_digest
@@ -88,6 +89,7 @@ class WorkflowRunner:
         self.report = report
         self.cache_dir = self._location(cache_dir or self.spec.cache_dir or ".olivekube-cache")
         self.output_dir = self._location(output_dir or self.spec.output_dir or f"outputs/{workflow.metadata.name}")
+        self.chain = chain_keys(self.spec)
         self.work_root = (
             Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
         )
@@ -183,7 +185,8 @@ class WorkflowRunner:
                 with _failing_pass(name, []):
                     self.make_pass(name, self.work_root).preflight(model)
 
-    def _from_cache(self, uri: str, manifest: Manifest, model: ModelArtifact) -> ModelArtifact:
+    def from_artifact(self, uri: str, manifest: Manifest, base: ModelArtifact | None) -> ModelArtifact:
+        """A published pass output as a model; `base` is the adapter's base model (for adapters)."""
         store = store_for(uri)
         path = store.local_path(uri)
         if path is None:
@@ -195,11 +198,29 @@ class WorkflowRunner:
             digest=manifest.digest,
             path=path,
             uri=uri,
-            base=model if meta["kind"] == "adapter" else None,
+            base=base if meta["kind"] == "adapter" else None,
             metadata=meta,
         )
 
+    def index_uri(self, name: str) -> str:
+        """Where the chain-key index entry of a pass lives."""
+        return _join(self.cache_dir, "index", self.chain[name])
+
     def run_pass(self, name: str, model: ModelArtifact) -> tuple[ModelArtifact, PassResult]:
+        """Run (or take from the cache) one pass, and record it in the chain-key index."""
+        out_model, result = self._run_pass(name, model)
+        entry = {
+            "uri": result.uri,
+            "digest": result.digest,
+            "sizeBytes": result.size_bytes,
+            "cacheKey": result.cache_key,
+            "kind": out_model.kind,
+            "metrics": result.metrics,
+        }
+        store_for(self.cache_dir).write_text(self.index_uri(name), json.dumps(entry))
+        return out_model, result
+
+    def _run_pass(self, name: str, model: ModelArtifact) -> tuple[ModelArtifact, PassResult]:
         options = self.spec.passes[name]
         workdir = self.work_root / uuid.uuid4().hex[:12]
         workdir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +237,7 @@ class WorkflowRunner:
             store = store_for(uri)
             cached = None if self.spec.clean_cache else store.read_manifest(uri)
             if cached is not None:
-                out_model = self._from_cache(uri, cached, model)
+                out_model = self.from_artifact(uri, cached, model)
                 result = PassResult(
                     name,
                     options.type,
@@ -249,7 +270,7 @@ class WorkflowRunner:
                 metadata["quantized_base"] = options.type == "QLoRA"
             manifest = build_manifest(out, metadata)
             store.publish(out, uri, manifest, consume=True)
-            out_model = self._from_cache(uri, manifest, model)
+            out_model = self.from_artifact(uri, manifest, model)
             return out_model, PassResult(
                 name,
                 options.type,

@@ -39,6 +39,14 @@ class ArtifactStore(ABC):
     def fetch_file(self, uri: str, dest: Path) -> Path:
         """Copy a single file (a data file) to `dest`."""
 
+    @abstractmethod
+    def read_text(self, uri: str) -> str | None:
+        """A small text object (an index entry), or None when absent."""
+
+    @abstractmethod
+    def write_text(self, uri: str, text: str) -> None:
+        """Write a small text object in one step."""
+
     def local_path(self, uri: str) -> Path | None:
         """The folder of `uri` on this machine when the store is local (no copy needed), else None."""
         return None

@@ -94,3 +94,14 @@ class LocalStore(ArtifactStore):
         if not src.is_file():
             raise StorageError(f"{uri}: no such file")
         return src
+
+    def read_text(self, uri: str) -> str | None:
+        path = resolve(uri)
+        return path.read_text() if path.is_file() else None
+
+    def write_text(self, uri: str, text: str) -> None:
+        path = resolve(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(text)
+        tmp.rename(path)

@@ -133,3 +133,18 @@ class S3Store(ArtifactStore):
         except ClientError as exc:
             raise StorageError(f"{uri}: {exc}") from exc
         return dest
+
+    def read_text(self, uri: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        try:
+            return str(self.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._error(uri, exc) from exc
+
+    def write_text(self, uri: str, text: str) -> None:
+        bucket, key = split(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=text.encode())

@@ -10,18 +10,9 @@ from typing import Any
 
 import pytest
 
-from tools.tiny_models import make_model, texts_from_json
-
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "tone-classifier" / "dataset-classification.json"
 ARCHS = ("phi3", "llama", "qwen2")
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    texts = texts_from_json(DATA)
-    return {arch: make_model(root / arch, arch, texts) for arch in ARCHS}
 
 
 def workflow_doc(model_path: str, data_path: str, passes: dict[str, Any], **spec: Any) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""kopf handlers: thin, level-triggered. Every event of a workflow or of one of its Jobs leads to
+one reconcile of that workflow (no polling; a retry's backoff is a one-off timer)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from olivekube.api.common import GROUP, KIND, PLURAL, VERSION
+from olivekube.operator.jobs import LABEL_WORKFLOW
+from olivekube.operator.reconcile import Reconciler
+
+log = logging.getLogger("olivekube.operator")
+STATE: dict[str, Reconciler] = {}
+
+
+def reconciler() -> Reconciler:
+    return STATE["reconciler"]
+
+
+def _reconcile(namespace: str, name: str) -> None:
+    delay = reconciler().reconcile(namespace, name)
+    if delay is not None:
+        timer = threading.Timer(delay + 0.1, _reconcile_quietly, args=(namespace, name))
+        timer.daemon = True
+        timer.start()
+
+
+def _reconcile_quietly(namespace: str, name: str) -> None:
+    try:
+        _reconcile(namespace, name)
+    except Exception:
+        log.exception("scheduled reconcile of %s/%s", namespace, name)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def workflow_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if event["type"] == "DELETED":
+        reconciler().forget(namespace, name)
+        return
+    _reconcile(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def job_event(body: kopf.Body, **_: Any) -> None:
+    for owner in body["metadata"].get("ownerReferences") or []:
+        if owner.get("kind") == KIND and owner.get("apiVersion", "").startswith(GROUP):
+            _reconcile(body["metadata"]["namespace"], owner["name"])

@@ -1,0 +1,245 @@
+"""Read a workflow and its Jobs, decide (plan.decide), then act: create the Job, patch status, post events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from olivekube.api.common import API_VERSION, KIND
+from olivekube.api.validation import problems_from_error
+from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
+from olivekube.k8s import Workflows
+from olivekube.operator import metrics
+from olivekube.operator.jobs import LABEL_WORKFLOW, OperatorSettings, build_job, label_value
+from olivekube.operator.plan import Decision, decide, now
+from olivekube.storage import store_for
+
+log = logging.getLogger("olivekube.operator")
+
+
+class Reconciler:
+    """One per operator process; thread-safe per workflow."""
+
+    def __init__(self, settings: OperatorSettings, retry_backoff: float = 10.0) -> None:
+        self.settings = settings
+        self.retry_backoff = retry_backoff
+        self.workflows = Workflows()
+        self.batch = client.BatchV1Api()
+        self.core = client.CoreV1Api()
+        self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self.phases: dict[tuple[str, str], str] = {}
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Bring one workflow a step further. Returns seconds after which to look again, if any."""
+        with self.locks[(namespace, name)]:
+            metrics.RECONCILES.inc()
+            try:
+                return self._reconcile(namespace, name)
+            except Exception:
+                metrics.RECONCILE_ERRORS.inc()
+                log.exception("reconcile %s/%s", namespace, name)
+                raise
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.phases.pop((namespace, name), None)
+        self._export_phases()
+
+    def _export_phases(self) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for phase in self.phases.values():
+            counts[phase] += 1
+        for phase in ("Pending", "Running", "Succeeded", "Failed", "Suspended", "Cancelled"):
+            metrics.WORKFLOWS.labels(phase).set(counts.get(phase, 0))
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
+        try:
+            body = self.workflows.get(namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None
+        generation = int(meta.get("generation", 1))
+        status = body.get("status") or {}
+        doc = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": body.get("spec"),
+        }
+        try:
+            workflow = parse_workflow(doc)
+        except ValidationError as exc:
+            problems = "; ".join(str(p) for p in problems_from_error(exc))
+            if status.get("observedGeneration") != generation or status.get("phase") != "Failed":
+                self._apply(
+                    body,
+                    Decision(
+                        {
+                            "phase": "Failed",
+                            "observedGeneration": generation,
+                            "message": f"invalid spec: {problems}",
+                        },
+                        events=[("Warning", "InvalidSpec", problems)],
+                    ),
+                )
+            return None
+        jobs = [
+            j.to_dict() if hasattr(j, "to_dict") else j
+            for j in self.batch.list_namespaced_job(
+                namespace, label_selector=f"{LABEL_WORKFLOW}={label_value(name)}"
+            ).items
+        ]
+        jobs = [
+            _camel(j)
+            for j in jobs
+            if any(o.get("uid") == meta["uid"] for o in j["metadata"].get("owner_references") or [])
+        ]
+        decision = decide(
+            workflow,
+            generation,
+            status,
+            jobs,
+            self._cached(workflow),
+            self._failure_message,
+            retry_backoff=self.retry_backoff,
+        )
+        if decision.create is not None:
+            pass_name, key, attempt = decision.create
+            job = build_job(workflow, meta["uid"], pass_name, key, attempt, self.settings)
+            try:
+                self.batch.create_namespaced_job(namespace, job)
+                metrics.JOBS_CREATED.labels(workflow.spec.passes[pass_name].type).inc()
+                if attempt:
+                    metrics.RETRIES.labels(workflow.spec.passes[pass_name].type).inc()
+            except ApiException as exc:
+                if exc.status != 409:  # 409: it exists already (an earlier, interrupted reconcile)
+                    raise
+        self._apply(body, decision)
+        phase = decision.status.get("phase") or status.get("phase")
+        if phase:
+            self.phases[(namespace, name)] = phase
+            self._export_phases()
+        return decision.requeue_after
+
+    def _apply(self, body: dict[str, Any], decision: Decision) -> None:
+        meta = body["metadata"]
+        if decision.status and _changes(body.get("status") or {}, decision.status):
+            self.workflows.patch_status(meta["namespace"], meta["name"], decision.status)
+        for kind, reason, message in decision.events:
+            self._event(body, kind, reason, message)
+            if reason == "PassCached":
+                metrics.PASSES_CACHED.inc()
+
+    def _event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        stamp = now()
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(
+                api_version=API_VERSION, kind=KIND, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=kind,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+            source=client.V1EventSource(component="olivekube-operator"),
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            log.warning("event %s: %s", reason, exc.reason)
+
+    def _cached(self, workflow: OptimizationWorkflow) -> Any:
+        cache_dir = workflow.spec.cache_dir
+
+        def lookup(pass_name: str, key: str) -> dict[str, Any] | None:
+            if (
+                workflow.spec.clean_cache
+                or not cache_dir
+                or "://" not in cache_dir
+                or cache_dir.startswith("pvc://")
+            ):
+                return None  # the operator reads only object stores; a PVC is mounted in pods alone
+            try:
+                text = store_for(cache_dir).read_text(f"{cache_dir.rstrip('/')}/index/{key}")
+                entry = json.loads(text) if text else None
+                if entry and store_for(entry["uri"]).read_manifest(entry["uri"]) is not None:
+                    return dict(entry)
+            except Exception as exc:  # no access to the store: run the pass
+                log.info("cache lookup for %s failed: %s", pass_name, exc)
+            return None
+
+        return lookup
+
+    def _failure_message(self, job: dict[str, Any]) -> str:
+        meta = job["metadata"]
+        try:
+            pods = self.core.list_namespaced_pod(
+                meta["namespace"], label_selector=f"job-name={meta['name']}"
+            ).items
+        except ApiException:
+            pods = []
+        for pod in pods:
+            for cs in pod.status.container_statuses or []:
+                terminated = cs.state.terminated if cs.state else None
+                if terminated and terminated.message:
+                    return str(terminated.message).strip()
+                if terminated:
+                    return f"exit code {terminated.exit_code} ({terminated.reason})"
+            if pod.status.reason:
+                return f"{pod.status.reason}: {pod.status.message or ''}".strip()
+        conditions = (job.get("status") or {}).get("conditions") or []
+        return (
+            next((c.get("message") or c.get("reason") for c in conditions if c.get("type") == "Failed"), "") or ""
+        )
+
+
+def _camel(job: dict[str, Any]) -> dict[str, Any]:
+    """The python client's snake_case Job as the fields plan.decide reads."""
+    status = job.get("status") or {}
+    conditions = [
+        {
+            "type": c["type"],
+            "status": c["status"],
+            "reason": c.get("reason"),
+            "message": c.get("message"),
+            "lastTransitionTime": c["last_transition_time"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if c.get("last_transition_time")
+            else None,
+        }
+        for c in status.get("conditions") or []
+    ]
+    meta = job["metadata"]
+    return {
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": meta.get("labels") or {}},
+        "status": {"conditions": conditions},
+    }
+
+
+def _changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether a merge patch would change `current` (skips no-op writes)."""
+    for key, value in patch.items():
+        if key == "conditions":
+            strip = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in value or []]
+            have = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in current.get(key) or []]
+            if strip != have:
+                return True
+        elif isinstance(value, dict) and isinstance(current.get(key), dict):
+            if _changes(current[key], value):
+                return True
+        elif current.get(key) != value:
+            return True
+    return False

@@ -1,0 +1,283 @@
+"""The operator on the real control plane: the node agent runs the real runner on tiny models, the
+S3 server is the store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.runner.conftest import DATA, LORA
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "ml"
+RBAC = f"""
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: olivekube-runner, namespace: {NS}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: olivekube-runner, namespace: {NS}}}
+rules:
+- apiGroups: [olivekube.io]
+  resources: [optimizationworkflows]
+  verbs: [get]
+- apiGroups: [olivekube.io]
+  resources: [optimizationworkflows/status]
+  verbs: [get, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: olivekube-runner, namespace: {NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: olivekube-runner}}
+subjects: [{{kind: ServiceAccount, name: olivekube-runner, namespace: {NS}}}]
+"""
+
+
+def wait_for(predicate, timeout: float = 300, step: float = 0.5):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+class Operator:
+    """The operator as its own process (outside the cluster, with the admin kubeconfig)."""
+
+    def __init__(self, cp, s3, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+        self.cp, self.s3, self.workdir = cp, s3, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.workdir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
+        env = {**self.cp.env(), **self.s3.env()}
+        self.proc = subprocess.Popen(
+            [
+                str(REPO / ".venv/bin/olivekube"),
+                "operator",
+                "--namespace",
+                NS,
+                "--runner-image",
+                "olivekube/runner:test",
+                "--metrics-port",
+                "0",
+                "--liveness-port",
+                "0",
+                "--retry-backoff-seconds",
+                "1",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
+    cp = crd_installed
+    cp.kubectl("create", "namespace", NS, check=False)
+    cp.kubectl("apply", "-f", "-", input=RBAC)
+    env = s3.env()
+    cp.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-credentials",
+        "-n",
+        NS,
+        *[f"--from-literal={k}={v}" for k, v in env.items()],
+        check=False,
+    )
+    client = s3.client()
+    client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")
+    for path in tiny_models["phi3"].iterdir():
+        client.upload_file(str(path), s3.bucket, f"e2e/models/tiny-phi3/{path.name}")
+    operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"))
+    operator.start()
+    yield cp, s3, operator
+    operator.stop()
+
+
+def manifest(name: str, s3, passes: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    bucket = s3.bucket
+    return {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "input_model": {"type": "HfModel", "model_path": f"s3://{bucket}/e2e/models/tiny-phi3"},
+            "data_configs": [
+                {
+                    "name": "tone",
+                    "type": "HuggingfaceContainer",
+                    "load_dataset_config": {
+                        "data_name": "json",
+                        "data_files": f"s3://{bucket}/e2e/data/tone.json",
+                    },
+                    "pre_process_data_config": {
+                        "text_template": "### Text: {phrase}\n### The tone is:\n{tone}",
+                        "max_seq_len": 48,
+                    },
+                }
+            ],
+            "passes": copy.deepcopy(
+                passes
+                or {
+                    "lora": LORA,
+                    "merge": {"type": "MergeAdapterWeights"},
+                    "builder": {"type": "ModelBuilder", "precision": "int4"},
+                }
+            ),
+            "cache_dir": f"s3://{bucket}/e2e/cache",
+            "output_dir": f"s3://{bucket}/e2e/outputs/{name}",
+            "kubernetes": {"envFrom": [{"secretRef": {"name": "s3-credentials"}}], "backoffLimit": 1},
+            **spec,
+        },
+    }
+
+
+def get(cp, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    out = cp.kubectl("get", "owf", name, "-n", NS, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def phase(cp, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    return (get(cp, name).get("status") or {}).get("phase")
+
+
+def jobs(cp, name: str) -> list[str]:  # type: ignore[no-untyped-def]
+    out = cp.kubectl("get", "jobs", "-n", NS, "-l", f"olivekube.io/workflow={name}", "-o", "name")
+    return out.stdout.split()
+
+
+def apply(cp, doc: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def test_tone_classifier_goes_from_apply_to_succeeded(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    apply(cp, manifest("tone", s3))
+    wait_for(lambda: phase(cp, "tone") in ("Succeeded", "Failed"), timeout=600)
+    wf = get(cp, "tone")
+    status = wf["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["progress"] == "3/3" and status["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert len(jobs(cp, "tone")) == 3, "exactly one Job per pass"
+    lora = status["passes"]["lora"]
+    assert lora["metrics"]["final_loss"] < lora["metrics"]["first_loss"]
+    assert lora["progress"]["step"] == 30 and lora["artifact"]["uri"].startswith(f"s3://{s3.bucket}/e2e/cache/")
+    output = status["outputs"]["uri"]
+    assert output == f"s3://{s3.bucket}/e2e/outputs/tone"
+    from olivekube.storage.s3 import S3Store
+
+    local = tmp_path / "model"
+    S3Store().fetch(output, local)
+    out = subprocess.run(
+        [str(REPO / ".venv/bin/olivekube"), "generate", str(local), "-p", "### Text: hi"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and out.stdout.startswith("### Text: hi")
+    printed = cp.kubectl("get", "owf", "tone", "-n", NS).stdout
+    assert "Succeeded" in printed and "3/3" in printed
+    events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=tone").stdout
+    assert "PassStarted" in events and "Succeeded" in events
+
+
+def test_reapplied_identical_workflow_completes_from_the_cache_without_jobs(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    wait_for(lambda: phase(cp, "tone") == "Succeeded", timeout=600)
+    apply(cp, manifest("tone-again", s3))
+    wait_for(lambda: phase(cp, "tone-again") == "Succeeded", timeout=60)
+    status = get(cp, "tone-again")["status"]
+    assert all(p["cached"] for p in status["passes"].values())
+    assert jobs(cp, "tone-again") == []
+
+
+def test_missing_data_file_fails_with_its_message_after_retries(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    doc = manifest("broken", s3, passes={"lora": LORA})
+    doc["spec"]["data_configs"][0]["load_dataset_config"]["data_files"] = f"s3://{s3.bucket}/e2e/data/missing.json"
+    apply(cp, doc)
+    wait_for(lambda: phase(cp, "broken") == "Failed", timeout=300)
+    status = get(cp, "broken")["status"]
+    assert "spec.data_configs.0.load_dataset_config.data_files" in status["passes"]["lora"]["message"]
+    assert "missing.json" in status["message"]
+    assert len(jobs(cp, "broken")) == 2, "backoffLimit 1: two attempts, one Job each"
+
+
+def test_suspend_and_resume(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    doc = manifest("paused", s3, passes={"lora": {**LORA, "r": 4}}, suspend=True)
+    apply(cp, doc)
+    wait_for(lambda: phase(cp, "paused") == "Suspended", timeout=60)
+    assert jobs(cp, "paused") == []
+    cp.kubectl("patch", "owf", "paused", "-n", NS, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    wait_for(lambda: phase(cp, "paused") == "Succeeded", timeout=300)
+    assert len(jobs(cp, "paused")) == 1
+
+
+def test_deleting_a_running_workflow_removes_its_jobs_and_pods(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    slow = {**LORA, "r": 2, "training_args": {**LORA["training_args"], "max_steps": 100000}}
+    apply(cp, manifest("doomed", s3, passes={"lora": slow}))
+    wait_for(lambda: phase(cp, "doomed") == "Running" and jobs(cp, "doomed"), timeout=60)
+    wait_for(lambda: "Running" in cp.kubectl("get", "pods", "-n", NS, "-l", "olivekube.io/workflow=doomed").stdout)
+    cp.kubectl("delete", "owf", "doomed", "-n", NS, "--wait=false")
+    wait_for(lambda: not jobs(cp, "doomed"), timeout=60)
+    wait_for(
+        lambda: not cp.kubectl("get", "pods", "-n", NS, "-l", "olivekube.io/workflow=doomed", "-o", "name").stdout,
+        timeout=60,
+    )
+
+
+def test_operator_killed_at_random_moments_still_finishes_with_one_job_per_attempt(cluster) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    cp, s3, operator = cluster
+    passes = {
+        "lora": {**LORA, "r": 6},
+        "merge": {"type": "MergeAdapterWeights"},
+        "builder": {"type": "ModelBuilder", "precision": "fp32"},
+    }
+    apply(cp, manifest("survivor", s3, passes=passes))
+    rng = random.Random(5)
+    for _ in range(5):
+        time.sleep(rng.uniform(0.5, 4.0))
+        operator.kill()
+        time.sleep(rng.uniform(0.1, 1.0))
+        operator.start()
+    wait_for(lambda: phase(cp, "survivor") in ("Succeeded", "Failed"), timeout=600)
+    status = get(cp, "survivor")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    names = jobs(cp, "survivor")
+    assert len(names) == 3 and len(set(names)) == 3
