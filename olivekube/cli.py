@@ -134,7 +134,9 @@ def run(
     from olivekube.runner.local import run_local
 
     workflow = _load_workflow(file)
-    code = run_local(workflow, file.resolve().parent, Console(), cache_dir=cache_dir, output_dir=output_dir)
+    code = run_local(
+        workflow, file.resolve().parent, Console(), summary_json, cache_dir=cache_dir, output_dir=output_dir
+    )
     raise typer.Exit(code)
 
 
@@ -186,6 +188,17 @@ def operator(
 
     settings = OperatorSettings(runner_image=runner_image, service_account=runner_service_account)
     run_operator(namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds)
+
+
+@app.command()
+def watch(
+    name: Annotated[str, typer.Argument(help="Workflow name.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")] = "default",
+) -> None:
+    """Show a workflow's progress live, until it succeeds or fails."""
+    from olivekube.watch import watch_workflow
+
+    raise typer.Exit(watch_workflow(namespace, name, Console()))
 
 
 @app.command()

@@ -213,6 +213,20 @@ def test_tone_classifier_goes_from_apply_to_succeeded(cluster, tmp_path: Path) -
     assert "PassStarted" in events and "Succeeded" in events
 
 
+def test_watch_shows_the_passes_until_the_end(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, _, _ = cluster
+    wait_for(lambda: phase(cp, "tone") == "Succeeded", timeout=600)
+    out = subprocess.run(
+        [str(REPO / ".venv/bin/olivekube"), "watch", "tone", "-n", NS],
+        env=cp.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "lora" in out.stdout and "builder" in out.stdout and "ml/tone: Succeeded" in out.stdout
+
+
 def test_reapplied_identical_workflow_completes_from_the_cache_without_jobs(cluster) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
     wait_for(lambda: phase(cp, "tone") == "Succeeded", timeout=600)

@@ -1,0 +1,81 @@
+"""Job rendering is a pure function of the workflow and the pass."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from olivekube.api.workflow import parse_workflow
+from olivekube.operator.jobs import OperatorSettings, build_job, job_name
+from tests.unit.test_validation import valid_manifest
+
+SETTINGS = OperatorSettings(runner_image="olivekube/runner:1.2.3")
+
+
+def render(doc: dict[str, Any], pass_name: str = "lora", attempt: int = 0) -> dict[str, Any]:
+    return build_job(parse_workflow(doc), "uid-1", pass_name, "k" * 64, attempt, SETTINGS)
+
+
+def test_job_runs_the_runner_for_one_pass_with_an_owner() -> None:
+    job = render(valid_manifest())
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["olivekube", "runner", "--workflow", "ml/tone", "--pass", "lora"]
+    assert container["image"] == "olivekube/runner:1.2.3"
+    assert job["metadata"]["ownerReferences"][0] | {} == {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "name": "tone",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner"
+    assert job["metadata"]["labels"]["olivekube.io/pass"] == "lora"
+
+
+def test_job_names_are_deterministic_and_short() -> None:
+    assert job_name("tone", "lora", "abcdef0123", 2) == "tone-lora-abcdef01-2"
+    long = job_name("a" * 60, "merge_adapter_weights", "0" * 64, 10)
+    assert len(long) <= 63 and long == job_name("a" * 60, "merge_adapter_weights", "0" * 64, 10)
+    assert long != job_name("a" * 59 + "b", "merge_adapter_weights", "0" * 64, 10)
+
+
+def test_training_on_a_gpu_system_requests_a_gpu_and_builder_does_not() -> None:
+    doc = valid_manifest()
+    doc["spec"]["host"] = "gpu"
+    doc["spec"]["systems"]["gpu"].pop("nodeSelector")
+    assert render(doc)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "limits": {"nvidia.com/gpu": 1}
+    }
+    assert render(doc, "builder")["spec"]["template"]["spec"]["containers"][0]["resources"] == {}
+
+
+def test_kubernetes_settings_reach_the_pod() -> None:
+    doc = copy.deepcopy(valid_manifest())
+    doc["spec"]["kubernetes"] = {
+        "image": "registry/olivekube-runner:9",
+        "imagePullPolicy": "Always",
+        "serviceAccountName": "trainer",
+        "nodeSelector": {"pool": "a100"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "envFrom": [{"secretRef": {"name": "s3"}}],
+        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "model-cache"}}],
+        "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+        "resources": {"passes": {"lora": {"limits": {"nvidia.com/gpu": 2}}}},
+        "queueName": "team-a",
+        "activeDeadlineSeconds": 3600,
+        "ttlSecondsAfterFinished": 600,
+        "priorityClassName": "high",
+    }
+    job = render(doc)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry/olivekube-runner:9" and container["imagePullPolicy"] == "Always"
+    assert pod["serviceAccountName"] == "trainer" and pod["priorityClassName"] == "high"
+    assert pod["nodeSelector"] == {"pool": "a100"} and pod["tolerations"][0]["key"] == "gpu"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert {"name": "OLIVEKUBE_PVC_MOUNTS", "value": '{"model-cache": "/cache"}'} in container["env"]
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 2}}
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a" and job["spec"]["suspend"] is True
+    assert job["spec"]["activeDeadlineSeconds"] == 3600 and job["spec"]["ttlSecondsAfterFinished"] == 600

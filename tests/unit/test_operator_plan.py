@@ -1,0 +1,103 @@
+"""The operator's decisions, from spec, status and Jobs alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from olivekube.api.chain import chain_keys
+from olivekube.api.workflow import parse_workflow
+from olivekube.operator.jobs import job_name
+from olivekube.operator.plan import decide
+from tests.unit.test_validation import valid_manifest
+
+
+def workflow(**spec: Any):  # type: ignore[no-untyped-def]
+    doc = valid_manifest()
+    doc["spec"].update(spec)
+    return parse_workflow(doc)
+
+
+def job(wf, pass_name: str, attempt: int, state: str | None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    key = chain_keys(wf.spec)[pass_name]
+    conditions = [{"type": state, "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}] if state else []
+    return {
+        "metadata": {
+            "name": job_name("tone", pass_name, key, attempt),
+            "labels": {
+                "olivekube.io/pass": pass_name,
+                "olivekube.io/key": key[:16],
+                "olivekube.io/attempt": str(attempt),
+            },
+        },
+        "status": {"conditions": conditions},
+    }
+
+
+def no_cache(pass_name: str, key: str) -> None:
+    return None
+
+
+def plan(wf, status: dict[str, Any], jobs: list[dict[str, Any]], cached=no_cache):  # type: ignore[no-untyped-def]
+    return decide(wf, 1, status, jobs, cached, lambda j: "data file missing", retry_backoff=0)
+
+
+def done(wf, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"phase": "Succeeded", "cacheKey": chain_keys(wf.spec)[name], "artifact": {"uri": f"s3://b/{name}"}}
+
+
+def test_a_new_workflow_starts_its_first_pass() -> None:
+    wf = workflow()
+    d = plan(wf, {}, [])
+    assert d.create == ("lora", chain_keys(wf.spec)["lora"], 0)
+    assert d.status["phase"] == "Running" and d.status["progress"] == "0/3"
+
+
+def test_a_running_job_creates_nothing() -> None:
+    wf = workflow()
+    d = plan(wf, {}, [job(wf, "lora", 0, None)])
+    assert d.create is None and d.status["passes"]["lora"]["phase"] == "Running"
+
+
+def test_finished_passes_lead_to_the_next_and_then_success() -> None:
+    wf = workflow()
+    status = {"passes": {"lora": done(wf, "lora")}}
+    assert plan(wf, status, [job(wf, "lora", 0, "Complete")]).create[0] == "merge"  # type: ignore[index]
+    status["passes"].update(merge=done(wf, "merge"), builder=done(wf, "builder"))
+    d = plan(wf, status, [])
+    assert d.create is None and d.status["phase"] == "Succeeded" and d.status["progress"] == "3/3"
+
+
+def test_failures_retry_up_to_the_backoff_limit_then_fail_with_the_message() -> None:
+    wf = workflow(kubernetes={"backoffLimit": 1})
+    d = plan(wf, {}, [job(wf, "lora", 0, "Failed")])
+    assert d.create is not None and d.create[2] == 1
+    d = plan(wf, {}, [job(wf, "lora", 0, "Failed"), job(wf, "lora", 1, "Failed")])
+    assert d.create is None and d.status["phase"] == "Failed"
+    assert "data file missing" in d.status["message"]
+    assert plan(wf, {"phase": "Failed", "observedGeneration": 1}, []).create is None
+
+
+def test_suspend_waits_for_the_running_pass_then_pauses() -> None:
+    wf = workflow(suspend=True)
+    assert plan(wf, {}, [job(wf, "lora", 0, None)]).status["phase"] == "Running"
+    d = plan(wf, {"passes": {"lora": done(wf, "lora")}}, [job(wf, "lora", 0, "Complete")])
+    assert d.create is None and d.status["phase"] == "Suspended"
+
+
+def test_a_cache_hit_skips_the_job() -> None:
+    wf = workflow()
+    hit = {"uri": "s3://b/cache/x", "digest": "d", "sizeBytes": 3, "metrics": {"train_loss": 1.0}}
+    d = plan(wf, {}, [], cached=lambda name, key: hit if name == "lora" else None)
+    assert d.status["passes"]["lora"]["cached"] is True
+    assert d.create is not None and d.create[0] == "merge"
+
+
+def test_a_spec_change_reruns_from_the_first_changed_pass() -> None:
+    old = workflow()
+    status = {"passes": {n: done(old, n) for n in ("lora", "merge", "builder")}}
+    changed = valid_manifest()
+    changed["spec"]["passes"]["builder"]["int4_block_size"] = 64
+    new = parse_workflow(changed)
+    d = plan(new, status, [])
+    assert d.create is not None and d.create[0] == "builder"
+    assert d.status["passes"]["builder"]["artifact"] is None  # the old output no longer applies
