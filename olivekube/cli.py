@@ -141,14 +141,19 @@ def run(
 
 
 def _encode(model: Path, tokenizer: Any, prompt: str) -> list[int]:
-    """Encode as in training: the Hugging Face tokenizer's post-processor adds BOS where the model
-    was trained with it, which onnxruntime-genai's tokenizer does not do for every tokenizer kind."""
+    """Encode the prompt as training saw its texts: "{bos} {text}" (Olive's and olivekube's
+    pre-processing with add_special_tokens), with the model's own Hugging Face tokenizer."""
     hf_tokenizer = model / "tokenizer.json"
-    if hf_tokenizer.is_file():
-        from tokenizers import Tokenizer
+    if not hf_tokenizer.is_file():
+        return list(tokenizer.encode(prompt))
+    from tokenizers import Tokenizer
 
-        return list(Tokenizer.from_file(str(hf_tokenizer)).encode(prompt).ids)
-    return list(tokenizer.encode(prompt))
+    config_path = model / "tokenizer_config.json"
+    bos = json.loads(config_path.read_text()).get("bos_token") if config_path.is_file() else None
+    if isinstance(bos, dict):
+        bos = bos.get("content")
+    text = f"{bos} {prompt}" if bos else prompt
+    return list(Tokenizer.from_file(str(hf_tokenizer)).encode(text, add_special_tokens=False).ids)
 
 
 @app.command()

@@ -89,9 +89,11 @@ class PreProcessDataConfig(ApiModel):
     text_cols: list[str] | None = Field(
         None,
         max_length=MAX_LIST,
-        description="Columns joined with newlines to form the text, when there is no text_template.",
+        description="Columns joined with spaces to form the text, when there is no text_template.",
     )
-    strategy: TextGenStrategy | None = Field(None, description="Sequence strategy. Default: line-by-line.")
+    strategy: TextGenStrategy | None = Field(
+        None, description="Sequence strategy: join (Olive's default) packs texts into max_seq_len chunks."
+    )
     max_seq_len: int | None = Field(
         None,
         ge=1,
@@ -103,6 +105,9 @@ class PreProcessDataConfig(ApiModel):
     pad_to_max_len: bool | None = Field(None, description="Pad every sequence to max_seq_len. Default false.")
     use_attention_mask: bool | None = Field(None, description="Produce an attention mask. Default true.")
     stride: int | None = Field(None, ge=1, description="Stride of join-sliding-window.")
+    joiner: str | None = Field(
+        None, max_length=64, description="Text between rows in join strategies. Default: two newlines."
+    )
 
     @field_validator("text_cols")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from olivekube.api.common import GROUP, KIND, PLURAL, VERSION
+from olivekube.k8s import load_config
 from olivekube.operator.jobs import LABEL_WORKFLOW
 from olivekube.operator.reconcile import Reconciler
 
@@ -34,6 +35,25 @@ def _reconcile_quietly(namespace: str, name: str) -> None:
         _reconcile(namespace, name)
     except Exception:
         log.exception("scheduled reconcile of %s/%s", namespace, name)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as the kubernetes client (a mapped service account in tests' pods)."""
+    from kubernetes import client
+
+    load_config()
+    cfg = client.Configuration.get_default_copy()
+    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ") or None
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
 
 
 @kopf.on.startup()

@@ -141,40 +141,41 @@ def row_text(config: DataConfig, row: dict[str, Any]) -> str:
     if pre is not None and pre.text_template:
         return pre.text_template.format(**row)
     if pre is not None and pre.text_cols:
-        return "\n".join(str(row[c]) for c in pre.text_cols)
+        return " ".join(str(row[c]) for c in pre.text_cols)
     return str(row["text"])
 
 
 def tokenize(config: DataConfig, rows: Any, tokenizer: Any) -> Any:
-    """Token sequences from rows, by the config's strategy (line-by-line or join)."""
+    """Token sequences from rows, as Olive's text-generation pre-processing makes them: each text is
+    "{bos} {text} {eos}" (with add_special_tokens), then one sequence per row (line-by-line) or the
+    rows joined by `joiner` and cut into full max_seq_len chunks (join, Olive's default)."""
     import datasets
 
     pre = config.pre_process_data_config
     max_len = (pre.max_seq_len if pre else None) or DEFAULT_MAX_SEQ_LEN
     add_special = True if pre is None or pre.add_special_tokens is None else pre.add_special_tokens
-    strategy = (pre.strategy if pre else None) or "line-by-line"
+    strategy = (pre.strategy if pre else None) or "join"  # Olive's default
     texts = [row_text(config, row) for row in rows]
+    if add_special:
+        texts = [f"{tokenizer.bos_token or ''} {t} {tokenizer.eos_token or ''}".strip() for t in texts]
+    encoded = tokenizer(
+        texts, add_special_tokens=False, truncation=strategy.startswith("line"), max_length=max_len
+    )
     if strategy.startswith("line-by-line"):
-        if add_special and tokenizer.eos_token:
-            texts = [t + tokenizer.eos_token for t in texts]
-        enc = tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=add_special)
-        sequences = enc["input_ids"]
-        if strategy == "line-by-line-random":
-            import random
-
-            random.Random(0).shuffle(sequences)
+        sequences = list(encoded["input_ids"])
     else:
+        joiner = tokenizer.encode((pre.joiner if pre else None) or "\n\n", add_special_tokens=False)
         ids: list[int] = []
-        for text in texts:
-            ids.extend(tokenizer(text, add_special_tokens=add_special)["input_ids"])
-            if add_special and tokenizer.eos_token_id is not None:
-                ids.append(tokenizer.eos_token_id)
-        stride = (pre.stride if pre else None) or max_len if strategy == "join-sliding-window" else max_len
-        sequences = [ids[i : i + max_len] for i in range(0, max(len(ids) - max_len, 0) + 1, stride)]
-        if strategy == "join-random":
-            import random
+        for seq in encoded["input_ids"]:
+            ids += list(seq) + joiner
+        step = (pre.stride if pre and pre.stride else max_len) if strategy == "join-sliding-window" else max_len
+        sequences = [ids[i : i + max_len] for i in range(0, len(ids) - max_len, step)]
+        if not sequences:
+            sequences = [ids[:max_len]]  # less text than one sequence: keep what there is
+    if strategy.endswith("random"):
+        import random
 
-            random.Random(0).shuffle(sequences)
+        random.Random(0).shuffle(sequences)
     sequences = [s for s in sequences if len(s) > 1]
     return datasets.Dataset.from_dict({"input_ids": sequences})
 

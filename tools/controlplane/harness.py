@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "controlplane" / "build.sh"
 CONTROLLERS = [
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
     "garbage-collector-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",

@@ -1,0 +1,49 @@
+{{- define "olivekube.fullname" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "olivekube.labels" -}}
+app.kubernetes.io/name: olivekube
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "olivekube.selector" -}}
+app.kubernetes.io/name: olivekube
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "olivekube.runnerNamespaces" -}}
+{{- if .Values.runner.namespaces -}}
+{{- toJson .Values.runner.namespaces -}}
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator's namespaced permissions, for a Role per watched namespace or the ClusterRole. */}}
+{{- define "olivekube.operatorRules" -}}
+- apiGroups: [olivekube.io]
+  resources: [optimizationworkflows]
+  verbs: [get, list, watch]
+- apiGroups: [olivekube.io]
+  resources: [optimizationworkflows/status]
+  verbs: [get, patch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- if gt (int .Values.operator.replicaCount) 1 }}
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end -}}
