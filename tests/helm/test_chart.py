@@ -1,0 +1,265 @@
+"""The chart, on the real control plane: lint, templates the API server accepts, install → reconcile
+→ uninstall with the chart's own service accounts, least-privilege RBAC, CRD upgrades."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.test_operator import wait_for
+from tests.runner.conftest import DATA, LORA
+from tools.controlplane.harness import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "olivekube"
+SYSTEM_NS = "olivekube-system"
+WORK_NS = "tuning"
+RELEASE = "okube"
+
+VALUE_SETS: dict[str, list[str]] = {
+    "default": [],
+    "namespaced": ["--set", "watchNamespaces={team-a,team-b}", "--set", "runner.namespaces={team-a,team-b}"],
+    "peering": ["--set", "operator.replicaCount=2", "--set", "metrics.service=false"],
+    "no-crd": [
+        "--set",
+        "crds.install=false",
+        "--set",
+        "operator.image.tag=9.9.9",
+        "--set",
+        "runner.image.tag=9.9.9",
+    ],
+    "placement": [
+        "--set",
+        "operator.nodeSelector.pool=system",
+        "--set",
+        "operator.tolerations[0].key=dedicated",
+        "--set",
+        "operator.tolerations[0].operator=Exists",
+        "--set",
+        "operator.envFrom[0].secretRef.name=s3-credentials",
+        "--set",
+        "imagePullSecrets[0].name=regcred",
+    ],
+}
+
+
+def helm(cp, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run([str(cp.bin / "helm"), *args], env=cp.env(), capture_output=True, text=True, check=check)
+
+
+def test_chart_crd_is_the_generated_crd() -> None:
+    assert (CHART / "files" / "olivekube.io_optimizationworkflows.yaml").read_text() == (
+        REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"
+    ).read_text()
+
+
+def test_helm_lint_is_clean(control_plane) -> None:  # type: ignore[no-untyped-def]
+    out = helm(control_plane, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_values_schema_rejects_bad_values(control_plane) -> None:  # type: ignore[no-untyped-def]
+    out = helm(control_plane, "template", "x", str(CHART), "--set", "operator.replicaCount=0", check=False)
+    assert out.returncode != 0 and "replicaCount" in out.stderr
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_templates_are_accepted_by_the_api_server(control_plane, name: str) -> None:  # type: ignore[no-untyped-def]
+    cp = control_plane
+    for ns in (SYSTEM_NS, "team-a", "team-b"):
+        cp.kubectl("create", "namespace", ns, check=False)
+    rendered = helm(cp, "template", RELEASE, str(CHART), "-n", SYSTEM_NS, *VALUE_SETS[name]).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    crds = [
+        d
+        for d in docs
+        if d["kind"] == "CustomResourceDefinition"
+        and d["metadata"]["name"] != ("optimizationworkflows.olivekube.io")
+    ]
+    for crd in crds:  # resources of a CRD the same manifest defines need the CRD first
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
+        cp.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}")
+    out = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
+    assert out.returncode == 0, out.stderr
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+
+
+def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    out = cp.kubectl("auth", "can-i", "--list", f"--as={account}", "-n", namespace).stdout
+    rules: set[tuple[str, str]] = set()
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        resource, verbs = parts[0], line[line.rindex("[") + 1 : line.rindex("]")]
+        if resource.startswith(("selfsubject", "/", "[/")) or not resource:
+            continue  # granted to every authenticated user
+        rules.add((resource, verbs))
+    return rules
+
+
+@pytest.fixture(scope="module")
+def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
+    cp = crd_installed
+    for ns in (SYSTEM_NS, WORK_NS):
+        cp.kubectl("create", "namespace", ns, check=False)
+        cp.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "s3-credentials",
+            "-n",
+            ns,
+            *[f"--from-literal={k}={v}" for k, v in s3.env().items()],
+            check=False,
+        )
+    # The CRD came from crds/ before the chart: let the release adopt it, as a cluster admin would.
+    crd = "crd/optimizationworkflows.olivekube.io"
+    cp.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    cp.kubectl(
+        "annotate",
+        crd,
+        f"meta.helm.sh/release-name={RELEASE}",
+        f"meta.helm.sh/release-namespace={SYSTEM_NS}",
+        "--overwrite",
+    )
+    client = s3.client()
+    client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
+    for path in tiny_models["llama"].iterdir():
+        client.upload_file(str(path), s3.bucket, f"helm/models/tiny-llama/{path.name}")
+    helm(
+        cp,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        SYSTEM_NS,
+        "--wait",
+        "--timeout",
+        "120s",
+        "--set",
+        f"watchNamespaces={{{WORK_NS}}}",
+        "--set",
+        f"runner.namespaces={{{WORK_NS}}}",
+        "--set",
+        "operator.envFrom[0].secretRef.name=s3-credentials",
+        "--set",
+        f"operator.metricsPort={free_port()}",
+        "--set",
+        f"operator.livenessPort={free_port()}",
+        "--set",
+        "operator.retryBackoffSeconds=1",
+    )
+    yield cp, s3
+
+
+def test_install_runs_the_operator_with_its_service_account_and_reconciles(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    pods = json.loads(cp.kubectl("get", "pods", "-n", SYSTEM_NS, "-o", "json").stdout)["items"]
+    operator = [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
+    assert operator and operator[0]["spec"]["serviceAccountName"] == f"{RELEASE}-operator"
+    assert operator[0]["status"]["phase"] == "Running"
+    doc: dict[str, Any] = {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": "helm-tone", "namespace": WORK_NS},
+        "spec": {
+            "input_model": {"model_path": f"s3://{s3.bucket}/helm/models/tiny-llama"},
+            "data_configs": [
+                {
+                    "name": "tone",
+                    "load_dataset_config": {
+                        "data_name": "json",
+                        "data_files": f"s3://{s3.bucket}/helm/data/tone.json",
+                    },
+                    "pre_process_data_config": {"text_template": "{phrase} {tone}", "max_seq_len": 32},
+                }
+            ],
+            "passes": {
+                "lora": LORA,
+                "merge": {"type": "MergeAdapterWeights"},
+                "builder": {"type": "ModelBuilder", "precision": "int4"},
+            },
+            "cache_dir": f"s3://{s3.bucket}/helm/cache",
+            "output_dir": f"s3://{s3.bucket}/helm/outputs/tone",
+            "kubernetes": {"envFrom": [{"secretRef": {"name": "s3-credentials"}}]},
+        },
+    }
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+    def phase() -> str | None:
+        out = cp.kubectl("get", "owf", "helm-tone", "-n", WORK_NS, "-o", "jsonpath={.status.phase}").stdout
+        return out if out in ("Succeeded", "Failed") else None
+
+    assert wait_for(phase, timeout=600) == "Succeeded"
+    jobs = json.loads(cp.kubectl("get", "jobs", "-n", WORK_NS, "-o", "json").stdout)["items"]
+    assert {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs} == {"olivekube-runner"}
+
+
+def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, _ = installed
+    operator = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}-operator"
+    assert _can_i(cp, operator, WORK_NS) == {
+        ("optimizationworkflows.olivekube.io", "get list watch"),
+        ("optimizationworkflows.olivekube.io/status", "get patch"),
+        ("jobs.batch", "get list watch create"),
+        ("pods", "get list"),
+        ("events", "create patch"),
+        ("events.events.k8s.io", "create patch"),
+        ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),
+        ("namespaces", "list watch"),
+    }
+    runner = f"system:serviceaccount:{WORK_NS}:olivekube-runner"
+    assert _can_i(cp, runner, WORK_NS) == {
+        ("optimizationworkflows.olivekube.io", "get"),
+        ("optimizationworkflows.olivekube.io/status", "patch"),
+    }
+    assert _can_i(cp, runner, "default") == set(), "the runner has rights outside its namespace"
+    for account in (operator, runner):
+        for namespace in (WORK_NS, SYSTEM_NS):
+            assert (
+                cp.kubectl(
+                    "auth", "can-i", "get", "secrets", f"--as={account}", "-n", namespace, check=False
+                ).stdout.strip()
+                == "no"
+            )
+
+
+def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cp, _ = installed
+    chart = tmp_path / "olivekube"
+    shutil.copytree(CHART, chart)
+    crd_file = chart / "files" / "olivekube.io_optimizationworkflows.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["properties"]["upgrade_probe"] = {"type": "string", "description": "A field added by 0.2.0."}
+    crd_file.write_text(yaml.safe_dump(crd))
+    (chart / "Chart.yaml").write_text(
+        (chart / "Chart.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0")
+    )
+    helm(cp, "upgrade", RELEASE, str(chart), "-n", SYSTEM_NS, "--reuse-values", "--wait", "--timeout", "120s")
+    live = json.loads(cp.kubectl("get", "crd", "optimizationworkflows.olivekube.io", "-o", "json").stdout)
+    props = live["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert "upgrade_probe" in props
+    helm(cp, "uninstall", RELEASE, "-n", SYSTEM_NS, "--wait")
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    for kind, scope in (
+        ("deployments,serviceaccounts,roles,rolebindings,services", ["-A"]),
+        ("clusterroles,clusterrolebindings", []),
+    ):
+        left = cp.kubectl("get", kind, *scope, "-l", selector, "-o", "name").stdout.split()
+        assert left == [], left
+    assert cp.kubectl("get", "crd", "optimizationworkflows.olivekube.io", "-o", "name").stdout.strip()
+    # Restore the generated CRD for any later test.
+    cp.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"),
+    )
