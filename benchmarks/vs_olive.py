@@ -85,6 +85,7 @@ def config(model: str, steps: int, output: str, cache: str) -> dict[str, Any]:
                     "per_device_train_batch_size": 4,
                     "per_device_eval_batch_size": 4,
                     "learning_rate": 0.001,
+                    "warmup_ratio": 0.0,  # Olive 0.13 drops warmup_ratio under transformers 5: match it
                     "gradient_checkpointing": False,
                     "logging_steps": 20,
                     "eval_steps": steps,

@@ -155,6 +155,7 @@ class LoRAPass(RunnerPass):
             modules_to_save=self.options.modules_to_save,
             task_type="CAUSAL_LM",
         )
+        base.config.use_cache = False  # no KV cache while training: less work per step
         peft_model = get_peft_model(base, lora)
         args = self.training_arguments(out, device, data.eval is not None)
         started = time.monotonic()
@@ -195,7 +196,12 @@ class LoRAPass(RunnerPass):
             metrics["first_loss"] = history["first_loss"]
             metrics["final_loss"] = history["loss"]
         if data.eval is not None:
-            eval_loss = float(trainer.evaluate()["eval_loss"])
+            # The trainer may have evaluated at the last step already; evaluate only when it has not.
+            evals = [log for log in trainer.state.log_history if "eval_loss" in log]
+            if evals and evals[-1].get("step") == trainer.state.global_step:
+                eval_loss = float(evals[-1]["eval_loss"])
+            else:
+                eval_loss = float(trainer.evaluate()["eval_loss"])
             metrics["eval_loss"] = eval_loss
             metrics["eval_rows"] = data.eval_rows
             if eval_loss < 50:
