@@ -227,7 +227,7 @@ def generate(
     generator.append_tokens(tokens)
     while not generator.is_done():
         generator.generate_next_token()
-    typer.echo(tokenizer.decode(generator.get_sequence(0)))
+    typer.echo(prompt + tokenizer.decode(generator.get_sequence(0)[len(tokens) :]))
 
 
 if __name__ == "__main__":

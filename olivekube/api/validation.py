@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ from olivekube.api.systems import SYSTEM_TYPES
 from olivekube.api.workflow import parse_workflow
 
 UNION_TAGS = set(PASS_TYPES) | set(SYSTEM_TYPES)
+SIMPLE_KEY = re.compile(r"[A-Za-z0-9_\-/]+")
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,18 @@ def _error_path(loc: tuple[int | str, ...], error_type: str, ctx: dict[str, Any]
             continue
         if isinstance(part, str) and part.startswith(("function-", "json-or-python")):
             continue
-        parts.append(str(part))
+        parts.append(_segment(part))
     if error_type in ("union_tag_invalid", "union_tag_not_found"):
         parts.append("type")
     if error_type in KEYED_ERRORS:
-        parts.append(str(ctx["key"]))
+        parts.append(_segment(ctx["key"]))
     return ".".join(parts)
+
+
+def _segment(part: int | str) -> str:
+    """A path segment; a key that would make the dotted path ambiguous is quoted."""
+    text = str(part)
+    return text if SIMPLE_KEY.fullmatch(text) else json.dumps(text)
 
 
 def _message(err: Any) -> str:

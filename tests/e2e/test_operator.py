@@ -249,6 +249,19 @@ def test_missing_data_file_fails_with_its_message_after_retries(cluster) -> None
     assert len(jobs(cp, "broken")) == 2, "backoffLimit 1: two attempts, one Job each"
 
 
+def test_twenty_workflows_at_once_all_succeed(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    docs = [
+        manifest(f"many-{i:02d}", s3, passes={"builder": {"type": "ModelBuilder", "precision": "fp32"}})
+        for i in range(20)
+    ]
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    names = [d["metadata"]["name"] for d in docs]
+    wait_for(lambda: all(phase(cp, n) in ("Succeeded", "Failed") for n in names), timeout=900, step=2)
+    assert [phase(cp, n) for n in names] == ["Succeeded"] * 20
+    assert all(len(jobs(cp, n)) <= 1 for n in names)
+
+
 def test_suspend_and_resume(cluster) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
     doc = manifest("paused", s3, passes={"lora": {**LORA, "r": 4}}, suspend=True)

@@ -295,3 +295,11 @@ def test_cli_validate_prints_one_line_per_problem(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert any(line.startswith(f"{path}: spec.passes.lora.r: ") for line in lines)
     assert any(line.startswith(f"{path}: spec.passes.builder.precision: ") for line in lines)
+
+
+def test_odd_keys_are_quoted_in_paths() -> None:
+    doc = valid_manifest()
+    doc["."] = None
+    doc["spec"]["passes"]["lora"]["a b"] = 1
+    paths = {p.path for p in validate_document(doc)}
+    assert {'"."', 'spec.passes.lora."a b"'} <= paths

@@ -62,5 +62,6 @@ def test_validate_never_crashes_and_names_a_field(doc: dict[str, Any]) -> None:
     for problem in problems:
         assert problem.path, f"no field named: {problem}"
         first = problem.path.split(".")[0]
-        assert first in ROOT_KEYS or first in map(str, doc), problem
+        quoted_key = problem.path.startswith('"')  # an odd unknown key, quoted so the path stays readable
+        assert first in ROOT_KEYS or first in map(str, doc) or quoted_key, problem
         assert problem.message
