@@ -185,10 +185,13 @@ class WorkflowRunner:
                 with _failing_pass(name, []):
                     self.make_pass(name, self.work_root).preflight(model)
 
-    def from_artifact(self, uri: str, manifest: Manifest, base: ModelArtifact | None) -> ModelArtifact:
-        """A published pass output as a model; `base` is the adapter's base model (for adapters)."""
+    def from_artifact(
+        self, uri: str, manifest: Manifest, base: ModelArtifact | None, local: Path | None = None
+    ) -> ModelArtifact:
+        """A published pass output as a model; `base` is the adapter's base model (for adapters);
+        `local` is a copy of it on this machine already (no download)."""
         store = store_for(uri)
-        path = store.local_path(uri)
+        path = store.local_path(uri) or local
         if path is None:
             path = self.work_root / "fetched" / manifest.digest[:16]
             store.fetch(uri, path)
@@ -270,7 +273,13 @@ class WorkflowRunner:
                 metadata["quantized_base"] = options.type == "QLoRA"
             manifest = build_manifest(out, metadata)
             store.publish(out, uri, manifest, consume=True)
-            out_model = self.from_artifact(uri, manifest, model)
+            local = None
+            if out.exists():  # a remote store: keep the local copy for the next pass
+                local = self.work_root / "published" / manifest.digest[:16]
+                shutil.rmtree(local, ignore_errors=True)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                out.rename(local)
+            out_model = self.from_artifact(uri, manifest, model, local)
             return out_model, PassResult(
                 name,
                 options.type,

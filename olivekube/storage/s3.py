@@ -97,8 +97,9 @@ class S3Store(ArtifactStore):
         try:
             for rel in manifest.files:
                 self.client.upload_file(str(src / rel), bucket, f"{staging}/{rel}", Config=self.transfer)
-            for stale in self._keys(bucket, prefix):  # an interrupted earlier publish, or an old artifact
-                self.client.delete_object(Bucket=bucket, Key=stale)
+            existing = self.read_manifest(uri)
+            if existing is not None and existing.digest == manifest.digest:
+                return  # the same content is there already (a concurrent run of the same pass)
             for rel in manifest.files:
                 self.client.copy(
                     {"Bucket": bucket, "Key": f"{staging}/{rel}"},
@@ -109,6 +110,9 @@ class S3Store(ArtifactStore):
             self.client.put_object(
                 Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}", Body=manifest.to_json().encode()
             )
+            keep = {f"{prefix}/{rel}" for rel in manifest.files} | {f"{prefix}/{MANIFEST_NAME}"}
+            for stale in set(self._keys(bucket, prefix)) - keep:  # left by an interrupted or older publish
+                self.client.delete_object(Bucket=bucket, Key=stale)
         finally:
             for key in self._keys(bucket, staging):
                 self.client.delete_object(Bucket=bucket, Key=key)
