@@ -80,6 +80,7 @@ def main() -> None:
         time.sleep(8)  # operator start-up (imports, first list)
         config.load_kube_config(str(cp.kubeconfig))
         first_job: dict[str, float] = {}
+        created: dict[str, float] = {}
         peak = [0.0]
         stop = threading.Event()
 
@@ -92,6 +93,20 @@ def main() -> None:
                 if len(first_job) >= args.workflows or stop.is_set():
                     return
 
+        def watch_workflows() -> None:
+            stream = watch.Watch().stream(
+                client.CustomObjectsApi().list_namespaced_custom_object,
+                "olivekube.io",
+                "v1alpha1",
+                "scale",
+                "optimizationworkflows",
+                timeout_seconds=600,
+            )
+            for event in stream:
+                created.setdefault(event["object"]["metadata"]["name"], time.monotonic())
+                if len(created) >= args.workflows or stop.is_set():
+                    return
+
         def sample_rss() -> None:
             proc = psutil.Process(operator.pid)
             while not stop.is_set():
@@ -100,6 +115,7 @@ def main() -> None:
 
         watcher = threading.Thread(target=watch_jobs, daemon=True)
         watcher.start()
+        threading.Thread(target=watch_workflows, daemon=True).start()
         threading.Thread(target=sample_rss, daemon=True).start()
         before = requests_total(cp)
         manifest = yaml.safe_dump_all([workflow(i) for i in range(args.workflows)])
@@ -110,14 +126,15 @@ def main() -> None:
         time.sleep(5)  # let the operator finish its status writes
         after = requests_total(cp)
         stop.set()
-        latencies = sorted(t - applied for t in first_job.values())
+        # From the moment a workflow exists in the API server (seen by a watch) to its first Job.
+        latencies = sorted(first_job[n] - created[n] for n in first_job if n in created)
         operator.terminate()
         operator.wait(timeout=20)
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"workflows applied: {args.workflows} (kubectl apply took {applied_done - applied:.1f}s)")
         print(f"workflows with a Job: {len(first_job)}")
-        print(f"apply → first Job: p50 {p50:.2f}s  p99 {p99:.2f}s  (targets 0.5s / 3s; from the start of apply)")
+        print(f"workflow created → first Job: p50 {p50:.2f}s  p99 {p99:.2f}s  (targets 0.5s / 3s)")
         print(f"operator peak RSS: {peak[0]:.0f} MB (target 300 MB)")
         per_workflow = (after - before) / args.workflows
         print(f"API requests per workflow (all clients: kubectl, controllers, operator): {per_workflow:.1f}")
