@@ -38,6 +38,20 @@ def _load(path: Path) -> Any:
         raise typer.Exit(2) from exc
 
 
+def _convert(path: Path, data: Any, name: str | None, namespace: str | None) -> dict[str, Any]:
+    """An Olive config as a manifest; problems and warnings go to stderr (exit 1 on problems)."""
+    default = data.get("workflow_id") if isinstance(data, dict) else None
+    try:
+        manifest, warnings = to_manifest(data, name or manifest_name(str(default or path.stem)), namespace)
+    except ConvertError as exc:
+        for problem in exc.problems:
+            err.print(f"{path}: {problem}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    for warning in warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
+    return manifest
+
+
 @app.command()
 def crd(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
@@ -70,15 +84,7 @@ def convert(
     if to != "manifest":
         err.print(f"[red]error:[/] --to must be 'manifest' or 'olive', not {to!r}")
         raise typer.Exit(2)
-    default = data.get("workflow_id") if isinstance(data, dict) else None
-    try:
-        manifest, warnings = to_manifest(data, name or manifest_name(str(default or config.stem)), namespace)
-    except ConvertError as exc:
-        for problem in exc.problems:
-            err.print(f"{config}: {problem}", markup=False, highlight=False)
-        raise typer.Exit(1) from exc
-    for warning in warnings:
-        err.print(f"warning: {warning}", markup=False, highlight=False)
+    manifest = _convert(config, data, name, namespace)
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, width=100))
 
 
@@ -107,14 +113,7 @@ def _load_workflow(path: Path) -> OptimizationWorkflow:
     """A manifest, or an Olive config (either form) converted on the fly."""
     data = _load(path)
     if isinstance(data, dict) and "input_model" in data and "spec" not in data:
-        try:
-            data, warnings = to_manifest(data, manifest_name(str(data.get("workflow_id") or path.stem)))
-        except ConvertError as exc:
-            for problem in exc.problems:
-                err.print(f"{path}: {problem}", markup=False, highlight=False)
-            raise typer.Exit(1) from exc
-        for warning in warnings:
-            err.print(f"warning: {warning}", markup=False, highlight=False)
+        data = _convert(path, data, None, None)
     try:
         return parse_workflow(data)
     except ValidationError as exc:

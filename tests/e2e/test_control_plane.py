@@ -27,7 +27,7 @@ def wait_for(predicate, timeout: float = 60, step: float = 0.2):  # type: ignore
         if value:
             return value
         time.sleep(step)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out after {timeout}s")
 
 
 def test_crd_is_accepted_as_structural(crd_installed) -> None:  # type: ignore[no-untyped-def]

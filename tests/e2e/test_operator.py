@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.test_control_plane import wait_for
 from tests.runner.conftest import DATA, LORA
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,16 +42,6 @@ metadata: {{name: olivekube-runner, namespace: {NS}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: olivekube-runner}}
 subjects: [{{kind: ServiceAccount, name: olivekube-runner, namespace: {NS}}}]
 """
-
-
-def wait_for(predicate, timeout: float = 300, step: float = 0.5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s")
 
 
 class Operator:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_operator import wait_for
+from tests.e2e.test_control_plane import wait_for
 from tests.runner.conftest import DATA, LORA
 from tools.controlplane.harness import free_port
 
