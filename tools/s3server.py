@@ -30,6 +30,18 @@ class S3Server:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
+    def create_secret(self, cp, namespace: str, name: str = "s3-credentials") -> None:  # type: ignore[no-untyped-def]
+        """A Secret with this server's variables, for envFrom in pods of `namespace` (kept if present)."""
+        literals = [f"--from-literal={k}={v}" for k, v in self.env().items()]
+        cp.kubectl("create", "secret", "generic", name, "-n", namespace, *literals, check=False)
+
+    def upload_folder(self, folder: Path, prefix: str) -> str:
+        """Upload every file of `folder` under `prefix`; returns its s3:// URI."""
+        client = self.client()
+        for path in folder.iterdir():
+            client.upload_file(str(path), self.bucket, f"{prefix}/{path.name}")
+        return f"s3://{self.bucket}/{prefix}"
+
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
         from botocore.config import Config

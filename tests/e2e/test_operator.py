@@ -96,21 +96,10 @@ def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[n
     cp = crd_installed
     cp.kubectl("create", "namespace", NS, check=False)
     cp.kubectl("apply", "-f", "-", input=RBAC)
-    env = s3.env()
-    cp.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "s3-credentials",
-        "-n",
-        NS,
-        *[f"--from-literal={k}={v}" for k, v in env.items()],
-        check=False,
-    )
+    s3.create_secret(cp, NS)
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")
-    for path in tiny_models["phi3"].iterdir():
-        client.upload_file(str(path), s3.bucket, f"e2e/models/tiny-phi3/{path.name}")
+    s3.upload_folder(tiny_models["phi3"], "e2e/models/tiny-phi3")
     operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"))
     operator.start()
     yield cp, s3, operator

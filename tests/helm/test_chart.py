@@ -108,16 +108,7 @@ def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore
     cp = crd_installed
     for ns in (SYSTEM_NS, WORK_NS):
         cp.kubectl("create", "namespace", ns, check=False)
-        cp.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "s3-credentials",
-            "-n",
-            ns,
-            *[f"--from-literal={k}={v}" for k, v in s3.env().items()],
-            check=False,
-        )
+        s3.create_secret(cp, ns)
     # The CRD came from crds/ before the chart: let the release adopt it, as a cluster admin would.
     crd = "crd/optimizationworkflows.olivekube.io"
     cp.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
@@ -130,8 +121,7 @@ def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore
     )
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
-    for path in tiny_models["llama"].iterdir():
-        client.upload_file(str(path), s3.bucket, f"helm/models/tiny-llama/{path.name}")
+    s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
     helm(
         cp,
         "install",

@@ -99,9 +99,7 @@ def test_workflow_on_s3_and_second_run_is_a_cache_hit(s3, tiny_models, tmp_path:
         Path(__file__).resolve().parents[2] / "examples/tone-classifier/dataset-classification.json"
     ).read_bytes()
     client.put_object(Bucket=s3.bucket, Key="data/tone.json", Body=data)
-    model_uri = f"s3://{s3.bucket}/models/tiny-llama"
-    for path in tiny_models["llama"].iterdir():
-        client.upload_file(str(path), s3.bucket, f"models/tiny-llama/{path.name}")
+    model_uri = s3.upload_folder(tiny_models["llama"], "models/tiny-llama")
     passes = {
         "lora": LORA,
         "merge": {"type": "MergeAdapterWeights"},
