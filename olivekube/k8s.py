@@ -44,5 +44,7 @@ class Workflows:
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch status; returns the workflow as the API server now holds it."""
+        patch = {"status": status}
+        return dict(self.api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, patch))

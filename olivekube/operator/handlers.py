@@ -23,6 +23,7 @@ def reconciler() -> Reconciler:
 
 
 def _reconcile(namespace: str, name: str) -> None:
+    """Reconcile now; when the decision asks to look again later (a retry's backoff), set a timer."""
     delay = reconciler().reconcile(namespace, name)
     if delay is not None:
         timer = threading.Timer(delay + 0.1, _reconcile_quietly, args=(namespace, name))
@@ -60,20 +61,29 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 16
+    settings.batching.batch_window = 0.01  # kopf waits this long for more events of one object
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def workflow_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+def workflow_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj = event["object"]
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     if event["type"] == "DELETED":
         reconciler().forget(namespace, name)
         return
+    reconciler().view.put_workflow(dict(obj))
     _reconcile(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def job_event(body: kopf.Body, **_: Any) -> None:
-    for owner in body["metadata"].get("ownerReferences") or []:
+def job_event(event: kopf.RawEvent, **_: Any) -> None:
+    job: dict[str, Any] = dict(event["object"])
+    view = reconciler().view
+    for owner in job["metadata"].get("ownerReferences") or []:
         if owner.get("kind") == KIND and owner.get("apiVersion", "").startswith(GROUP):
-            _reconcile(body["metadata"]["namespace"], owner["name"])
+            if event["type"] == "DELETED":
+                view.forget_job(owner["uid"], job["metadata"]["name"])
+            else:
+                view.put_job(owner["uid"], job)
+            _reconcile(job["metadata"]["namespace"], owner["name"])

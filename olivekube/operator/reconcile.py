@@ -1,8 +1,8 @@
-"""Read a workflow and its Jobs, decide (plan.decide), then act: create the Job, patch status, post events."""
+"""Read a workflow and its Jobs (from the watch-fed view), decide (plan.decide), then act: create the Job,
+patch status, post events."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import threading
@@ -20,6 +20,7 @@ from olivekube.k8s import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.jobs import LABEL_WORKFLOW, OperatorSettings, build_job, label_value
 from olivekube.operator.plan import Decision, decide, now
+from olivekube.operator.view import ClusterView
 from olivekube.storage import store_for
 
 log = logging.getLogger("olivekube.operator")
@@ -34,6 +35,7 @@ class Reconciler:
         self.workflows = Workflows()
         self.batch = client.BatchV1Api()
         self.core = client.CoreV1Api()
+        self.view = ClusterView()
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.phases: dict[tuple[str, str], str] = {}
 
@@ -49,6 +51,7 @@ class Reconciler:
                 raise
 
     def forget(self, namespace: str, name: str) -> None:
+        self.view.forget_workflow((namespace, name))
         self.phases.pop((namespace, name), None)
         self._export_phases()
 
@@ -59,13 +62,13 @@ class Reconciler:
         for phase in ("Pending", "Running", "Succeeded", "Failed", "Suspended", "Cancelled"):
             metrics.WORKFLOWS.labels(phase).set(counts.get(phase, 0))
 
-    def _reconcile(self, namespace: str, name: str) -> float | None:
-        try:
-            body = self.workflows.get(namespace, name)
-        except ApiException as exc:
-            if exc.status == 404:
+    def _reconcile(self, namespace: str, name: str, fresh: bool = False) -> float | None:
+        """`fresh`: read the workflow and its Jobs from the API server rather than the watch-fed view."""
+        body = None if fresh else self.view.workflow((namespace, name))
+        if body is None:
+            body = self._read_workflow(namespace, name)
+            if body is None:
                 return None
-            raise
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             return None
@@ -94,37 +97,34 @@ class Reconciler:
                     ),
                 )
             return None
-        jobs = [
-            j.to_dict() if hasattr(j, "to_dict") else j
-            for j in self.batch.list_namespaced_job(
-                namespace, label_selector=f"{LABEL_WORKFLOW}={label_value(name)}"
-            ).items
-        ]
-        jobs = [
-            _camel(j)
-            for j in jobs
-            if any(o.get("uid") == meta["uid"] for o in j["metadata"].get("owner_references") or [])
-        ]
+        uid = meta["uid"]
+        if fresh or (status and not self.view.listed(uid)):  # a workflow that ran before this process
+            self._list_jobs(namespace, name, uid)
         decision = decide(
             workflow,
             generation,
             status,
-            jobs,
+            self.view.jobs(uid),
             self._cached(workflow),
             self._failure_message,
             retry_backoff=self.retry_backoff,
         )
+        if not fresh and decision.status.get("phase") == "Failed":
+            return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
         if decision.create is not None:
             pass_name, key, attempt = decision.create
-            job = build_job(workflow, meta["uid"], pass_name, key, attempt, self.settings)
+            job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
             try:
-                self.batch.create_namespaced_job(namespace, job)
+                answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
+                self.view.put_job(uid, json.loads(answer.data))
                 metrics.JOBS_CREATED.labels(workflow.spec.passes[pass_name].type).inc()
                 if attempt:
                     metrics.RETRIES.labels(workflow.spec.passes[pass_name].type).inc()
             except ApiException as exc:
-                if exc.status != 409:  # 409: it exists already (an earlier, interrupted reconcile)
+                if exc.status != 409:
                     raise
+                if not fresh:  # a Job this process has not seen yet: decide again on the full picture
+                    return self._reconcile(namespace, name, fresh=True)
         self._apply(body, decision)
         phase = decision.status.get("phase") or status.get("phase")
         if phase:
@@ -132,10 +132,32 @@ class Reconciler:
             self._export_phases()
         return decision.requeue_after
 
+    def _read_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = self.workflows.get(namespace, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        self.view.put_workflow(body)
+        return body
+
+    def _list_jobs(self, namespace: str, name: str, uid: str) -> None:
+        answer = self.batch.list_namespaced_job(
+            namespace, label_selector=f"{LABEL_WORKFLOW}={label_value(name)}", _preload_content=False
+        )
+        listing = json.loads(answer.data)
+        mine = [
+            j
+            for j in listing.get("items") or []
+            if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])
+        ]
+        self.view.replace_jobs(uid, mine, (listing.get("metadata") or {}).get("resourceVersion"))
+
     def _apply(self, body: dict[str, Any], decision: Decision) -> None:
         meta = body["metadata"]
         if decision.status and _changes(body.get("status") or {}, decision.status):
-            self.workflows.patch_status(meta["namespace"], meta["name"], decision.status)
+            self.view.put_workflow(self.workflows.patch_status(meta["namespace"], meta["name"], decision.status))
         for kind, reason, message in decision.events:
             self._event(body, kind, reason, message)
             if reason == "PassCached":
@@ -158,7 +180,7 @@ class Reconciler:
             source=client.V1EventSource(component="olivekube-operator"),
         )
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)
+            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
         except ApiException as exc:
             log.warning("event %s: %s", reason, exc.reason)
 
@@ -205,28 +227,6 @@ class Reconciler:
         return (
             next((c.get("message") or c.get("reason") for c in conditions if c.get("type") == "Failed"), "") or ""
         )
-
-
-def _camel(job: dict[str, Any]) -> dict[str, Any]:
-    """The python client's snake_case Job as the fields plan.decide reads."""
-    status = job.get("status") or {}
-    conditions = [
-        {
-            "type": c["type"],
-            "status": c["status"],
-            "reason": c.get("reason"),
-            "message": c.get("message"),
-            "lastTransitionTime": c["last_transition_time"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            if c.get("last_transition_time")
-            else None,
-        }
-        for c in status.get("conditions") or []
-    ]
-    meta = job["metadata"]
-    return {
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": meta.get("labels") or {}},
-        "status": {"conditions": conditions},
-    }
 
 
 def _changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:

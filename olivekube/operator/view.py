@@ -1,0 +1,103 @@
+"""The operator's picture of the cluster, fed by the watch streams kopf already holds open.
+
+A reconcile reads workflows and their Jobs from here instead of GET and LIST calls, so a new
+workflow costs one API call (its Job) on the way to running. What a watch has not delivered yet
+is caught where it matters: a Job that exists but is missing here makes the create answer 409, and
+a decision to fail is re-checked against the API server before it is written (see reconcile.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+Key = tuple[str, str]  # namespace, name
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    try:
+        return int(obj["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _is_newer(candidate: dict[str, Any], held: dict[str, Any] | None) -> bool:
+    """Whether `candidate` should replace `held` (resource versions compared when both are numbers,
+    as every etcd and kine server writes them; otherwise the later arrival wins)."""
+    if held is None:
+        return True
+    new, old = _version(candidate), _version(held)
+    return new is None or old is None or new >= old
+
+
+class ClusterView:
+    """Latest known workflows and Jobs; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._workflows: dict[Key, dict[str, Any]] = {}
+        self._jobs: dict[str, dict[str, dict[str, Any]]] = {}  # owner uid → job name → Job
+        self._listed: set[str] = set()  # owner uids whose Jobs were listed once (a full picture)
+
+    def workflow(self, key: Key) -> dict[str, Any] | None:
+        with self._lock:
+            body = self._workflows.get(key)
+            return copy.deepcopy(body) if body is not None else None
+
+    def put_workflow(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            held = self._workflows.get(key)
+            if held is not None and held["metadata"].get("uid") != meta.get("uid"):
+                held = None  # deleted and created again under the same name
+            if _is_newer(body, held):
+                self._workflows[key] = copy.deepcopy(body)
+
+    def forget_workflow(self, key: Key) -> None:
+        with self._lock:
+            body = self._workflows.pop(key, None)
+            if body is not None:
+                uid = body["metadata"].get("uid")
+                self._jobs.pop(uid, None)
+                self._listed.discard(uid)
+
+    def jobs(self, owner_uid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(j) for j in self._jobs.get(owner_uid, {}).values()]
+
+    def listed(self, owner_uid: str) -> bool:
+        with self._lock:
+            return owner_uid in self._listed
+
+    def put_job(self, owner_uid: str, job: dict[str, Any]) -> None:
+        with self._lock:
+            mine = self._jobs.setdefault(owner_uid, {})
+            name = job["metadata"]["name"]
+            if _is_newer(job, mine.get(name)):
+                mine[name] = copy.deepcopy(job)
+
+    def forget_job(self, owner_uid: str, name: str) -> None:
+        with self._lock:
+            self._jobs.get(owner_uid, {}).pop(name, None)
+
+    def replace_jobs(self, owner_uid: str, jobs: list[dict[str, Any]], list_version: str | None) -> None:
+        """A LIST's answer: the full set of this owner's Jobs as of `list_version`. Copies a watch
+        delivered that are newer, or Jobs created after the list, are kept."""
+        try:
+            listed_at: int | None = int(list_version or "")
+        except ValueError:
+            listed_at = None
+        with self._lock:
+            held = self._jobs.get(owner_uid, {})
+            fresh: dict[str, dict[str, Any]] = {}
+            for job in jobs:
+                name = job["metadata"]["name"]
+                fresh[name] = held[name] if name in held and not _is_newer(job, held[name]) else job
+            for name, job in held.items():
+                version = _version(job)
+                if name not in fresh and listed_at is not None and version is not None and version > listed_at:
+                    fresh[name] = job
+            self._jobs[owner_uid] = fresh
+            self._listed.add(owner_uid)
