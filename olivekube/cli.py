@@ -157,19 +157,55 @@ def _encode(model: Path, tokenizer: Any, prompt: str) -> list[int]:
 
 @app.command()
 def runner(
-    workflow: Annotated[str, typer.Option(help="NAMESPACE/NAME of the OptimizationWorkflow.")],
     pass_name: Annotated[str, typer.Option("--pass", help="The pass to run.")],
+    workflow: Annotated[
+        str | None, typer.Option(help="NAMESPACE/NAME of the OptimizationWorkflow (in a Kubernetes Job).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Without --workflow: write the pass's output here (an Azure ML job).")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Without --workflow: the previous pass's output.")] = None,
+    base: Annotated[Path | None, typer.Option(help="Without --workflow: the input model.")] = None,
+    data_file: Annotated[
+        list[str] | None, typer.Option(help="Without --workflow: URI=PATH, a data file's local copy.")
+    ] = None,
 ) -> None:
-    """Run one pass of a workflow inside a Job (the operator's entry point)."""
+    """Run one pass: of a workflow in the cluster (the operator's Jobs), or, without --workflow, of
+    the workflow in OLIVEKUBE_WORKFLOW into --output (what an Azure ML job runs)."""
     from olivekube.runner.cluster import run_in_cluster
     from olivekube.runner.local import quiet_libraries
 
+    if workflow is None:
+        _run_standalone(pass_name, output, model, base, data_file or [])
+        return
     if "/" not in workflow:
         err.print("[red]error:[/] --workflow must be NAMESPACE/NAME")
         raise typer.Exit(2)
     quiet_libraries()
     namespace, name = workflow.split("/", 1)
     raise typer.Exit(run_in_cluster(namespace, name, pass_name, Path.cwd()))
+
+
+def _run_standalone(
+    pass_name: str, output: Path | None, model: Path | None, base: Path | None, data_files: list[str]
+) -> None:
+    from olivekube.runner.errors import PassError
+    from olivekube.runner.local import quiet_libraries
+    from olivekube.runner.standalone import run_standalone
+
+    if output is None:
+        err.print("[red]error:[/] --output is required without --workflow")
+        raise typer.Exit(2)
+    pairs = dict(item.split("=", 1) for item in data_files if "=" in item)
+    if len(pairs) != len(data_files):
+        err.print("[red]error:[/] --data-file takes URI=PATH")
+        raise typer.Exit(2)
+    quiet_libraries()
+    try:
+        run_standalone(pass_name, output, model, base, pairs)
+    except PassError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
 
 
 @app.command()

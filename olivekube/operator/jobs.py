@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from olivekube.api.common import API_VERSION, KIND
-from olivekube.api.systems import KubernetesSystem
+from olivekube.api.systems import AzureMLSystem, KubernetesSystem
 from olivekube.api.workflow import TRAINING_PASS_TYPES, OptimizationWorkflow
 
 LABEL_WORKFLOW = "olivekube.io/workflow"
@@ -52,6 +52,11 @@ def _pvc_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> 
     return {claims[m["name"]]: m["mountPath"] for m in mounts if m.get("name") in claims}
 
 
+def _host_system(workflow: OptimizationWorkflow, pass_name: str) -> Any:
+    spec = workflow.spec
+    return (spec.systems or {}).get(spec.passes[pass_name].host or spec.host or "")
+
+
 def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: OperatorSettings) -> dict[str, Any]:
     spec = workflow.spec
     k8s = spec.kubernetes
@@ -91,6 +96,13 @@ def build_job(
     volumes = list(k8s.volumes or []) if k8s else []
     mounts = list(k8s.volumeMounts or []) if k8s else []
     env: list[dict[str, Any]] = [e.dump() for e in (k8s.env or [])] if k8s else []
+    env_from: list[dict[str, Any]] = list(k8s.envFrom or []) if k8s else []
+    env.append({"name": "OLIVEKUBE_ATTEMPT", "value": str(attempt)})
+    on_azureml = isinstance(_host_system(workflow, pass_name), AzureMLSystem)
+    if on_azureml:
+        secret = _host_system(workflow, pass_name).credentials_secret
+        if secret:
+            env_from.append({"secretRef": {"name": secret}})
     pvc = _pvc_mounts(volumes, mounts)
     if pvc:
         env.append({"name": "OLIVEKUBE_PVC_MOUNTS", "value": json.dumps(pvc, sort_keys=True)})
@@ -99,13 +111,13 @@ def build_job(
         "image": (k8s.image if k8s and k8s.image else settings.runner_image),
         "command": ["olivekube", "runner", "--workflow", f"{namespace}/{name}", "--pass", pass_name],
         "env": env,
-        "resources": _resources(workflow, pass_name, settings),
+        "resources": {} if on_azureml else _resources(workflow, pass_name, settings),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if k8s and k8s.imagePullPolicy:
         container["imagePullPolicy"] = k8s.imagePullPolicy
-    if k8s and k8s.envFrom:
-        container["envFrom"] = list(k8s.envFrom)
+    if env_from:
+        container["envFrom"] = env_from
     if mounts:
         container["volumeMounts"] = mounts
     pod_spec: dict[str, Any] = {

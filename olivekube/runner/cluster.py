@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from olivekube.api.workflow import parse_workflow
+from olivekube.api.chain import chain_keys
+from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
+from olivekube.azureml.dispatch import run_on_azureml
+from olivekube.azureml.job import azureml_system
 from olivekube.k8s import Workflows, load_config
 from olivekube.runner.artifact import ModelArtifact
 from olivekube.runner.engine import WorkflowRunner
@@ -25,6 +29,7 @@ from olivekube.storage.local import container_path
 
 log = logging.getLogger(__name__)
 TERMINATION_LOG = "/dev/termination-log"
+ATTEMPT_ENV = "OLIVEKUBE_ATTEMPT"
 
 
 def now() -> str:
@@ -55,6 +60,48 @@ def _previous_artifact(runner: WorkflowRunner, status: dict[str, Any], name: str
     return runner.from_artifact(uri, manifest, base)
 
 
+def _run_on_azureml(
+    api: Workflows, body: dict[str, Any], workflow: OptimizationWorkflow, pass_name: str, workdir: Path
+) -> int:
+    """The pass runs as an Azure ML job; this pod submits and follows it."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    status = body.get("status") or {}
+    order = workflow.spec.ordered_pass_names()
+    index = order.index(pass_name)
+    previous = ((status.get("passes") or {}).get(order[index - 1]) or {}) if index else {}
+    key = chain_keys(workflow.spec)[pass_name]
+    seen: dict[str, str] = {}
+
+    def on_state(job_name: str, state: str) -> None:
+        if seen.get(job_name) != state:
+            seen[job_name] = state
+            api.patch_status(
+                namespace, name, {"passes": {pass_name: {"message": f"Azure ML job {job_name}: {state}"}}}
+            )
+
+    try:
+        uri = run_on_azureml(
+            workflow,
+            body["metadata"]["uid"],
+            pass_name,
+            key,
+            int(os.environ.get(ATTEMPT_ENV, "0")),
+            (previous.get("artifact") or {}).get("uri"),
+            workdir,
+            on_state,
+        )
+    except PassError as exc:
+        write_termination_message(str(exc))
+        log.error("%s", exc)
+        return 1
+    fields = {"artifact": {"uri": uri, "sha256": None, "sizeBytes": None}, "cacheKey": key, "cached": False}
+    patch: dict[str, Any] = {"passes": {pass_name: fields}}
+    if index == len(order) - 1:
+        patch["outputs"] = {"uri": uri, "sha256": None}
+    api.patch_status(namespace, name, patch)
+    return 0
+
+
 def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> int:
     """Run one pass for the operator. Returns the exit code."""
     load_config()
@@ -68,6 +115,8 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
     def progress(pass_name: str, progress: dict[str, Any]) -> None:
         api.patch_status(namespace, name, {"passes": {pass_name: {"progress": progress}}})
 
+    if azureml_system(workflow, pass_name) is not None:
+        return _run_on_azureml(api, body, workflow, pass_name, workdir)
     sink = Throttled(progress, interval=5.0)
     runner = WorkflowRunner(workflow, workdir, report=sink)
     runner.work_root = workdir / ".olivekube-work"

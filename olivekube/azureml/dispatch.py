@@ -1,0 +1,118 @@
+"""Run one pass as an Azure ML command job from inside the pass's Kubernetes Job, and follow it.
+
+The Kubernetes Job stays the unit the operator manages (retries, status, deletion): its pod only
+submits the Azure ML job, or finds the one a previous pod of the same attempt submitted, follows
+its state, and cancels it when the pod is told to stop (the workflow deleted or suspended).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.azureml.client import ml_client
+from olivekube.azureml.job import azureml_system, plan_job, to_command_job
+from olivekube.runner.errors import PassError
+
+log = logging.getLogger(__name__)
+TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
+POLL_SECONDS = float(os.environ.get("OLIVEKUBE_AZUREML_POLL_SECONDS", "30"))
+
+
+class Stopped(Exception):
+    """The pod was asked to stop."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped
+
+
+def _state(job: Any) -> str:
+    status = job.status
+    return str(getattr(status, "value", status))
+
+
+def _azure_message(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(message).split())[:1000]
+
+
+def _job_error(ml: Any, name: str) -> str:
+    """Azure ML's own error message of a failed job (from its run history)."""
+    try:
+        details = ml.jobs._runs_operations.get_run_details(name)  # the SDK has no public call for it
+        error = details.error.error if details.error else None
+        if error is not None and error.message:
+            return str(error.message)
+    except Exception as exc:
+        log.warning("could not read why Azure ML job %s failed: %s", name, _azure_message(exc))
+    return "no error message from Azure ML"
+
+
+def run_on_azureml(
+    workflow: OptimizationWorkflow,
+    uid: str,
+    pass_name: str,
+    key: str,
+    attempt: int,
+    previous_uri: str | None,
+    base_dir: Path,
+    on_state: Callable[[str, str], None],
+) -> str:
+    """Submit (or re-attach to) the pass's Azure ML job and wait for it. Returns the output's
+    azureml:// URI; raises PassError with Azure's message when the job fails."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+    found = azureml_system(workflow, pass_name)
+    assert found is not None
+    system_name, system = found
+    where = f"spec.systems.{system_name}"
+    plan = plan_job(workflow, uid, pass_name, key, attempt, previous_uri, base_dir)
+    credentials_field = f"{where}.credentials_secret"
+    ml = ml_client(plan.workspace, credentials_field)
+    workspace_field = f"{where}.azureml_client" if system.azureml_client else "spec.azureml_client"
+    try:
+        try:
+            ml.workspaces.get(plan.workspace.workspace_name)
+        except ResourceNotFoundError as exc:
+            raise PassError(f"{workspace_field}.workspace_name", f"Azure: {_azure_message(exc)}") from exc
+        try:
+            ml.compute.get(plan.compute)
+        except ResourceNotFoundError as exc:
+            raise PassError(f"{where}.aml_compute", f"Azure: {_azure_message(exc)}") from exc
+        try:
+            job = ml.jobs.get(plan.name)
+            log.info("following Azure ML job %s, submitted before", plan.name)
+        except ResourceNotFoundError:
+            job = ml.jobs.create_or_update(to_command_job(plan))
+            log.info("submitted Azure ML job %s", plan.name)
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+        try:
+            state = _state(job)
+            while True:
+                on_state(plan.name, state)
+                if state in TERMINAL:
+                    break
+                time.sleep(POLL_SECONDS)
+                state = _state(ml.jobs.get(plan.name))
+        except Stopped:
+            log.warning("stopping: cancelling Azure ML job %s", plan.name)
+            ml.jobs.begin_cancel(plan.name).wait(timeout=60)
+            raise PassError("azureml", f"Azure ML job {plan.name} cancelled: the pass was stopped") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except ClientAuthenticationError as exc:
+        raise PassError(credentials_field, f"Azure rejected the credentials: {_azure_message(exc)}") from exc
+    except HttpResponseError as exc:
+        raise PassError(where, f"Azure ML: {_azure_message(exc)}") from exc
+    if state != "Completed":
+        why = _job_error(ml, plan.name) if state == "Failed" else f"the job ended {state}"
+        raise PassError("azureml", f"Azure ML job {plan.name} {state.lower()}: {why}")
+    return plan.output_uri

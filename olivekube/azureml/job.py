@@ -1,0 +1,220 @@
+"""The Azure ML command job of one pass attempt, built from the workflow (no network).
+
+The job runs `olivekube runner --pass NAME` in the workflow's environment on `aml_compute`. Its
+inputs are azureml:// URIs that Azure ML mounts (the previous pass's output, the input model, the
+training data); its output folder lands at an azureml:// datastore path keyed by the pass's chain
+key, uploaded by Azure ML when the job completes, so a half-written model never sits there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olivekube.api.systems import AzureMLClient, AzureMLSystem
+from olivekube.api.workflow import TRAINING_PASS_TYPES, OptimizationWorkflow
+from olivekube.runner.errors import PassError
+
+DEFAULT_DATASTORE = "workspaceblobstore"
+WORKFLOW_ENV = "OLIVEKUBE_WORKFLOW"
+FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow")
+
+
+@dataclass
+class JobPlan:
+    """What the job needs, before it becomes an azure-ai-ml object (kept plain for tests)."""
+
+    name: str
+    command: str
+    compute: str
+    image: str | None
+    conda_file: str | None
+    environment: str | None
+    inputs: dict[str, dict[str, str]]
+    output_uri: str
+    environment_variables: dict[str, str]
+    tags: dict[str, str]
+    instance_count: int
+    experiment_name: str
+    workspace: AzureMLClient
+    display_name: str = ""
+    data_inputs: dict[str, str] = field(default_factory=dict)  # original URI → input name
+
+
+def azureml_system(workflow: OptimizationWorkflow, pass_name: str) -> tuple[str, AzureMLSystem] | None:
+    """The AzureML system hosting this pass, if it is one."""
+    spec = workflow.spec
+    name = spec.passes[pass_name].host or spec.host or ""
+    system = (spec.systems or {}).get(name)
+    return (name, system) if isinstance(system, AzureMLSystem) else None
+
+
+def aml_job_name(workflow: str, uid: str, pass_name: str, key: str, attempt: int) -> str:
+    """Deterministic, so a dispatcher restarted mid-attempt follows the job it submitted."""
+    base = re.sub(r"[^a-z0-9_-]", "-", f"olivekube-{workflow}-{pass_name}".lower())[:200]
+    return f"{base}-{uid[:8]}-{key[:12]}-{attempt}"
+
+
+def _model_input(uri: str, model_format: str | None, field_name: str) -> dict[str, str]:
+    if not uri.startswith("azureml://") and not uri.startswith("azureml:"):
+        raise PassError(
+            field_name,
+            f"{uri} cannot be read by an Azure ML job; use an azureml:// URI (a registry model or a "
+            "datastore path) or a Hugging Face id",
+        )
+    if model_format == "PyTorch.MLflow":
+        return {"type": "mlflow_model", "path": uri}
+    if "/models/" in uri or (uri.startswith("azureml:") and not uri.startswith("azureml://")):
+        return {"type": "custom_model", "path": uri}
+    return {"type": "uri_folder", "path": uri}
+
+
+def _is_hub_id(value: str) -> bool:
+    return "://" not in value and not value.startswith(("/", ".", "~", "azureml:")) and value.count("/") <= 1
+
+
+def plan_job(
+    workflow: OptimizationWorkflow,
+    uid: str,
+    pass_name: str,
+    key: str,
+    attempt: int,
+    previous_uri: str | None,
+    base_dir: Path,
+) -> JobPlan:
+    """Everything the job needs; PassError naming the field when Azure ML cannot run the pass."""
+    found = azureml_system(workflow, pass_name)
+    if found is None:
+        raise PassError(f"spec.passes.{pass_name}.host", "not an AzureML system")
+    system_name, system = found
+    spec = workflow.spec
+    where = f"spec.systems.{system_name}"
+    workspace = system.azureml_client or spec.azureml_client
+    if workspace is None:
+        raise PassError(f"{where}.azureml_client", "an AzureML system needs azureml_client here or in spec")
+    order = spec.ordered_pass_names()
+    index = order.index(pass_name)
+    inputs: dict[str, dict[str, str]] = {}
+    args = ["olivekube", "runner", "--pass", pass_name, "--output", "${{outputs.model}}"]
+
+    model = spec.input_model
+    previous_type = spec.passes[order[index - 1]].type if index else None
+    needs_base = index == 0 or previous_type in TRAINING_PASS_TYPES
+    if needs_base and not _is_hub_id(model.model_path):
+        inputs["base"] = _model_input(model.model_path, model.model_file_format, "spec.input_model.model_path")
+        args += ["--base", "${{inputs.base}}"]
+    if index:
+        if not previous_uri:
+            raise PassError(f"status.passes.{order[index - 1]}.artifact", "the previous pass has no artifact yet")
+        inputs["model"] = _model_input(previous_uri, None, f"status.passes.{order[index - 1]}.artifact.uri")
+        args += ["--model", "${{inputs.model}}"]
+
+    data_inputs: dict[str, str] = {}
+    options = spec.passes[pass_name]
+    wanted = {getattr(options, "train_data_config", None), getattr(options, "eval_data_config", None)} - {None}
+    for config in spec.data_configs or []:
+        if config.name not in wanted:
+            continue
+        files = config.load_dataset_config.data_files
+        names = [files] if isinstance(files, str) else [f for f in (files or []) if isinstance(f, str)]
+        for uri in names:
+            if uri in data_inputs:
+                continue
+            if not uri.startswith("azureml://"):
+                raise PassError(
+                    f"spec.data_configs.{config.name}.load_dataset_config.data_files",
+                    f"{uri} cannot be read by an Azure ML job; use an azureml:// datastore URI",
+                )
+            input_name = f"data_{len(data_inputs)}"
+            data_inputs[uri] = input_name
+            kind = "uri_file" if uri.lower().endswith(FILE_SUFFIXES) else "uri_folder"
+            inputs[input_name] = {"type": kind, "path": uri}
+            args += ["--data-file", f"{uri}=${{{{inputs.{input_name}}}}}"]
+
+    last = index == len(order) - 1
+    if last and spec.output_dir and spec.output_dir.startswith("azureml://"):
+        output_uri = spec.output_dir.rstrip("/") + "/"
+    else:
+        namespace = workflow.metadata.namespace or "default"
+        output_uri = (
+            f"azureml://datastores/{DEFAULT_DATASTORE}/paths/olivekube/{namespace}/"
+            f"{workflow.metadata.name}/{pass_name}/{key[:32]}/"
+        )
+
+    image = conda = environment = None
+    if system.aml_environment_config is not None:
+        env_cfg = system.aml_environment_config
+        environment = f"{env_cfg.name}@{env_cfg.label}" if env_cfg.label else f"{env_cfg.name}:{env_cfg.version}"
+    elif system.aml_docker_config is not None and system.aml_docker_config.base_image:
+        image = system.aml_docker_config.base_image
+        if system.aml_docker_config.conda_file_path:
+            conda_path = Path(system.aml_docker_config.conda_file_path).expanduser()
+            conda_path = conda_path if conda_path.is_absolute() else base_dir / conda_path
+            if not conda_path.is_file():
+                raise PassError(
+                    f"{where}.aml_docker_config.conda_file_path",
+                    f"{conda_path} is not a file where the pass is submitted (mount it, e.g. from a ConfigMap)",
+                )
+            conda = str(conda_path)
+    else:
+        raise PassError(
+            f"{where}.aml_docker_config",
+            "an AzureML system needs aml_docker_config.base_image or aml_environment_config",
+        )
+
+    manifest = {
+        "apiVersion": workflow.apiVersion,
+        "kind": workflow.kind,
+        "metadata": {"name": workflow.metadata.name, "namespace": workflow.metadata.namespace},
+        "spec": spec.dump(),
+    }
+    name = aml_job_name(workflow.metadata.name, uid, pass_name, key, attempt)
+    return JobPlan(
+        name=name,
+        command=" ".join(args),
+        compute=system.aml_compute,
+        image=image,
+        conda_file=conda,
+        environment=environment,
+        inputs=inputs,
+        output_uri=output_uri,
+        environment_variables={WORKFLOW_ENV: json.dumps(manifest, sort_keys=True)},
+        tags={
+            "olivekube.io/workflow": f"{workflow.metadata.namespace}/{workflow.metadata.name}",
+            "olivekube.io/pass": pass_name,
+            "olivekube.io/key": key[:16],
+            "olivekube.io/attempt": str(attempt),
+            **(system.tags or {}),
+        },
+        instance_count=system.instance_count or 1,
+        experiment_name=re.sub(r"[^A-Za-z0-9_-]", "-", f"olivekube-{workflow.metadata.name}")[:250],
+        workspace=workspace,
+        display_name=f"{workflow.metadata.name} / {pass_name} (attempt {attempt + 1})",
+        data_inputs=data_inputs,
+    )
+
+
+def to_command_job(plan: JobPlan) -> Any:
+    """The azure-ai-ml CommandJob of a plan."""
+    from azure.ai.ml import Input, Output, command
+    from azure.ai.ml.entities import Environment
+
+    environment: Any = plan.environment
+    if environment is None:
+        environment = Environment(image=plan.image, conda_file=plan.conda_file)
+    return command(
+        name=plan.name,
+        display_name=plan.display_name,
+        experiment_name=plan.experiment_name,
+        command=plan.command,
+        environment=environment,
+        compute=plan.compute,
+        instance_count=plan.instance_count,
+        inputs={k: Input(type=v["type"], path=v["path"], mode="ro_mount") for k, v in plan.inputs.items()},
+        outputs={"model": Output(type="uri_folder", path=plan.output_uri, mode="upload")},
+        environment_variables=plan.environment_variables,
+        tags=plan.tags,
+    )
