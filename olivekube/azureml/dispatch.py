@@ -12,13 +12,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.azureml.client import ml_client
-from olivekube.azureml.job import azureml_system, plan_job, to_command_job
+from olivekube.azureml.job import JobPlan, azureml_system, plan_job, to_command_job
 from olivekube.runner.errors import PassError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,24 @@ def _job_error(ml: Any, name: str) -> str:
     return "no error message from Azure ML"
 
 
+def _submit_or_follow(ml: Any, plan: JobPlan) -> tuple[Any, JobPlan]:
+    """The attempt's job, submitted before by a pod of the same attempt, or submitted now. A job
+    cancelled by a suspend is not followed: the resumed attempt takes the next name in line."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    for retry in range(100):
+        candidate = replace(plan, name=plan.name if retry == 0 else f"{plan.name}-r{retry}")
+        try:
+            job = ml.jobs.get(candidate.name)
+        except ResourceNotFoundError:
+            log.info("submitting Azure ML job %s", candidate.name)
+            return ml.jobs.create_or_update(to_command_job(candidate)), candidate
+        if _state(job) != "Canceled":
+            log.info("following Azure ML job %s, submitted before", candidate.name)
+            return job, candidate
+    raise PassError("azureml", f"Azure ML jobs {plan.name}-r1…r99 were all cancelled")
+
+
 def run_on_azureml(
     workflow: OptimizationWorkflow,
     uid: str,
@@ -87,12 +106,7 @@ def run_on_azureml(
             ml.compute.get(plan.compute)
         except ResourceNotFoundError as exc:
             raise PassError(f"{where}.aml_compute", f"Azure: {_azure_message(exc)}") from exc
-        try:
-            job = ml.jobs.get(plan.name)
-            log.info("following Azure ML job %s, submitted before", plan.name)
-        except ResourceNotFoundError:
-            job = ml.jobs.create_or_update(to_command_job(plan))
-            log.info("submitted Azure ML job %s", plan.name)
+        job, plan = _submit_or_follow(ml, plan)
         previous = signal.signal(signal.SIGTERM, _raise_stopped)
         try:
             state = _state(job)

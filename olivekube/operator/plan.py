@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olivekube.api.chain import chain_keys
+from olivekube.api.systems import AzureMLSystem
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.operator.jobs import LABEL_KEY, LABEL_PASS, job_name, label_value
 
@@ -26,6 +27,7 @@ class Decision:
 
     status: dict[str, Any]
     create: tuple[str, str, int] | None = None  # pass, chain key, attempt
+    delete: str | None = None  # a Job to delete (a suspended pass whose work runs on Azure ML)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -80,6 +82,11 @@ def _conditions(
             }
         )
     return out
+
+
+def _on_azureml(workflow: OptimizationWorkflow, pass_name: str) -> bool:
+    spec = workflow.spec
+    return isinstance((spec.systems or {}).get(spec.passes[pass_name].host or spec.host or ""), AzureMLSystem)
 
 
 def decide(
@@ -170,6 +177,16 @@ def decide(
             return finish("Failed", "NoArtifact", message, name, done)
         if "Running" in states:
             job = mine[states.index("Running")]
+            if spec.suspend and _on_azureml(workflow, name):
+                # Azure ML bills while it runs: stop it (the pod cancels its job); resume starts it again.
+                passes[name] = {
+                    "phase": "Pending",
+                    "jobName": None,
+                    "message": "Azure ML job cancelled: suspended",
+                }
+                decision = finish("Suspended", "Suspended", f"suspended: cancelling pass {name}", name, done)
+                decision.delete = job["metadata"]["name"]
+                return decision
             if seen.get("phase") != "Running" or seen.get("jobName") != job["metadata"]["name"]:
                 passes[name] = {"phase": "Running", "jobName": job["metadata"]["name"], "attempts": len(mine)}
             return finish("Running", "PassRunning", f"running pass {name}", name, done)

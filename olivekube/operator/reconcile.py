@@ -111,6 +111,15 @@ class Reconciler:
         )
         if not fresh and decision.status.get("phase") == "Failed":
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
+        if decision.delete is not None:
+            try:
+                self.batch.delete_namespaced_job(
+                    decision.delete, namespace, propagation_policy="Background", _preload_content=False
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            self.view.forget_job(uid, decision.delete)
         if decision.create is not None:
             pass_name, key, attempt = decision.create
             job = build_job(workflow, uid, pass_name, key, attempt, self.settings)

@@ -146,3 +146,26 @@ def test_no_secret_reaches_logs_events_or_status(aml_cluster) -> None:  # type: 
     for where, text in texts.items():
         assert fake.client_secret not in text, where
         assert not re.search(r"fake-token-[0-9a-f]{8}", text), where
+
+
+def test_suspend_cancels_the_azure_ml_job_and_resume_submits_it_again(aml_cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, fake, _, conda = aml_cluster
+    fake.polls_to_finish = 10**6
+    try:
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(_manifest("seed-aml-pause", fake, conda)))
+        wait_for(lambda: ": Running" in (_pass_status(cp, "seed-aml-pause", "lora").get("message") or ""), 120)
+        first = _jobs_of(fake, "seed-aml-pause")[0]["name"]
+        patch = json.dumps({"spec": {"suspend": True}})
+        cp.kubectl("patch", "owf", "seed-aml-pause", "-n", NS, "--type=merge", "-p", patch)
+        wait_for(lambda: fake.jobs[first].cancelled, 60)
+        assert wait_for(lambda: _status(cp, "seed-aml-pause").get("phase") == "Suspended", 30)
+    finally:
+        fake.polls_to_finish = 2
+    cp.kubectl(
+        "patch", "owf", "seed-aml-pause", "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"suspend": False}})
+    )
+    status = wait_for(lambda: _finished(cp, "seed-aml-pause"), 240)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    names = [j["name"] for j in _jobs_of(fake, "seed-aml-pause")]
+    assert names[:2] == [first, f"{first}-r1"]  # the cancelled job is not followed again
+    assert len(names) == 4

@@ -84,6 +84,23 @@ def test_suspend_waits_for_the_running_pass_then_pauses() -> None:
     assert d.create is None and d.status["phase"] == "Suspended"
 
 
+def test_suspend_stops_a_pass_running_on_azure_ml_at_once() -> None:
+    aml = {
+        "type": "AzureML",
+        "aml_compute": "gpu",
+        "aml_docker_config": {"base_image": "img"},
+        "azureml_client": {"subscription_id": "s", "resource_group": "r", "workspace_name": "w"},
+    }
+    wf = workflow(suspend=True, systems={"aml": aml}, host="aml", target="aml")
+    running = job(wf, "lora", 0, None)
+    d = plan(wf, {}, [running])
+    assert d.delete == running["metadata"]["name"] and d.create is None
+    assert d.status["phase"] == "Suspended"
+    assert d.status["passes"]["lora"]["phase"] == "Pending"
+    resumed = workflow(systems={"aml": aml}, host="aml", target="aml")
+    assert plan(resumed, d.status, []).create == ("lora", chain_keys(resumed.spec)["lora"], 0)
+
+
 def test_a_cache_hit_skips_the_job() -> None:
     wf = workflow()
     hit = {"uri": "s3://b/cache/x", "digest": "d", "sizeBytes": 3, "metrics": {"train_loss": 1.0}}
