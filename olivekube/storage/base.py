@@ -68,5 +68,8 @@ def store_for(uri: str) -> ArtifactStore:
 
         return LocalStore()
     if scheme == "azureml":
-        raise StorageError(f"{uri}: azureml:// artifacts are not supported by this runner yet")
+        raise StorageError(
+            f"{uri}: azureml:// is read by Azure ML jobs only; host the pass on an AzureML system, "
+            "or copy the artifact to s3://, pvc:// or a path"
+        )
     raise StorageError(f"{uri}: unknown URI scheme {scheme!r}; use s3://, pvc://, file:// or a path")
