@@ -60,7 +60,11 @@ def main() -> None:
     cp.start(node_agent=False)
     try:
         cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/optimizationworkflows.olivekube.io")
+        for _ in range(60):  # the CRD can take a moment to be listed, then to be Established
+            crd = "crd/optimizationworkflows.olivekube.io"
+            if cp.kubectl("wait", "--for=condition=Established", crd, "--timeout=5s", check=False).returncode == 0:
+                break
+            time.sleep(0.5)
         cp.kubectl("create", "namespace", "scale")
         operator = subprocess.Popen(
             [
