@@ -11,6 +11,7 @@ Every request is kept in `requests` for assertions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
@@ -27,6 +28,9 @@ from urllib.parse import parse_qs, urlparse
 
 CLOUD = "OlivekubeLocalCloud"
 PROVIDER = "Microsoft.MachineLearningServices"
+STORAGE_SUFFIX = "olivekube.test"
+BLOB_ACCOUNT = "fakeaccount"
+BLOB_CONTAINER = "fakecontainer"
 WORKSPACE_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
     r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)(?P<rest>/.*)?$",
@@ -66,6 +70,9 @@ class FakeAzureML:
     requests: list[Recorded] = field(default_factory=list)
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     tokens_issued: int = 0
+    blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    fail_blob_puts_after: int | None = None  # then refuse every blob write (an uploader cut off)
+    blocks: dict[tuple[str, str], dict[str, bytes]] = field(default_factory=dict)
 
     def start(self) -> FakeAzureML:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,7 @@ class FakeAzureML:
             [
                 "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext", f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:*.blob.{STORAGE_SUFFIX}",
             ],
             check=True,
             capture_output=True,
@@ -87,10 +94,22 @@ class FakeAzureML:
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.proxy = _ConnectProxy(self.server.server_address[1])
         return self
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.proxy.stop()
+
+    def proxy_env(self) -> dict[str, str]:
+        """Blob hosts ({account}.blob.olivekube.test) do not resolve: reach them through a local
+        CONNECT proxy, as a client behind a corporate proxy would (TLS stays end to end)."""
+        return {
+            "HTTPS_PROXY": f"http://127.0.0.1:{self.proxy.port}",
+            "https_proxy": f"http://127.0.0.1:{self.proxy.port}",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
 
     def env(self) -> dict[str, str]:
         """What a process needs to talk to this fake as it would to Azure."""
@@ -136,6 +155,8 @@ def _handler(fake: FakeAzureML) -> type[BaseHTTPRequestHandler]:
             self._reply(code, {"error": {"code": error_code, "message": message}})
 
         def _handle(self) -> None:
+            if self.headers.get("Host", "").startswith(f"{BLOB_ACCOUNT}.blob."):
+                return _blob(self, fake)
             parsed = urlparse(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -286,6 +307,9 @@ def _handler(fake: FakeAzureML) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._handle()
 
+        def do_HEAD(self) -> None:
+            self._handle()
+
     return Handler
 
 
@@ -359,14 +383,194 @@ def _datastore_body(ws_id: str, name: str) -> dict[str, Any]:
         "type": "Microsoft.MachineLearningServices/workspaces/datastores",
         "properties": {
             "datastoreType": "AzureBlob",
-            "accountName": "fakeaccount",
-            "containerName": "fakecontainer",
-            "endpoint": "olivekube.test",
+            "accountName": BLOB_ACCOUNT,
+            "containerName": BLOB_CONTAINER,
+            "endpoint": STORAGE_SUFFIX,
             "protocol": "https",
             "credentials": {"credentialsType": "None"},
             "isDefault": name == "workspaceblobstore",
         },
     }
+
+
+def _blob(handler: BaseHTTPRequestHandler, fake: FakeAzureML) -> None:
+    """Azure Blob Storage, enough for azure-storage-blob's list, get (ranged), put (single and
+    in blocks), copy, properties and delete."""
+    import email.utils
+    import hashlib
+    from xml.sax.saxutils import escape
+
+    parsed = urlparse(handler.path)
+    query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+    length = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(length) if length else b""
+    fake.requests.append(
+        Recorded(handler.command, parsed.path, parse_qs(parsed.query), dict(handler.headers), None)
+    )
+    parts = parsed.path.lstrip("/").split("/", 1)
+    container, name = parts[0], (parts[1] if len(parts) > 1 else "")
+    from urllib.parse import unquote
+
+    name = unquote(name)
+    key = (container, name)
+
+    def reply(code: int, data: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        handler.send_response(code)
+        base = {
+            "x-ms-version": handler.headers.get("x-ms-version", "2021-08-06"),
+            "x-ms-request-id": uuid.uuid4().hex,
+            "Date": email.utils.formatdate(usegmt=True),
+            "Content-Length": str(len(data)),
+        }
+        for k, v in {**base, **(headers or {})}.items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(data)
+
+    def missing(code: str = "BlobNotFound") -> None:
+        xml = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{code}</Message></Error>'
+        reply(404, xml.encode(), {"x-ms-error-code": code, "Content-Type": "application/xml"})
+
+    def props(data: bytes) -> dict[str, str]:
+        return {
+            "ETag": '"0x' + hashlib.md5(data).hexdigest()[:16].upper() + '"',
+            "Last-Modified": email.utils.formatdate(usegmt=True),
+            "x-ms-creation-time": email.utils.formatdate(usegmt=True),
+            "x-ms-blob-type": "BlockBlob",
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+        }
+
+    auth = handler.headers.get("Authorization", "")
+    if not (auth.startswith("Bearer fake-token-") or auth.startswith("SharedKey") or "sig" in query):
+        reply(403, b"", {"x-ms-error-code": "AuthenticationFailed"})
+        return
+    if container != BLOB_CONTAINER:
+        missing("ContainerNotFound")
+        return
+    command = handler.command
+    if command == "PUT" and fake.fail_blob_puts_after is not None:
+        if fake.fail_blob_puts_after <= 0:
+            reply(403, b"", {"x-ms-error-code": "AuthorizationPermissionMismatch"})  # not retried
+            return
+        fake.fail_blob_puts_after -= 1
+    if command == "GET" and query.get("comp") == "list":
+        prefix = query.get("prefix", "")
+        names = sorted(n for (c, n) in fake.blobs if c == container and n.startswith(prefix))
+        items = "".join(
+            f"<Blob><Name>{escape(n)}</Name><Properties><Content-Length>{len(fake.blobs[(container, n)])}"
+            "</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob>"
+            for n in names
+        )
+        xml = (
+            '<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://x/" '
+            f'ContainerName="{container}"><Prefix>{escape(prefix)}</Prefix><Blobs>{items}</Blobs>'
+            "<NextMarker /></EnumerationResults>"
+        )
+        reply(200, xml.encode(), {"Content-Type": "application/xml"})
+        return
+    if command == "PUT" and query.get("comp") == "block":
+        fake.blocks.setdefault(key, {})[query["blockid"]] = body
+        reply(201)
+        return
+    if command == "PUT" and query.get("comp") == "blocklist":
+        ids = re.findall(r"<(?:Latest|Uncommitted|Committed)>([^<]+)</", body.decode())
+        staged = fake.blocks.pop(key, {})
+        fake.blobs[key] = b"".join(staged[i] for i in ids)
+        reply(201, b"", props(fake.blobs[key]))
+        return
+    if command == "PUT" and handler.headers.get("x-ms-copy-source"):
+        source = urlparse(handler.headers["x-ms-copy-source"])
+        src_container, src_name = source.path.lstrip("/").split("/", 1)
+        data = fake.blobs.get((src_container, unquote(src_name)))
+        if data is None:
+            missing("CannotVerifyCopySource")
+            return
+        fake.blobs[key] = data
+        reply(202, b"", {**props(data), "x-ms-copy-id": uuid.uuid4().hex, "x-ms-copy-status": "success"})
+        return
+    if command == "PUT":
+        fake.blobs[key] = body
+        reply(201, b"", props(body))
+        return
+    data = fake.blobs.get(key)
+    if data is None:
+        missing()
+        return
+    if command == "DELETE":
+        del fake.blobs[key]
+        reply(202)
+        return
+    if command == "HEAD":
+        handler.send_response(200)
+        for k, v in {**props(data), "Content-Length": str(len(data)), "x-ms-version": "2021-08-06"}.items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        return
+    wanted = handler.headers.get("x-ms-range") or handler.headers.get("Range")
+    match = re.match(r"bytes=(\d+)-(\d*)", wanted or "")
+    if match and data:
+        start = int(match[1])
+        end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
+        headers = {**props(data), "Content-Range": f"bytes {start}-{end}/{len(data)}"}
+        reply(206, data[start : end + 1], headers)
+        return
+    reply(200, data, props(data))
+
+
+class _ConnectProxy:
+    """An HTTP CONNECT proxy that tunnels every host to the fake's port."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self) -> None:
+        self.running = False
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: Any) -> None:
+        import socket
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pump(src: Any, dst: Any) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
 
 
 def main() -> None:

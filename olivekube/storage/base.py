@@ -57,7 +57,7 @@ def is_uri(value: str) -> bool:
 
 
 def store_for(uri: str) -> ArtifactStore:
-    """The store that serves `uri` (s3://, pvc://, file:// or a plain path)."""
+    """The store that serves `uri` (s3://, azureml:// datastore paths, pvc://, file:// or a plain path)."""
     scheme = urlparse(uri).scheme
     if scheme == "s3":
         from olivekube.storage.s3 import S3Store
@@ -68,8 +68,8 @@ def store_for(uri: str) -> ArtifactStore:
 
         return LocalStore()
     if scheme == "azureml":
-        raise StorageError(
-            f"{uri}: azureml:// is read by Azure ML jobs only; host the pass on an AzureML system, "
-            "or copy the artifact to s3://, pvc:// or a path"
-        )
+        from olivekube.storage.azureml import AzureMLStore, parse
+
+        parse(uri)  # registry models and short datastore paths: a clear error before any client
+        return AzureMLStore()
     raise StorageError(f"{uri}: unknown URI scheme {scheme!r}; use s3://, pvc://, file:// or a path")
