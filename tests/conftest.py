@@ -76,3 +76,31 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     root = tmp_path_factory.mktemp("models")
     texts = texts_from_json(DATA)
     return {arch: make_model(root / arch, arch, texts) for arch in ARCHS}
+
+
+_NETWORK_GUARD = {"on": False}
+
+
+def _loopback_only(event: str, args: tuple) -> None:  # type: ignore[type-arg]
+    if not _NETWORK_GUARD["on"] or event not in ("socket.connect", "socket.getaddrinfo"):
+        return
+    host = args[1][0] if event == "socket.connect" and isinstance(args[1], tuple) else args[0]
+    if event == "socket.connect" and not isinstance(args[1], tuple):
+        return  # a Unix socket
+    if str(host) not in ("127.0.0.1", "::1", "localhost", "b'127.0.0.1'") and not str(host).startswith("127."):
+        raise ConnectionRefusedError(f"test tried to reach the network: {event} {host}")
+
+
+@pytest.fixture
+def no_network():  # type: ignore[no-untyped-def]
+    """Fail any connection (or name lookup) of this process beyond loopback while the test runs."""
+    import sys
+
+    if not getattr(_loopback_only, "installed", False):
+        sys.addaudithook(_loopback_only)
+        _loopback_only.installed = True  # type: ignore[attr-defined]
+    _NETWORK_GUARD["on"] = True
+    try:
+        yield
+    finally:
+        _NETWORK_GUARD["on"] = False

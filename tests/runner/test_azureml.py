@@ -40,7 +40,7 @@ def seed_aml_manifest(conda_file: Path, data_path: str = "data/train.json") -> d
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAzureML]:
+def fake(no_network: None) -> Iterator[FakeAzureML]:
     server = FakeAzureML(polls_to_finish=2).start()
     saved = dict(os.environ)
     os.environ.update(server.env())
@@ -238,3 +238,12 @@ def test_the_jobs_command_runs_the_seeds_passes_here(tiny_models, tmp_path: Path
 
     graph = onnx.load(str(outputs["builder"] / "model.onnx"), load_external_data=False).graph
     assert any(node.op_type == "MatMulNBits" for node in graph.node)
+
+
+def test_the_network_guard_of_these_tests_refuses_real_azure(no_network: None) -> None:
+    import socket
+
+    with pytest.raises(ConnectionRefusedError):
+        socket.getaddrinfo("login.microsoftonline.com", 443)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("20.190.160.1", 443), timeout=1)

@@ -21,7 +21,7 @@ ROOT = "azureml://subscriptions/sub/resourcegroups/rg/workspaces/ws/datastores/w
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAzureML]:
+def fake(no_network: None) -> Iterator[FakeAzureML]:
     server = FakeAzureML().start()
     saved = dict(os.environ)
     os.environ.update({**server.env(), **server.credentials(), **server.proxy_env()})
