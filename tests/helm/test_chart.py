@@ -197,7 +197,7 @@ def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no
     assert _can_i(cp, operator, WORK_NS) == {
         ("optimizationworkflows.olivekube.io", "get list watch"),
         ("optimizationworkflows.olivekube.io/status", "get patch"),
-        ("jobs.batch", "get list watch create"),
+        ("jobs.batch", "get list watch create delete"),
         ("pods", "get list"),
         ("events", "create patch"),
         ("events.events.k8s.io", "create patch"),

@@ -34,7 +34,7 @@ app.kubernetes.io/component: operator
   verbs: [get, patch]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, delete]  # delete: a suspended pass running on Azure ML stops at once
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]
