@@ -94,6 +94,15 @@ def run_on_azureml(
     system_name, system = found
     where = f"spec.systems.{system_name}"
     plan = plan_job(workflow, uid, pass_name, key, attempt, previous_uri, base_dir)
+    if system.hf_token:
+        token = os.environ.get("HF_TOKEN")
+        if not token:
+            raise PassError(
+                f"{where}.hf_token",
+                "HF_TOKEN is not set for the dispatcher: add it to the credentials Secret, or set it in "
+                "spec.kubernetes.env from a Secret",
+            )
+        plan.environment_variables["HF_TOKEN"] = token
     credentials_field = f"{where}.credentials_secret"
     ml = ml_client(plan.workspace, credentials_field)
     workspace_field = f"{where}.azureml_client" if system.azureml_client else "spec.azureml_client"

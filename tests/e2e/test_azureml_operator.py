@@ -15,7 +15,7 @@ import yaml
 
 from tests.e2e.test_control_plane import wait_for
 from tests.e2e.test_operator import NS, RBAC, Operator
-from tests.runner.test_azureml import seed_aml_manifest
+from tests.runner.test_azureml import HF_TOKEN, seed_aml_manifest
 from tools.fake_azureml import FakeAzureML
 
 SECRET = "aml-sp"
@@ -31,7 +31,7 @@ def aml_cluster(crd_installed, s3, tmp_path_factory) -> Iterator[tuple[Any, Fake
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": SECRET, "namespace": NS},
-        "stringData": fake.credentials(),
+        "stringData": {**fake.credentials(), "HF_TOKEN": HF_TOKEN},
     }
     cp.kubectl("apply", "-f", "-", input=json.dumps(secret))
     workdir = tmp_path_factory.mktemp("aml")
@@ -90,6 +90,7 @@ def test_the_seeds_aml_workflow_succeeds_through_azure_ml(aml_cluster) -> None: 
     assert jobs[0]["properties"]["outputs"]["model"]["uri"] == lora_uri
     assert jobs[1]["properties"]["inputs"]["model"]["uri"] == lora_uri
     assert status["outputs"]["uri"] == passes["builder"]["artifact"]["uri"]
+    assert all(j["properties"]["environmentVariables"]["HF_TOKEN"] == HF_TOKEN for j in jobs)
     assert status["outputs"]["uri"].startswith(
         "azureml://datastores/workspaceblobstore/paths/olivekube/ml/seed-aml/"
     )
@@ -145,6 +146,7 @@ def test_no_secret_reaches_logs_events_or_status(aml_cluster) -> None:  # type: 
     assert any("Azure ML job" in t for t in texts.values())  # the texts do talk about the jobs
     for where, text in texts.items():
         assert fake.client_secret not in text, where
+        assert HF_TOKEN not in text, where
         assert not re.search(r"fake-token-[0-9a-f]{8}", text), where
 
 

@@ -21,6 +21,7 @@ from olivekube.runner.errors import PassError
 from tools.fake_azureml import FakeAzureML
 
 REPO = Path(__file__).resolve().parents[2]
+HF_TOKEN = "hf_" + "x1y2z3" * 6
 SUB, RG, WS = "0b1f6471-1bf0-4dda-aec3-111122223333", "ml-rg", "ws"
 
 
@@ -46,6 +47,7 @@ def fake(no_network: None) -> Iterator[FakeAzureML]:
     os.environ.update(server.env())
     os.environ.update(server.credentials())
     os.environ["OLIVEKUBE_AZUREML_POLL_SECONDS"] = "0.05"
+    os.environ["HF_TOKEN"] = HF_TOKEN
     try:
         yield server
     finally:
@@ -113,6 +115,7 @@ def test_the_seeds_passes_are_submitted_as_command_jobs_and_chained(fake: FakeAz
     assert env_props["image"] == "mcr.microsoft.com/x:1"
     assert "olivekube" in env_props["condaFile"]
     assert first["environmentId"].split("/environments/")[1].startswith("CliV2AnonymousEnvironment")
+    assert first["environmentVariables"]["HF_TOKEN"] == HF_TOKEN  # the seed's hf_token: true
     workflow_env = json.loads(first["environmentVariables"]["OLIVEKUBE_WORKFLOW"])
     assert workflow_env["spec"]["passes"]["lora"]["type"] == "LoRA"
     # Merge takes the adapter (the LoRA job's output) and the base; the builder takes the merged model.
@@ -148,6 +151,7 @@ def test_a_failed_azure_job_fails_the_pass_with_azures_message(fake: FakeAzureML
     ("change", "field", "words"),
     [
         ("no-credentials", "spec.systems.aml.credentials_secret", "AZURE_CLIENT_SECRET"),
+        ("no-hf-token", "spec.systems.aml.hf_token", "HF_TOKEN is not set"),
         ("wrong-secret", "spec.systems.aml.credentials_secret", "Invalid client secret"),
         ("workspace", "spec.azureml_client.workspace_name", "was not found"),
         ("compute", "spec.systems.aml.aml_compute", "Compute nope not found"),
@@ -162,6 +166,8 @@ def test_bad_azure_settings_fail_naming_the_field(
     spec = manifest["spec"]
     if change == "no-credentials":
         os.environ.pop("AZURE_CLIENT_SECRET")
+    elif change == "no-hf-token":
+        os.environ.pop("HF_TOKEN")
     elif change == "wrong-secret":
         os.environ["AZURE_CLIENT_SECRET"] = "not-the-secret"
     elif change == "workspace":
@@ -179,7 +185,7 @@ def test_bad_azure_settings_fail_naming_the_field(
     assert words in str(info.value)
     assert fake.submitted() == []
     for text in (str(info.value), caplog.text):
-        assert fake.client_secret not in text
+        assert fake.client_secret not in text and HF_TOKEN not in text
         assert not re.search(r"fake-token-[0-9a-f]{8}", text)
 
 
