@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def plan_job(
     name = aml_job_name(workflow.metadata.name, uid, pass_name, key, attempt)
     return JobPlan(
         name=name,
-        command=" ".join(args),
+        command=shlex.join(args),  # Azure ML fills ${{...}} in textually, inside the quotes too
         compute=system.aml_compute,
         image=image,
         conda_file=conda,

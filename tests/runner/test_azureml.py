@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ HF_TOKEN = "hf_" + "x1y2z3" * 6
 SUB, RG, WS = "0b1f6471-1bf0-4dda-aec3-111122223333", "ml-rg", "ws"
 
 
-def seed_aml_manifest(conda_file: Path, data_path: str = "data/train.json") -> dict[str, Any]:
+def seed_aml_manifest(conda_file: Path, data_path: str = "data/tone train.json") -> dict[str, Any]:
     """The seed's Azure ML config with its placeholders filled in, converted as a user would."""
     text = (REPO / "examples/olive/phi3-seed-aml-legacy.json").read_text()
     text = text.replace("Your Azure Subscription ID", SUB).replace("Your Azure Subscrition ID", SUB)
@@ -93,9 +94,10 @@ def test_the_seeds_passes_are_submitted_as_command_jobs_and_chained(fake: FakeAz
     first = jobs[0]["properties"]
     assert first["jobType"] == "Command"
     assert first["computeId"].endswith(f"/workspaces/{WS}/computes/gpu-cluster")
-    assert first["command"].startswith(
-        "olivekube runner --pass lora --output ${{outputs.model}} --base ${{inputs.base}}"
-    )
+    argv = shlex.split(first["command"])
+    assert argv[:8] == [
+        "olivekube", "runner", "--pass", "lora", "--output", "${{outputs.model}}", "--base", "${{inputs.base}}"
+    ]  # fmt: skip
     base = first["inputs"]["base"]
     assert base["jobInputType"] == "mlflow_model"
     assert base["uri"] == "azureml://registries/azureml-msr/models/microsoft/Phi-3-mini-4k-instruct/versions/11"
@@ -103,9 +105,9 @@ def test_the_seeds_passes_are_submitted_as_command_jobs_and_chained(fake: FakeAz
     assert data["jobInputType"] == "uri_file"
     assert data["uri"] == (
         f"azureml://subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{WS}/datastores/workspaceblobstore"
-        "/paths/data/train.json"
+        "/paths/data/tone train.json"
     )
-    assert "--data-file " + data["uri"] + "=${{inputs.data_0}}" in first["command"]
+    assert argv[argv.index("--data-file") + 1] == data["uri"] + "=${{inputs.data_0}}"
     output = first["outputs"]["model"]
     assert output["jobOutputType"] == "uri_folder" and output["mode"] == "Upload"
     assert output["uri"] == lora and lora.startswith("azureml://datastores/workspaceblobstore/paths/olivekube/ml/")
@@ -223,7 +225,7 @@ def test_the_jobs_command_runs_the_seeds_passes_here(tiny_models, tmp_path: Path
         for placeholder, path in mounts.items():
             command = command.replace(placeholder, path)
         assert "${{" not in command
-        argv = command.split(" ")
+        argv = shlex.split(command)
         assert argv[:2] == ["olivekube", "runner"]
         run = subprocess.run(
             [sys.executable, "-m", "olivekube.cli", *argv[1:]],
