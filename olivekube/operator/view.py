@@ -80,7 +80,11 @@ class ClusterView:
 
     def forget_job(self, owner_uid: str, name: str) -> None:
         with self._lock:
-            self._jobs.get(owner_uid, {}).pop(name, None)
+            mine = self._jobs.get(owner_uid)
+            if mine is not None:
+                mine.pop(name, None)
+                if not mine and owner_uid not in self._listed:
+                    del self._jobs[owner_uid]  # the Jobs of a deleted workflow, collected
 
     def replace_jobs(self, owner_uid: str, jobs: list[dict[str, Any]], list_version: str | None) -> None:
         """A LIST's answer: the full set of this owner's Jobs as of `list_version`. Copies a watch
