@@ -23,9 +23,17 @@ def load_config() -> None:
         configuration.host = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
         configuration.ssl_ca_cert = str(sa / "ca.crt")
         configuration.api_key = {"authorization": "Bearer " + (sa / "token").read_text().strip()}
-        client.Configuration.set_default(configuration)
+        client.Configuration.set_default(_with_no_proxy(configuration))
         return
     config.load_kube_config()
+    client.Configuration.set_default(_with_no_proxy(client.Configuration.get_default_copy()))
+
+
+def _with_no_proxy(configuration: Any) -> Any:
+    """The kubernetes client (35.0) reads HTTPS_PROXY but then drops NO_PROXY: with a proxy set for
+    other services (an Azure endpoint, a model hub), calls to the API server would go through it."""
+    configuration.no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY")
+    return configuration
 
 
 def namespace_of_pod() -> str | None:

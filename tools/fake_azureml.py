@@ -12,6 +12,7 @@ Every request is kept in `requests` for assertions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import ssl
@@ -67,6 +68,7 @@ class FakeAzureML:
     computes: set[str] = field(default_factory=lambda: {"gpu-cluster"})
     polls_to_finish: int = 2
     fail_message: str | None = None
+    write_outputs: bool = True  # a completed job leaves an olivekube output (files + manifest), as the runner does
     requests: list[Recorded] = field(default_factory=list)
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     tokens_issued: int = 0
@@ -271,6 +273,8 @@ def _handler(fake: FakeAzureML) -> type[BaseHTTPRequestHandler]:
                         if job.polls < fake.polls_to_finish
                         else ("Failed" if fake.fail_message else "Completed")
                     )
+                    if status == "Completed" and job.body["properties"]["status"] != "Completed":
+                        _write_outputs(fake, job)
                     job.body["properties"]["status"] = status
                 return self._reply(200, job.body)
             if self.command == "POST" and tail == ["cancel"]:
@@ -393,11 +397,29 @@ def _datastore_body(ws_id: str, name: str) -> dict[str, Any]:
     }
 
 
+def _write_outputs(fake: FakeAzureML, job: FakeJob) -> None:
+    """What `olivekube runner` inside the job would leave at each output: its files, then the manifest."""
+    if not fake.write_outputs:
+        return
+    for output in (job.body["properties"].get("outputs") or {}).values():
+        match = re.search(r"/datastores/[^/]+/paths/(.+)$", output.get("uri") or "")
+        if not match:
+            continue
+        prefix = match[1].strip("/")
+        data = f"weights written by {job.name}".encode()
+        fake.blobs[(BLOB_CONTAINER, f"{prefix}/model.safetensors")] = data
+        files = {"model.safetensors": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+        digest = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        tags = job.body["properties"].get("tags") or {}
+        metadata = {"kind": "hf", "pass_name": tags.get("olivekube.io/pass"), "metrics": {"train_loss": 1.25}}
+        manifest = {"digest": digest, "files": files, "metadata": metadata}
+        fake.blobs[(BLOB_CONTAINER, f"{prefix}/olivekube-manifest.json")] = json.dumps(manifest).encode()
+
+
 def _blob(handler: BaseHTTPRequestHandler, fake: FakeAzureML) -> None:
     """Azure Blob Storage, enough for azure-storage-blob's list, get (ranged), put (single and
     in blocks), copy, properties and delete."""
     import email.utils
-    import hashlib
     from xml.sax.saxutils import escape
 
     parsed = urlparse(handler.path)

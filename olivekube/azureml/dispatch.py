@@ -21,6 +21,7 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.azureml.client import ml_client
 from olivekube.azureml.job import JobPlan, azureml_system, plan_job, to_command_job
 from olivekube.runner.errors import PassError
+from olivekube.storage import Manifest, StorageError, store_for
 
 log = logging.getLogger(__name__)
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
@@ -84,9 +85,9 @@ def run_on_azureml(
     previous_uri: str | None,
     base_dir: Path,
     on_state: Callable[[str, str], None],
-) -> str:
+) -> tuple[str, Manifest]:
     """Submit (or re-attach to) the pass's Azure ML job and wait for it. Returns the output's
-    azureml:// URI; raises PassError with Azure's message when the job fails."""
+    azureml:// URI and manifest; raises PassError with Azure's message when the job fails."""
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
     found = azureml_system(workflow, pass_name)
@@ -138,4 +139,18 @@ def run_on_azureml(
     if state != "Completed":
         why = _job_error(ml, plan.name) if state == "Failed" else f"the job ended {state}"
         raise PassError("azureml", f"Azure ML job {plan.name} {state.lower()}: {why}")
-    return plan.output_uri
+    return plan.output_uri, _output_manifest(plan.output_uri, plan.name)
+
+
+def _output_manifest(uri: str, job_name: str) -> Manifest:
+    """The manifest the pass wrote with its output: proof the output is complete, and its digest,
+    size and metrics for status."""
+    try:
+        manifest = store_for(uri).read_manifest(uri.rstrip("/"))
+    except StorageError as exc:
+        raise PassError(
+            "azureml", f"Azure ML job {job_name} completed, but its output cannot be read: {exc}"
+        ) from exc
+    if manifest is None:
+        raise PassError("azureml", f"Azure ML job {job_name} completed without a complete output at {uri}")
+    return manifest

@@ -140,9 +140,10 @@ def plan_job(
         output_uri = spec.output_dir.rstrip("/") + "/"
     else:
         namespace = workflow.metadata.namespace or "default"
-        output_uri = (
-            f"azureml://datastores/{DEFAULT_DATASTORE}/paths/olivekube/{namespace}/"
-            f"{workflow.metadata.name}/{pass_name}/{key[:32]}/"
+        output_uri = (  # the full form, which the azureml:// store reads outside Azure ML too
+            f"azureml://subscriptions/{workspace.subscription_id}/resourcegroups/{workspace.resource_group}"
+            f"/workspaces/{workspace.workspace_name}/datastores/{DEFAULT_DATASTORE}/paths/olivekube/"
+            f"{namespace}/{workflow.metadata.name}/{pass_name}/{key[:32]}/"
         )
 
     image = conda = environment = None

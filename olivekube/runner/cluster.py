@@ -80,7 +80,7 @@ def _run_on_azureml(
             )
 
     try:
-        uri = run_on_azureml(
+        uri, manifest = run_on_azureml(
             workflow,
             body["metadata"]["uid"],
             pass_name,
@@ -94,10 +94,15 @@ def _run_on_azureml(
         write_termination_message(str(exc))
         log.error("%s", exc)
         return 1
-    fields = {"artifact": {"uri": uri, "sha256": None, "sizeBytes": None}, "cacheKey": key, "cached": False}
+    fields = {
+        "artifact": {"uri": uri, "sha256": manifest.digest, "sizeBytes": manifest.size_bytes},
+        "metrics": manifest.metadata.get("metrics") or None,
+        "cacheKey": key,
+        "cached": False,
+    }
     patch: dict[str, Any] = {"passes": {pass_name: fields}}
     if index == len(order) - 1:
-        patch["outputs"] = {"uri": uri, "sha256": None}
+        patch["outputs"] = {"uri": uri, "sha256": manifest.digest}
     api.patch_status(namespace, name, patch)
     return 0
 

@@ -49,7 +49,7 @@ def _manifest(name: str, fake: FakeAzureML, conda: Path) -> dict[str, Any]:
     manifest["metadata"] = {"name": name, "namespace": NS}
     spec = manifest["spec"]
     spec["systems"]["aml"]["credentials_secret"] = SECRET
-    env = {**fake.env(), "OLIVEKUBE_AZUREML_POLL_SECONDS": "0.3"}
+    env = {**fake.env(), **fake.proxy_env(), "OLIVEKUBE_AZUREML_POLL_SECONDS": "0.3"}
     spec["kubernetes"] = {
         "image": "olivekube/runner:test",
         "backoffLimit": 0,
@@ -91,9 +91,10 @@ def test_the_seeds_aml_workflow_succeeds_through_azure_ml(aml_cluster) -> None: 
     assert jobs[1]["properties"]["inputs"]["model"]["uri"] == lora_uri
     assert status["outputs"]["uri"] == passes["builder"]["artifact"]["uri"]
     assert all(j["properties"]["environmentVariables"]["HF_TOKEN"] == HF_TOKEN for j in jobs)
-    assert status["outputs"]["uri"].startswith(
-        "azureml://datastores/workspaceblobstore/paths/olivekube/ml/seed-aml/"
-    )
+    assert "/datastores/workspaceblobstore/paths/olivekube/ml/seed-aml/builder/" in status["outputs"]["uri"]
+    assert status["outputs"]["sha256"] == passes["builder"]["artifact"]["sha256"]
+    assert len(status["outputs"]["sha256"]) == 64
+    assert passes["lora"]["metrics"] == {"train_loss": 1.25}
     assert "Completed" in passes["builder"]["message"]
     # Each pass's pod is a light dispatcher: no GPU requested in the cluster, credentials from the Secret.
     listing = cp.kubectl("get", "jobs", "-n", NS, "-l", "olivekube.io/workflow=seed-aml", "-o", "json")

@@ -47,6 +47,7 @@ def fake(no_network: None) -> Iterator[FakeAzureML]:
     saved = dict(os.environ)
     os.environ.update(server.env())
     os.environ.update(server.credentials())
+    os.environ.update(server.proxy_env())
     os.environ["OLIVEKUBE_AZUREML_POLL_SECONDS"] = "0.05"
     os.environ["HF_TOKEN"] = HF_TOKEN
     try:
@@ -65,11 +66,12 @@ def conda_file(tmp_path: Path) -> Path:
 
 
 def _dispatch(workflow: OptimizationWorkflow, pass_name: str, previous: str | None, attempt: int = 0) -> str:
+    """Run one pass through Azure ML; returns its output URI (whose manifest the fake job wrote)."""
     from olivekube.api.chain import chain_keys
     from olivekube.azureml import dispatch
 
     states: list[str] = []
-    uri = dispatch.run_on_azureml(
+    uri, manifest = dispatch.run_on_azureml(
         workflow,
         "5f0c9a6e-0000-4000-8000-000000000001",
         pass_name,
@@ -81,6 +83,7 @@ def _dispatch(workflow: OptimizationWorkflow, pass_name: str, previous: str | No
     )
     assert states[-1] == "Completed", states
     assert states[0] in ("Queued", "Completed")  # submitted now, or found finished
+    assert manifest.metadata["pass_name"] == pass_name and manifest.metadata["metrics"]["train_loss"] == 1.25
     return uri
 
 
@@ -110,7 +113,9 @@ def test_the_seeds_passes_are_submitted_as_command_jobs_and_chained(fake: FakeAz
     assert argv[argv.index("--data-file") + 1] == data["uri"] + "=${{inputs.data_0}}"
     output = first["outputs"]["model"]
     assert output["jobOutputType"] == "uri_folder" and output["mode"] == "Upload"
-    assert output["uri"] == lora and lora.startswith("azureml://datastores/workspaceblobstore/paths/olivekube/ml/")
+    assert output["uri"] == lora
+    assert lora.startswith(f"azureml://subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{WS}/datastores/")
+    assert "/workspaceblobstore/paths/olivekube/ml/seed-aml/lora/" in lora
     # The environment: the system's base image and conda file, registered as an anonymous environment.
     env_puts = [r for r in fake.requests if r.method == "PUT" and "/environments/" in r.path]
     env_props = env_puts[0].body["properties"]
@@ -138,6 +143,12 @@ def test_a_restarted_dispatcher_follows_the_job_it_submitted(fake: FakeAzureML, 
     assert len(fake.submitted()) == 1  # the second found the job by its deterministic name
     _dispatch(workflow, "lora", None, attempt=1)
     assert len(fake.submitted()) == 2  # a new attempt is a new job
+
+
+def test_a_completed_job_without_a_complete_output_fails_the_pass(fake: FakeAzureML, conda_file: Path) -> None:
+    fake.write_outputs = False
+    with pytest.raises(PassError, match="completed without a complete output"):
+        _dispatch(parse_workflow(seed_aml_manifest(conda_file)), "lora", None)
 
 
 def test_a_failed_azure_job_fails_the_pass_with_azures_message(fake: FakeAzureML, conda_file: Path) -> None:
