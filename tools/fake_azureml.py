@@ -68,6 +68,8 @@ class FakeAzureML:
     computes: set[str] = field(default_factory=lambda: {"gpu-cluster"})
     polls_to_finish: int = 2
     fail_message: str | None = None
+    erroring_after_submit: int = 0  # answer this many job GETs after a submission with an error
+    erroring_job_reads: int = 0
     write_outputs: bool = True  # a completed job leaves an olivekube output (files + manifest), as the runner does
     requests: list[Recorded] = field(default_factory=list)
     jobs: dict[str, FakeJob] = field(default_factory=dict)
@@ -262,9 +264,13 @@ def _handler(fake: FakeAzureML) -> type[BaseHTTPRequestHandler]:
                 stored["properties"]["status"] = "Queued"
                 stored["properties"].setdefault("services", {})
                 fake.jobs[name] = FakeJob(name, stored)
+                fake.erroring_job_reads = fake.erroring_after_submit
                 return self._reply(201, stored)
             if job is None:
                 return self._error(404, "UserError", f"Job {name} not found.")
+            if self.command == "GET" and not tail and fake.erroring_job_reads > 0:
+                fake.erroring_job_reads -= 1  # not a status the SDK retries itself (503 is, for minutes)
+                return self._error(400, "TransientError", "The job state is temporarily unavailable.")
             if self.command == "GET" and not tail:
                 if not job.cancelled:
                     job.polls += 1

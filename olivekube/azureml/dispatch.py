@@ -26,6 +26,7 @@ from olivekube.storage import Manifest, StorageError, store_for
 log = logging.getLogger(__name__)
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
 POLL_SECONDS = float(os.environ.get("OLIVEKUBE_AZUREML_POLL_SECONDS", "30"))
+POLL_ERROR_GRACE_SECONDS = 600.0
 
 
 class Stopped(Exception):
@@ -56,6 +57,28 @@ def _job_error(ml: Any, name: str) -> str:
     except Exception as exc:
         log.warning("could not read why Azure ML job %s failed: %s", name, _azure_message(exc))
     return "no error message from Azure ML"
+
+
+def _poll(ml: Any, name: str, last_state: str) -> str:
+    """The job's state now. Azure being unreachable for a while does not fail the pass (that would
+    leave the job running while a retry submits another): keep the last state until
+    POLL_ERROR_GRACE_SECONDS of errors in a row."""
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
+
+    failing_since = None
+    while True:
+        try:
+            return _state(ml.jobs.get(name))
+        except (ClientAuthenticationError, ResourceNotFoundError):
+            raise
+        except AzureError as exc:
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > POLL_ERROR_GRACE_SECONDS:
+                raise
+            log.warning(
+                "Azure ML job %s still %s; its state cannot be read now: %s", name, last_state, _azure_message(exc)
+            )
+            time.sleep(POLL_SECONDS)
 
 
 def _submit_or_follow(ml: Any, plan: JobPlan) -> tuple[Any, JobPlan]:
@@ -116,16 +139,16 @@ def run_on_azureml(
             ml.compute.get(plan.compute)
         except ResourceNotFoundError as exc:
             raise PassError(f"{where}.aml_compute", f"Azure: {_azure_message(exc)}") from exc
-        job, plan = _submit_or_follow(ml, plan)
         previous = signal.signal(signal.SIGTERM, _raise_stopped)
         try:
+            job, plan = _submit_or_follow(ml, plan)
             state = _state(job)
             while True:
                 on_state(plan.name, state)
                 if state in TERMINAL:
                     break
                 time.sleep(POLL_SECONDS)
-                state = _state(ml.jobs.get(plan.name))
+                state = _poll(ml, plan.name, state)
         except Stopped:
             log.warning("stopping: cancelling Azure ML job %s", plan.name)
             ml.jobs.begin_cancel(plan.name).wait(timeout=60)

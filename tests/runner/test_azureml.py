@@ -145,6 +145,13 @@ def test_a_restarted_dispatcher_follows_the_job_it_submitted(fake: FakeAzureML, 
     assert len(fake.submitted()) == 2  # a new attempt is a new job
 
 
+def test_azure_unreachable_for_a_while_does_not_fail_the_pass(fake: FakeAzureML, conda_file: Path) -> None:
+    fake.erroring_after_submit = 3
+    _dispatch(parse_workflow(seed_aml_manifest(conda_file)), "lora", None)
+    assert fake.erroring_job_reads == 0
+    assert len(fake.submitted()) == 1
+
+
 def test_a_completed_job_without_a_complete_output_fails_the_pass(fake: FakeAzureML, conda_file: Path) -> None:
     fake.write_outputs = False
     with pytest.raises(PassError, match="completed without a complete output"):
