@@ -151,7 +151,10 @@ def run_on_azureml(
                 state = _poll(ml, plan.name, state)
         except Stopped:
             log.warning("stopping: cancelling Azure ML job %s", plan.name)
-            ml.jobs.begin_cancel(plan.name).wait(timeout=60)
+            try:
+                ml.jobs.begin_cancel(plan.name).wait(timeout=60)
+            except ResourceNotFoundError:
+                log.warning("no Azure ML job %s to cancel: stopped before it was submitted", plan.name)
             raise PassError("azureml", f"Azure ML job {plan.name} cancelled: the pass was stopped") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
