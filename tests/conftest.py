@@ -104,3 +104,17 @@ def no_network():  # type: ignore[no-untyped-def]
         yield
     finally:
         _NETWORK_GUARD["on"] = False
+
+
+@pytest.fixture
+def fake_azureml(no_network: None, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The local stand-in for Azure, with this process's environment pointed at it (and restored)."""
+    from tools.fake_azureml import FakeAzureML
+
+    server = FakeAzureML().start()
+    for key, value in {**server.env(), **server.credentials(), **server.proxy_env()}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield server
+    finally:
+        server.stop()

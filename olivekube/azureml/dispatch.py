@@ -13,20 +13,22 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.azureml.client import ml_client
-from olivekube.azureml.job import JobPlan, azureml_system, plan_job, to_command_job
+from olivekube.azureml.job import JobPlan, PassAttempt, azureml_system, plan_job, to_command_job
 from olivekube.runner.errors import PassError
 from olivekube.storage import Manifest, StorageError, store_for
 
 log = logging.getLogger(__name__)
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
-POLL_SECONDS = float(os.environ.get("OLIVEKUBE_AZUREML_POLL_SECONDS", "30"))
 POLL_ERROR_GRACE_SECONDS = 600.0
+
+
+def poll_seconds() -> float:
+    """How often to ask Azure ML for the job's state (OLIVEKUBE_AZUREML_POLL_SECONDS, default 30)."""
+    return float(os.environ.get("OLIVEKUBE_AZUREML_POLL_SECONDS", "30"))
 
 
 class Stopped(Exception):
@@ -78,7 +80,7 @@ def _poll(ml: Any, name: str, last_state: str) -> str:
             log.warning(
                 "Azure ML job %s still %s; its state cannot be read now: %s", name, last_state, _azure_message(exc)
             )
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll_seconds())
 
 
 def _submit_or_follow(ml: Any, plan: JobPlan) -> tuple[Any, JobPlan]:
@@ -99,25 +101,16 @@ def _submit_or_follow(ml: Any, plan: JobPlan) -> tuple[Any, JobPlan]:
     raise PassError("azureml", f"Azure ML jobs {plan.name}-r1…r99 were all cancelled")
 
 
-def run_on_azureml(
-    workflow: OptimizationWorkflow,
-    uid: str,
-    pass_name: str,
-    key: str,
-    attempt: int,
-    previous_uri: str | None,
-    base_dir: Path,
-    on_state: Callable[[str, str], None],
-) -> tuple[str, Manifest]:
+def run_on_azureml(at: PassAttempt, on_state: Callable[[str, str], None]) -> tuple[str, Manifest]:
     """Submit (or re-attach to) the pass's Azure ML job and wait for it. Returns the output's
     azureml:// URI and manifest; raises PassError with Azure's message when the job fails."""
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-    found = azureml_system(workflow, pass_name)
+    found = azureml_system(at.workflow, at.pass_name)
     assert found is not None
     system_name, system = found
     where = f"spec.systems.{system_name}"
-    plan = plan_job(workflow, uid, pass_name, key, attempt, previous_uri, base_dir)
+    plan = plan_job(at)
     if system.hf_token:
         token = os.environ.get("HF_TOKEN")
         if not token:
@@ -147,7 +140,7 @@ def run_on_azureml(
                 on_state(plan.name, state)
                 if state in TERMINAL:
                     break
-                time.sleep(POLL_SECONDS)
+                time.sleep(poll_seconds())
                 state = _poll(ml, plan.name, state)
         except Stopped:
             log.warning("stopping: cancelling Azure ML job %s", plan.name)

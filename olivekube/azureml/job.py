@@ -77,16 +77,23 @@ def _is_hub_id(value: str) -> bool:
     return "://" not in value and not value.startswith(("/", ".", "~", "azureml:")) and value.count("/") <= 1
 
 
-def plan_job(
-    workflow: OptimizationWorkflow,
-    uid: str,
-    pass_name: str,
-    key: str,
-    attempt: int,
-    previous_uri: str | None,
-    base_dir: Path,
-) -> JobPlan:
+@dataclass(frozen=True)
+class PassAttempt:
+    """One attempt of one pass, as its dispatcher pod knows it."""
+
+    workflow: OptimizationWorkflow
+    uid: str  # the workflow's
+    pass_name: str
+    key: str  # the pass's chain key
+    attempt: int
+    previous_uri: str | None  # the previous pass's output
+    base_dir: Path  # where relative paths (the conda file) are resolved
+
+
+def plan_job(at: PassAttempt) -> JobPlan:
     """Everything the job needs; PassError naming the field when Azure ML cannot run the pass."""
+    workflow, uid, pass_name, key, attempt = at.workflow, at.uid, at.pass_name, at.key, at.attempt
+    previous_uri, base_dir = at.previous_uri, at.base_dir
     found = azureml_system(workflow, pass_name)
     if found is None:
         raise PassError(f"spec.passes.{pass_name}.host", "not an AzureML system")

@@ -18,7 +18,7 @@ from typing import Any
 from olivekube.api.chain import chain_keys
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
 from olivekube.azureml.dispatch import run_on_azureml
-from olivekube.azureml.job import azureml_system
+from olivekube.azureml.job import PassAttempt, azureml_system
 from olivekube.k8s import Workflows, load_config
 from olivekube.runner.artifact import ModelArtifact
 from olivekube.runner.engine import WorkflowRunner
@@ -80,7 +80,7 @@ def _run_on_azureml(
             )
 
     try:
-        uri, manifest = run_on_azureml(
+        attempt = PassAttempt(
             workflow,
             body["metadata"]["uid"],
             pass_name,
@@ -88,8 +88,8 @@ def _run_on_azureml(
             int(os.environ.get(ATTEMPT_ENV, "0")),
             (previous.get("artifact") or {}).get("uri"),
             workdir,
-            on_state,
         )
+        uri, manifest = run_on_azureml(attempt, on_state)
     except PassError as exc:
         write_termination_message(str(exc))
         log.error("%s", exc)

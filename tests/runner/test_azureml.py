@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from olivekube.api.olive_config import to_manifest
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
+from olivekube.azureml.job import PassAttempt
 from olivekube.runner.errors import PassError
 from tools.fake_azureml import FakeAzureML
 
@@ -42,20 +42,10 @@ def seed_aml_manifest(conda_file: Path, data_path: str = "data/tone train.json")
 
 
 @pytest.fixture
-def fake(no_network: None) -> Iterator[FakeAzureML]:
-    server = FakeAzureML(polls_to_finish=2).start()
-    saved = dict(os.environ)
-    os.environ.update(server.env())
-    os.environ.update(server.credentials())
-    os.environ.update(server.proxy_env())
-    os.environ["OLIVEKUBE_AZUREML_POLL_SECONDS"] = "0.05"
-    os.environ["HF_TOKEN"] = HF_TOKEN
-    try:
-        yield server
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        server.stop()
+def fake(fake_azureml: FakeAzureML, monkeypatch: pytest.MonkeyPatch) -> FakeAzureML:
+    monkeypatch.setenv("OLIVEKUBE_AZUREML_POLL_SECONDS", "0.05")
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    return fake_azureml
 
 
 @pytest.fixture
@@ -71,16 +61,11 @@ def _dispatch(workflow: OptimizationWorkflow, pass_name: str, previous: str | No
     from olivekube.azureml import dispatch
 
     states: list[str] = []
-    uri, manifest = dispatch.run_on_azureml(
-        workflow,
-        "5f0c9a6e-0000-4000-8000-000000000001",
-        pass_name,
-        chain_keys(workflow.spec)[pass_name],
-        attempt,
-        previous,
-        Path.cwd(),
-        lambda name, state: states.append(state),
+    key = chain_keys(workflow.spec)[pass_name]
+    at = PassAttempt(
+        workflow, "5f0c9a6e-0000-4000-8000-000000000001", pass_name, key, attempt, previous, Path.cwd()
     )
+    uri, manifest = dispatch.run_on_azureml(at, lambda name, state: states.append(state))
     assert states[-1] == "Completed", states
     assert states[0] in ("Queued", "Completed")  # submitted now, or found finished
     assert manifest.metadata["pass_name"] == pass_name and manifest.metadata["metrics"]["train_loss"] == 1.25
@@ -233,7 +218,7 @@ def test_the_jobs_command_runs_the_seeds_passes_here(tiny_models, tmp_path: Path
     previous_output: Path | None = None
     outputs: dict[str, Path] = {}
     for name in workflow.spec.ordered_pass_names():
-        plan = plan_job(workflow, "uid-0001", name, keys[name], 0, previous, tmp_path)
+        plan = plan_job(PassAttempt(workflow, "uid-0001", name, keys[name], 0, previous, tmp_path))
         mounts = {"${{outputs.model}}": str(tmp_path / "out" / name), "${{inputs.base}}": str(mlflow)}
         if previous_output is not None:
             mounts["${{inputs.model}}"] = str(previous_output)

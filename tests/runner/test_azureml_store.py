@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,8 @@ ROOT = "azureml://subscriptions/sub/resourcegroups/rg/workspaces/ws/datastores/w
 
 
 @pytest.fixture
-def fake(no_network: None) -> Iterator[FakeAzureML]:
-    server = FakeAzureML().start()
-    saved = dict(os.environ)
-    os.environ.update({**server.env(), **server.credentials(), **server.proxy_env()})
-    try:
-        yield server
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        server.stop()
+def fake(fake_azureml: FakeAzureML) -> FakeAzureML:
+    return fake_azureml
 
 
 def _upload_folder(fake: FakeAzureML, folder: Path, prefix: str) -> None:
