@@ -221,6 +221,19 @@ class WorkflowSpec(ApiModel):
                         )
         return problems
 
+    def host_name(self, pass_name: str) -> str | None:
+        """The system that hosts a pass: its own host, else the workflow's."""
+        return self.passes[pass_name].host or self.host
+
+    def host_system(self, pass_name: str) -> System | None:
+        return (self.systems or {}).get(self.host_name(pass_name) or "")
+
+    def pass_data_configs(self, pass_name: str) -> list[DataConfig]:
+        """The data configs a pass trains or evaluates on, in spec order."""
+        options = self.passes[pass_name]
+        wanted = {getattr(options, "train_data_config", None), getattr(options, "eval_data_config", None)}
+        return [c for c in self.data_configs or [] if c.name in wanted]
+
     def ordered_pass_names(self) -> list[str]:
         """Pass names in run order (by stage; validation allows one pass per stage)."""
         return sorted(self.passes, key=lambda n: PASS_STAGES[self.passes[n].type])

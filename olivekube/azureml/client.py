@@ -24,6 +24,12 @@ KNOWN_AUTHORITIES = {
 }
 
 
+def azure_message(exc: Exception, limit: int = 1000) -> str:
+    """An Azure SDK error's message on one line, bounded."""
+    message = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(message).split())[:limit]
+
+
 def credential(field_name: str) -> Any:
     """The credential to use, or PassError naming `field_name` when there is none."""
     from azure.identity import ClientSecretCredential, WorkloadIdentityCredential

@@ -16,7 +16,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from olivekube.azureml.client import ml_client
+from olivekube.azureml.client import azure_message, ml_client
 from olivekube.azureml.job import JobPlan, PassAttempt, azureml_system, plan_job, to_command_job
 from olivekube.runner.errors import PassError
 from olivekube.storage import Manifest, StorageError, store_for
@@ -44,11 +44,6 @@ def _state(job: Any) -> str:
     return str(getattr(status, "value", status))
 
 
-def _azure_message(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(message).split())[:1000]
-
-
 def _job_error(ml: Any, name: str) -> str:
     """Azure ML's own error message of a failed job (from its run history)."""
     try:
@@ -57,7 +52,7 @@ def _job_error(ml: Any, name: str) -> str:
         if error is not None and error.message:
             return str(error.message)
     except Exception as exc:
-        log.warning("could not read why Azure ML job %s failed: %s", name, _azure_message(exc))
+        log.warning("could not read why Azure ML job %s failed: %s", name, azure_message(exc))
     return "no error message from Azure ML"
 
 
@@ -78,7 +73,7 @@ def _poll(ml: Any, name: str, last_state: str) -> str:
             if time.monotonic() - failing_since > POLL_ERROR_GRACE_SECONDS:
                 raise
             log.warning(
-                "Azure ML job %s still %s; its state cannot be read now: %s", name, last_state, _azure_message(exc)
+                "Azure ML job %s still %s; its state cannot be read now: %s", name, last_state, azure_message(exc)
             )
             time.sleep(poll_seconds())
 
@@ -127,11 +122,11 @@ def run_on_azureml(at: PassAttempt, on_state: Callable[[str, str], None]) -> tup
         try:
             ml.workspaces.get(plan.workspace.workspace_name)
         except ResourceNotFoundError as exc:
-            raise PassError(f"{workspace_field}.workspace_name", f"Azure: {_azure_message(exc)}") from exc
+            raise PassError(f"{workspace_field}.workspace_name", f"Azure: {azure_message(exc)}") from exc
         try:
             ml.compute.get(plan.compute)
         except ResourceNotFoundError as exc:
-            raise PassError(f"{where}.aml_compute", f"Azure: {_azure_message(exc)}") from exc
+            raise PassError(f"{where}.aml_compute", f"Azure: {azure_message(exc)}") from exc
         previous = signal.signal(signal.SIGTERM, _raise_stopped)
         try:
             job, plan = _submit_or_follow(ml, plan)
@@ -152,9 +147,9 @@ def run_on_azureml(at: PassAttempt, on_state: Callable[[str, str], None]) -> tup
         finally:
             signal.signal(signal.SIGTERM, previous)
     except ClientAuthenticationError as exc:
-        raise PassError(credentials_field, f"Azure rejected the credentials: {_azure_message(exc)}") from exc
+        raise PassError(credentials_field, f"Azure rejected the credentials: {azure_message(exc)}") from exc
     except HttpResponseError as exc:
-        raise PassError(where, f"Azure ML: {_azure_message(exc)}") from exc
+        raise PassError(where, f"Azure ML: {azure_message(exc)}") from exc
     if state != "Completed":
         why = _job_error(ml, plan.name) if state == "Failed" else f"the job ended {state}"
         raise PassError("azureml", f"Azure ML job {plan.name} {state.lower()}: {why}")

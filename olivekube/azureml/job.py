@@ -17,6 +17,7 @@ from typing import Any
 
 from olivekube.api.systems import AzureMLClient, AzureMLSystem
 from olivekube.api.workflow import TRAINING_PASS_TYPES, OptimizationWorkflow
+from olivekube.runner.artifact import is_hub_id
 from olivekube.runner.errors import PassError
 
 DEFAULT_DATASTORE = "workspaceblobstore"
@@ -47,10 +48,8 @@ class JobPlan:
 
 def azureml_system(workflow: OptimizationWorkflow, pass_name: str) -> tuple[str, AzureMLSystem] | None:
     """The AzureML system hosting this pass, if it is one."""
-    spec = workflow.spec
-    name = spec.passes[pass_name].host or spec.host or ""
-    system = (spec.systems or {}).get(name)
-    return (name, system) if isinstance(system, AzureMLSystem) else None
+    system = workflow.spec.host_system(pass_name)
+    return (workflow.spec.host_name(pass_name) or "", system) if isinstance(system, AzureMLSystem) else None
 
 
 def aml_job_name(workflow: str, uid: str, pass_name: str, key: str, attempt: int) -> str:
@@ -71,10 +70,6 @@ def _model_input(uri: str, model_format: str | None, field_name: str) -> dict[st
     if "/models/" in uri or (uri.startswith("azureml:") and not uri.startswith("azureml://")):
         return {"type": "custom_model", "path": uri}
     return {"type": "uri_folder", "path": uri}
-
-
-def _is_hub_id(value: str) -> bool:
-    return "://" not in value and not value.startswith(("/", ".", "~", "azureml:")) and value.count("/") <= 1
 
 
 @dataclass(frozen=True)
@@ -111,7 +106,7 @@ def plan_job(at: PassAttempt) -> JobPlan:
     model = spec.input_model
     previous_type = spec.passes[order[index - 1]].type if index else None
     needs_base = index == 0 or previous_type in TRAINING_PASS_TYPES
-    if needs_base and not _is_hub_id(model.model_path):
+    if needs_base and not is_hub_id(model.model_path):
         inputs["base"] = _model_input(model.model_path, model.model_file_format, "spec.input_model.model_path")
         args += ["--base", "${{inputs.base}}"]
     if index:
@@ -121,11 +116,7 @@ def plan_job(at: PassAttempt) -> JobPlan:
         args += ["--model", "${{inputs.model}}"]
 
     data_inputs: dict[str, str] = {}
-    options = spec.passes[pass_name]
-    wanted = {getattr(options, "train_data_config", None), getattr(options, "eval_data_config", None)} - {None}
-    for config in spec.data_configs or []:
-        if config.name not in wanted:
-            continue
+    for config in spec.pass_data_configs(pass_name):
         files = config.load_dataset_config.data_files
         names = [files] if isinstance(files, str) else [f for f in (files or []) if isinstance(f, str)]
         for uri in names:

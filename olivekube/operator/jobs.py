@@ -52,11 +52,6 @@ def _pvc_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> 
     return {claims[m["name"]]: m["mountPath"] for m in mounts if m.get("name") in claims}
 
 
-def _host_system(workflow: OptimizationWorkflow, pass_name: str) -> Any:
-    spec = workflow.spec
-    return (spec.systems or {}).get(spec.passes[pass_name].host or spec.host or "")
-
-
 def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: OperatorSettings) -> dict[str, Any]:
     spec = workflow.spec
     k8s = spec.kubernetes
@@ -65,8 +60,7 @@ def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: Operato
         return per_pass[pass_name].dump()
     if k8s and k8s.resources and k8s.resources.default:
         return k8s.resources.default.dump()
-    system_name = spec.passes[pass_name].host or spec.host
-    system = (spec.systems or {}).get(system_name or "")
+    system = spec.host_system(pass_name)
     if isinstance(system, KubernetesSystem) and system.resources is not None:
         return system.resources.dump()
     wants_gpu = system is not None and any(a.device == "gpu" for a in system.accelerators or [])
@@ -98,11 +92,10 @@ def build_job(
     env: list[dict[str, Any]] = [e.dump() for e in (k8s.env or [])] if k8s else []
     env_from: list[dict[str, Any]] = list(k8s.envFrom or []) if k8s else []
     env.append({"name": "OLIVEKUBE_ATTEMPT", "value": str(attempt)})
-    on_azureml = isinstance(_host_system(workflow, pass_name), AzureMLSystem)
-    if on_azureml:
-        secret = _host_system(workflow, pass_name).credentials_secret
-        if secret:
-            env_from.append({"secretRef": {"name": secret}})
+    system = spec.host_system(pass_name)
+    on_azureml = isinstance(system, AzureMLSystem)
+    if isinstance(system, AzureMLSystem) and system.credentials_secret:
+        env_from.append({"secretRef": {"name": system.credentials_secret}})
     pvc = _pvc_mounts(volumes, mounts)
     if pvc:
         env.append({"name": "OLIVEKUBE_PVC_MOUNTS", "value": json.dumps(pvc, sort_keys=True)})
@@ -127,7 +120,6 @@ def build_job(
         ),
         "containers": [container],
     }
-    system = (spec.systems or {}).get(spec.passes[pass_name].host or spec.host or "")
     node_selector = {**(getattr(system, "nodeSelector", None) or {}), **((k8s.nodeSelector or {}) if k8s else {})}
     tolerations = [t.dump() for t in (getattr(system, "tolerations", None) or [])]
     tolerations += [t.dump() for t in (k8s.tolerations or [])] if k8s else []

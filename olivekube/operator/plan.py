@@ -84,11 +84,6 @@ def _conditions(
     return out
 
 
-def _on_azureml(workflow: OptimizationWorkflow, pass_name: str) -> bool:
-    spec = workflow.spec
-    return isinstance((spec.systems or {}).get(spec.passes[pass_name].host or spec.host or ""), AzureMLSystem)
-
-
 def decide(
     workflow: OptimizationWorkflow,
     generation: int,
@@ -177,7 +172,7 @@ def decide(
             return finish("Failed", "NoArtifact", message, name, done)
         if "Running" in states:
             job = mine[states.index("Running")]
-            if spec.suspend and _on_azureml(workflow, name):
+            if spec.suspend and isinstance(spec.host_system(name), AzureMLSystem):
                 # Azure ML bills while it runs: stop it (the pod cancels its job); resume starts it again.
                 passes[name] = {
                     "phase": "Pending",

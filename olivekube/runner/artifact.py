@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,14 @@ class ModelArtifact:
             return str(self.path)
         assert self.hub_id is not None
         return self.hub_id
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether `value` reads as a Hugging Face model id (NAME or ORG/NAME), not a URI or a path."""
+    return HUB_ID.match(value) is not None
 
 
 def hub_digest(model_id: str, revision: str | None) -> str:

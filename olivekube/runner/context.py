@@ -42,7 +42,7 @@ class PassContext:
         return self.spec.systems.get(name)
 
     def host_system(self) -> Any:
-        return self._system(self.spec.passes[self.pass_name].host or self.spec.host)
+        return self.spec.host_system(self.pass_name)
 
     def target_system(self) -> Any:
         return self._system(self.spec.target or self.spec.host)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import shutil
 import time
 import uuid
@@ -22,7 +21,7 @@ from typing import Any
 from olivekube.api.chain import chain_keys
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.runner import RUNNER_VERSION
-from olivekube.runner.artifact import ModelArtifact, hub_digest
+from olivekube.runner.artifact import ModelArtifact, hub_digest, is_hub_id
 from olivekube.runner.context import PassContext
 from olivekube.runner.errors import PassError
 from olivekube.runner.passes import PASSES
@@ -31,8 +30,6 @@ from olivekube.runner.progress import ProgressSink, null_sink
 from olivekube.storage import build_manifest, store_for
 from olivekube.storage.base import StorageError, is_uri
 from olivekube.storage.manifest import Manifest, file_sha256
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass
@@ -139,7 +136,7 @@ class WorkflowRunner:
         path = path if path.is_absolute() else self.base_dir / path
         if path.is_dir():
             return ModelArtifact("hf", build_manifest(path).digest, path=path, uri=str(path), metadata=meta)
-        if HUB_ID.match(value) and not value.startswith("."):
+        if is_hub_id(value):
             return ModelArtifact("hf", hub_digest(value, kwargs.get("revision")), hub_id=value, metadata=meta)
         raise PassError(field_name, f"no model at {path}, and {value!r} is not a Hugging Face id or a URI")
 
@@ -158,16 +155,14 @@ class WorkflowRunner:
         if model.base is not None:
             body["base"] = model.base.digest
         if options["type"] in ("LoRA", "QLoRA"):
-            body["data"] = self._data_fingerprint(options)
+            body["data"] = self._data_fingerprint(name)
         if options["type"] == "ModelBuilder":
             body["execution_provider"] = runner_pass.ctx.execution_provider()[1]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
-    def _data_fingerprint(self, options: dict[str, Any]) -> list[Any]:
+    def _data_fingerprint(self, pass_name: str) -> list[Any]:
         out: list[Any] = []
-        for config in self.spec.data_configs or []:
-            if config.name not in (options.get("train_data_config"), options.get("eval_data_config")):
-                continue
+        for config in self.spec.pass_data_configs(pass_name):
             files = config.load_dataset_config.data_files
             names = [files] if isinstance(files, str) else list(files or [])
             digests = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olivekube.azureml.client import azure_message, credential
 from olivekube.storage.base import ArtifactStore, StorageError
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 
@@ -66,7 +67,6 @@ class AzureMLStore(ArtifactStore):
         from azure.core.exceptions import AzureError
         from azure.storage.blob import ContainerClient
 
-        from olivekube.azureml.client import credential
         from olivekube.runner.errors import PassError
 
         try:
@@ -77,7 +77,7 @@ class AzureMLStore(ArtifactStore):
             ml = MLClient(identity, where.subscription, where.resource_group, where.workspace)
             datastore = ml.datastores.get(where.datastore, include_secrets=True)
         except AzureError as exc:
-            raise StorageError(f"{uri}: {' '.join(str(getattr(exc, 'message', exc)).split())}") from exc
+            raise StorageError(f"{uri}: {azure_message(exc)}") from exc
         account = getattr(datastore, "account_name", None)
         container = getattr(datastore, "container_name", None)
         if not account or not container:
@@ -102,7 +102,7 @@ class AzureMLStore(ArtifactStore):
         try:
             return action()
         except AzureError as exc:
-            raise StorageError(f"{uri}: {' '.join(str(getattr(exc, 'message', exc)).split())[:500]}") from exc
+            raise StorageError(f"{uri}: {azure_message(exc, limit=500)}") from exc
 
     def _read(self, client: Any, name: str, uri: str) -> bytes | None:
         from azure.core.exceptions import ResourceNotFoundError
