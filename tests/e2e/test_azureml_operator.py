@@ -118,13 +118,18 @@ def test_a_failed_azure_job_fails_the_workflow_with_azures_message(aml_cluster) 
     assert len(_jobs_of(fake, "seed-aml-fail")) == 1  # backoffLimit 0: one attempt
 
 
+def _apply_until_its_azure_ml_job_runs(cp: Any, fake: FakeAzureML, conda: Path, name: str) -> str:
+    """Apply a workflow whose first Azure ML job does not finish by itself; returns that job's name."""
+    fake.polls_to_finish = 10**6
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(_manifest(name, fake, conda)))
+    wait_for(lambda: ": Running" in (_pass_status(cp, name, "lora").get("message") or ""), 120)
+    return str(_jobs_of(fake, name)[0]["name"])
+
+
 def test_deleting_a_workflow_cancels_its_azure_ml_job(aml_cluster) -> None:  # type: ignore[no-untyped-def]
     cp, fake, _, conda = aml_cluster
-    fake.polls_to_finish = 10**6
     try:
-        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(_manifest("seed-aml-del", fake, conda)))
-        wait_for(lambda: ": Running" in (_pass_status(cp, "seed-aml-del", "lora").get("message") or ""), 120)
-        name = _jobs_of(fake, "seed-aml-del")[0]["name"]
+        name = _apply_until_its_azure_ml_job_runs(cp, fake, conda, "seed-aml-del")
         cp.kubectl("delete", "owf", "seed-aml-del", "-n", NS, "--wait=false")
         wait_for(lambda: fake.jobs[name].cancelled, 60)
     finally:
@@ -153,11 +158,8 @@ def test_no_secret_reaches_logs_events_or_status(aml_cluster) -> None:  # type: 
 
 def test_suspend_cancels_the_azure_ml_job_and_resume_submits_it_again(aml_cluster) -> None:  # type: ignore[no-untyped-def]
     cp, fake, _, conda = aml_cluster
-    fake.polls_to_finish = 10**6
     try:
-        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(_manifest("seed-aml-pause", fake, conda)))
-        wait_for(lambda: ": Running" in (_pass_status(cp, "seed-aml-pause", "lora").get("message") or ""), 120)
-        first = _jobs_of(fake, "seed-aml-pause")[0]["name"]
+        first = _apply_until_its_azure_ml_job_runs(cp, fake, conda, "seed-aml-pause")
         patch = json.dumps({"spec": {"suspend": True}})
         cp.kubectl("patch", "owf", "seed-aml-pause", "-n", NS, "--type=merge", "-p", patch)
         wait_for(lambda: fake.jobs[first].cancelled, 60)
