@@ -7,7 +7,7 @@ onnxruntime-genai 0.14 for its ModelBuilder pass; it lives in a side virtualenv
 (~/.cache/olivekube/bench/olive-0.13.0, created on first use). Olive's exit code is not trusted:
 its output model must exist.
 
-    .venv/bin/python benchmarks/vs_olive.py [--steps 200] [--keep DIR]
+    .venv/bin/python benchmarks/vs_olive.py [--steps 200] [--repeat 3] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +133,58 @@ def olive_losses(log: str) -> tuple[float | None, float | None]:
     return (float(train[-1]) if train else None, float(evals[-1]) if evals else None)
 
 
+@dataclass
+class Run:
+    wall: float
+    rss: float
+    passes: dict[str, float]
+    train_loss: float | None
+    eval_loss: float | None
+
+
+def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> Run:
+    cfg = work / "olivekube.json"
+    cfg.write_text(json.dumps(config(str(model), steps, str(work / "ours-out"), str(work / "ours-cache"))))
+    summary = work / "ours-summary.json"
+    for old in ("ours-cache", "ours-out"):
+        shutil.rmtree(work / old, ignore_errors=True)
+    log = work / f"ours-{i}.log"
+    wall, rss, code = timed(
+        [str(REPO / ".venv/bin/olivekube"), "run", str(cfg), "--summary-json", str(summary)], env, log
+    )
+    if code != 0 or not (work / "ours-out" / "model.onnx").exists():
+        raise SystemExit(f"olivekube failed; see {log}")
+    passes = json.loads(summary.read_text())["passes"]
+    metrics = next(p for p in passes if p["name"] == "lora")["metrics"]
+    return Run(
+        wall, rss, {p["name"]: p["seconds"] for p in passes}, metrics.get("train_loss"), metrics.get("eval_loss")
+    )
+
+
+def run_olive(olive: Path, work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> Run:
+    cfg = work / "olive.json"
+    cfg.write_text(json.dumps(config(str(model), steps, str(work / "olive-out"), str(work / "olive-cache"))))
+    for old in ("olive-cache", "olive-out"):
+        shutil.rmtree(work / old, ignore_errors=True)
+    log = work / f"olive-{i}.log"
+    wall, rss, code = timed([str(olive), "run", "--config", str(cfg)], env, log)
+    if not list((work / "olive-out").rglob("model.onnx")):
+        raise SystemExit(f"olive produced no ONNX model (exit code {code}); see {log}")
+    text = log.read_text(errors="replace")
+    train, evaluated = olive_losses(text)
+    return Run(wall, rss, olive_pass_times(text), train, evaluated)
+
+
+def _row(label: str, ours: float | None, theirs: float | None, digits: int = 1) -> str:
+    nan = float("nan")
+    ratio = f"{ours / theirs:8.2f}" if ours is not None and theirs else f"{'':>8}"
+    return f"{label:24}{ours if ours is not None else nan:12.{digits}f}{theirs or nan:12.{digits}f}{ratio}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, interleaved (default 3)")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     args = parser.parse_args()
     olive = ensure_olive()
@@ -146,49 +198,42 @@ def main() -> None:
         make_model(model, "llama", texts_from_json(DATA), hidden=256, layers=4, heads=8)
     env = {**os.environ, "CI": "true", "TOKENIZERS_PARALLELISM": "false"}
 
-    ours_cfg = work / "olivekube.json"
-    ours_cfg.write_text(
-        json.dumps(config(str(model), args.steps, str(work / "ours-out"), str(work / "ours-cache")))
-    )
-    summary = work / "ours-summary.json"
-    shutil.rmtree(work / "ours-cache", ignore_errors=True)
-    ours_wall, ours_rss, ours_code = timed(
-        [str(REPO / ".venv/bin/olivekube"), "run", str(ours_cfg), "--summary-json", str(summary)],
-        env,
-        work / "ours.log",
-    )
-    if ours_code != 0 or not (work / "ours-out" / "model.onnx").exists():
-        raise SystemExit(f"olivekube failed; see {work / 'ours.log'}")
-    ours = json.loads(summary.read_text())
+    # Interleaved, and alternating which goes first, so that a slower stretch of a shared machine
+    # falls on both tools alike; each figure below is the median of the runs.
+    ours: list[Run] = []
+    theirs: list[Run] = []
+    for i in range(args.repeat):
+        for tool in ("ours", "olive") if i % 2 == 0 else ("olive", "ours"):
+            if tool == "ours":
+                ours.append(run_ours(work, model, args.steps, env, i))
+            else:
+                theirs.append(run_olive(olive, work, model, args.steps, env, i))
 
-    olive_cfg = work / "olive.json"
-    olive_cfg.write_text(
-        json.dumps(config(str(model), args.steps, str(work / "olive-out"), str(work / "olive-cache")))
-    )
-    shutil.rmtree(work / "olive-cache", ignore_errors=True)
-    shutil.rmtree(work / "olive-out", ignore_errors=True)
-    olive_wall, olive_rss, olive_code = timed(
-        [str(olive), "run", "--config", str(olive_cfg)], env, work / "olive.log"
-    )
-    olive_log = (work / "olive.log").read_text(errors="replace")
-    olive_models = list((work / "olive-out").rglob("model.onnx"))
-    if not olive_models:
-        raise SystemExit(f"olive produced no ONNX model (exit code {olive_code}); see {work / 'olive.log'}")
-    olive_train, olive_eval = olive_losses(olive_log)
-    olive_times = olive_pass_times(olive_log)
+    def med(values: Sequence[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
 
-    lora = next(p for p in ours["passes"] if p["name"] == "lora")
-    print(f"workflow: Llama hidden 256 x 4 layers, LoRA r16, {args.steps} steps, seq 128 → merge → int4 ONNX")
+    print(
+        f"workflow: Llama hidden 256 x 4 layers, LoRA r16, {args.steps} steps, seq 128 → merge → int4 ONNX; "
+        f"median of {args.repeat} interleaved runs each"
+    )
     print(f"{'':24}{'olivekube':>12}{'olive 0.13':>12}{'ratio':>8}")
-    print(f"{'wall time (s)':24}{ours_wall:12.1f}{olive_wall:12.1f}{ours_wall / olive_wall:8.2f}")
-    print(f"{'peak RSS (MB)':24}{ours_rss:12.0f}{olive_rss:12.0f}{ours_rss / olive_rss:8.2f}")
-    for p in ours["passes"]:
-        theirs = olive_times.get(p["name"])
-        ratio = f"{p['seconds'] / theirs:8.2f}" if theirs else f"{'':>8}"
-        print(f"{'pass ' + p['name'] + ' (s)':24}{p['seconds']:12.1f}{theirs or float('nan'):12.1f}{ratio}")
-    nan = float("nan")
-    print(f"{'final train loss':24}{lora['metrics'].get('train_loss', nan):12.4f}{olive_train or nan:12.4f}")
-    print(f"{'final eval loss':24}{lora['metrics'].get('eval_loss', nan):12.4f}{olive_eval or nan:12.4f}")
+    print(_row("wall time (s)", med([r.wall for r in ours]), med([r.wall for r in theirs])))
+    print(_row("peak RSS (MB)", med([r.rss for r in ours]), med([r.rss for r in theirs]), 0))
+    for name in ours[0].passes:
+        print(
+            _row(
+                f"pass {name} (s)", med([r.passes[name] for r in ours]), med([r.passes.get(name) for r in theirs])
+            )
+        )
+    print(_row("final train loss", med([r.train_loss for r in ours]), med([r.train_loss for r in theirs]), 4))
+    print(_row("final eval loss", med([r.eval_loss for r in ours]), med([r.eval_loss for r in theirs]), 4))
+    ratios = [a.wall / b.wall for a, b in zip(ours, theirs, strict=True)]
+    print(f"wall-time ratio of each pair: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(
+        "wall (s) ours / olive per run: "
+        + ", ".join(f"{a.wall:.1f}/{b.wall:.1f}" for a, b in zip(ours, theirs, strict=True))
+    )
     print(f"work folder: {work}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

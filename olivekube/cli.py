@@ -131,12 +131,14 @@ def run(
 ) -> None:
     """Run a whole workflow on this machine. Relative paths in it are relative to its folder."""
     from olivekube.runner.local import run_local
+    from olivekube.runner.process import end_process, leave_out_bitsandbytes
 
     workflow = _load_workflow(file)
+    leave_out_bitsandbytes(workflow.spec)
     code = run_local(
         workflow, file.resolve().parent, Console(), summary_json, cache_dir=cache_dir, output_dir=output_dir
     )
-    raise typer.Exit(code)
+    end_process(code)
 
 
 def _encode(model: Path, tokenizer: Any, prompt: str) -> list[int]:
@@ -174,6 +176,7 @@ def runner(
     the workflow in OLIVEKUBE_WORKFLOW into --output (what an Azure ML job runs)."""
     from olivekube.runner.cluster import run_in_cluster
     from olivekube.runner.local import quiet_libraries
+    from olivekube.runner.process import end_process
 
     if workflow is None:
         _run_standalone(pass_name, output, model, base, data_file or [])
@@ -183,7 +186,7 @@ def runner(
         raise typer.Exit(2)
     quiet_libraries()
     namespace, name = workflow.split("/", 1)
-    raise typer.Exit(run_in_cluster(namespace, name, pass_name, Path.cwd()))
+    end_process(run_in_cluster(namespace, name, pass_name, Path.cwd()))
 
 
 def _run_standalone(

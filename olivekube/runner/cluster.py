@@ -23,6 +23,7 @@ from olivekube.k8s import Workflows, load_config
 from olivekube.runner.artifact import ModelArtifact
 from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.errors import PassError
+from olivekube.runner.process import leave_out_bitsandbytes
 from olivekube.runner.progress import Throttled
 from olivekube.storage import StorageError, store_for
 from olivekube.storage.local import container_path
@@ -122,6 +123,7 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
 
     if azureml_system(workflow, pass_name) is not None:
         return _run_on_azureml(api, body, workflow, pass_name, workdir)
+    leave_out_bitsandbytes(workflow.spec)
     sink = Throttled(progress, interval=5.0)
     runner = WorkflowRunner(workflow, workdir, report=sink)
     runner.work_root = workdir / ".olivekube-work"

@@ -20,6 +20,7 @@ from olivekube.azureml.job import WORKFLOW_ENV
 from olivekube.runner.artifact import ModelArtifact
 from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.errors import PassError
+from olivekube.runner.process import leave_out_bitsandbytes
 from olivekube.storage import StorageError, store_for
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def run_standalone(
     workflow = parse_workflow(_localize(json.loads(text), base, data_files))
     if pass_name not in workflow.spec.passes:
         raise PassError("--pass", f"no pass {pass_name!r} in the workflow")
+    leave_out_bitsandbytes(workflow.spec)
     with tempfile.TemporaryDirectory(prefix="olivekube-pass-") as tmp:
         runner = WorkflowRunner(workflow, Path.cwd(), cache_dir=str(Path(tmp) / "cache"))
         order = workflow.spec.ordered_pass_names()

@@ -1,0 +1,41 @@
+"""Settings of a process that runs passes (`olivekube run`, `olivekube runner`), made once at its start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+from olivekube.api.workflow import WorkflowSpec
+
+QUANTIZING_LOAD_KWARGS = ("quantization_config", "load_in_4bit", "load_in_8bit")
+
+
+def needs_bitsandbytes(spec: WorkflowSpec) -> bool:
+    """A QLoRA pass, or an input model loaded with a bitsandbytes quantization."""
+    if any(p.type == "QLoRA" for p in spec.passes.values()):
+        return True
+    kwargs = spec.input_model.load_kwargs.model_dump() if spec.input_model.load_kwargs else {}
+    return any(key in kwargs for key in QUANTIZING_LOAD_KWARGS)
+
+
+def leave_out_bitsandbytes(spec: WorkflowSpec) -> bool:
+    """transformers and peft import bitsandbytes whenever it is installed, which costs ~1 s and
+    ~50 MB here even for plain LoRA. When no pass of this process needs it, make it look absent
+    to them (an import of it then fails, and their `find_spec` checks say it is not there).
+    Process-wide and not undone: call it only at a command's start. Returns whether it did."""
+    if needs_bitsandbytes(spec) or "bitsandbytes" in sys.modules:
+        return False
+    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
+    return True
+
+
+def end_process(code: int) -> NoReturn:
+    """End a command that ran passes: flush what it printed and logged, then exit without the
+    interpreter's teardown, which spends ~1 s here collecting and freeing the objects of torch,
+    transformers and the model (every file, status and artifact is written before this)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
