@@ -52,7 +52,7 @@ def ensure_olive() -> Path:
     return OLIVE_VENV / "bin" / "olive"
 
 
-def config(model: str, steps: int, output: str, cache: str) -> dict[str, Any]:
+def config(model: str, steps: int, output: str, cache: str, seed: int) -> dict[str, Any]:
     """One Olive current-form config, run by both tools."""
     data = [
         {
@@ -83,7 +83,7 @@ def config(model: str, steps: int, output: str, cache: str) -> dict[str, Any]:
                 "train_data_config": "train",
                 "eval_data_config": "eval",
                 "training_args": {
-                    "seed": 0,
+                    "seed": seed,
                     "max_steps": steps,
                     "per_device_train_batch_size": 4,
                     "per_device_eval_batch_size": 4,
@@ -144,7 +144,7 @@ class Run:
 
 def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> Run:
     cfg = work / "olivekube.json"
-    cfg.write_text(json.dumps(config(str(model), steps, str(work / "ours-out"), str(work / "ours-cache"))))
+    cfg.write_text(json.dumps(config(str(model), steps, str(work / "ours-out"), str(work / "ours-cache"), seed=i)))
     summary = work / "ours-summary.json"
     for old in ("ours-cache", "ours-out"):
         shutil.rmtree(work / old, ignore_errors=True)
@@ -163,7 +163,9 @@ def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -
 
 def run_olive(olive: Path, work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> Run:
     cfg = work / "olive.json"
-    cfg.write_text(json.dumps(config(str(model), steps, str(work / "olive-out"), str(work / "olive-cache"))))
+    cfg.write_text(
+        json.dumps(config(str(model), steps, str(work / "olive-out"), str(work / "olive-cache"), seed=i))
+    )
     for old in ("olive-cache", "olive-out"):
         shutil.rmtree(work / old, ignore_errors=True)
     log = work / f"olive-{i}.log"
@@ -199,7 +201,8 @@ def main() -> None:
     env = {**os.environ, "CI": "true", "TOKENIZERS_PARALLELISM": "false"}
 
     # Interleaved, and alternating which goes first, so that a slower stretch of a shared machine
-    # falls on both tools alike; each figure below is the median of the runs.
+    # falls on both tools alike; run i trains with seed i in both tools (one seed's eval loss is a
+    # draw, not a property of the tool); each figure below is the median of the runs.
     ours: list[Run] = []
     theirs: list[Run] = []
     for i in range(args.repeat):
@@ -233,6 +236,13 @@ def main() -> None:
     print(
         "wall (s) ours / olive per run: "
         + ", ".join(f"{a.wall:.1f}/{b.wall:.1f}" for a, b in zip(ours, theirs, strict=True))
+    )
+    nan = float("nan")
+    print(
+        "eval loss ours / olive, seed by seed: "
+        + ", ".join(
+            f"{a.eval_loss or nan:.4f}/{b.eval_loss or nan:.4f}" for a, b in zip(ours, theirs, strict=True)
+        )
     )
     print(f"work folder: {work}")
     if not args.keep:
