@@ -128,9 +128,10 @@ class LoRAPass(RunnerPass):
     def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
         import torch
         from peft import LoraConfig, get_peft_model
-        from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer, TrainerCallback
+        from transformers import PrinterCallback, TrainerCallback
 
         from olivekube.runner.dropout import use_fast_lora_dropout
+        from olivekube.runner.training import CausalLMCollator, PassTrainer
 
         ctx = self.ctx
         device = pick_device(ctx)
@@ -185,12 +186,12 @@ class LoRAPass(RunnerPass):
                     etaSeconds=round((state.max_steps - state.global_step) / rate, 1) if rate else None,
                 )
 
-        trainer = Trainer(
+        trainer = PassTrainer(
             model=peft_model,
             args=args,
             train_dataset=data.train,
             eval_dataset=data.eval,
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            data_collator=CausalLMCollator(tokenizer.pad_token_id),
             processing_class=tokenizer,
             callbacks=[Progress()],
         )
