@@ -15,7 +15,10 @@ from typing import Any
 
 from olivekube.api.workflow import WorkflowSpec
 
-RUNNER_VERSION = "0.1.0"
+# Part of every cache and chain key: raise it whenever a pass can produce other output from the same
+# inputs, so that no cached artifact of the old behaviour is reused (0.1.1: CPU LoRA dropout masks,
+# EOS tokens kept in the labels when a tokenizer pads with EOS).
+RUNNER_VERSION = "0.1.1"
 
 
 def _digest(body: Any) -> str:
