@@ -5,16 +5,27 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from olivekube.api.workflow import WorkflowSpec
 
 QUANTIZING_LOAD_KWARGS = ("quantization_config", "load_in_4bit", "load_in_8bit")
+# transformers' optimizers that bitsandbytes implements (adamw_bnb_8bit, paged_adamw_32bit, lion_8bit, …).
+BITSANDBYTES_OPTIMIZER_MARKS = ("bnb", "8bit", "32bit", "paged", "lion", "ademamix")
+
+
+def _optimizer(options: Any) -> str:
+    training_args = getattr(options, "training_args", None)
+    args = training_args.dump() if training_args is not None else {}
+    return str({**args, **(args.get("extra_args") or {})}.get("optim") or "")
 
 
 def needs_bitsandbytes(spec: WorkflowSpec) -> bool:
-    """A QLoRA pass, or an input model loaded with a bitsandbytes quantization."""
+    """A QLoRA pass, a training pass with a bitsandbytes optimizer, or an input model loaded with a
+    bitsandbytes quantization."""
     if any(p.type == "QLoRA" for p in spec.passes.values()):
+        return True
+    if any(mark in _optimizer(p) for p in spec.passes.values() for mark in BITSANDBYTES_OPTIMIZER_MARKS):
         return True
     kwargs = spec.input_model.load_kwargs.model_dump() if spec.input_model.load_kwargs else {}
     return any(key in kwargs for key in QUANTIZING_LOAD_KWARGS)

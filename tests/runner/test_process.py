@@ -39,6 +39,9 @@ def _doc(passes: dict[str, Any], **input_model: Any) -> dict[str, Any]:
         (_doc({"qlora": {**LORA, "type": "QLoRA"}, "merge": {"type": "MergeAdapterWeights"}}), True),
         (_doc({"lora": LORA}, load_kwargs={"load_in_4bit": True}), True),
         (_doc({"builder": {"type": "ModelBuilder", "precision": "int4"}}), False),
+        (_doc({"lora": {**LORA, "training_args": {"optim": "paged_adamw_8bit"}}}), True),
+        (_doc({"lora": {**LORA, "training_args": {"extra_args": {"optim": "adamw_bnb_8bit"}}}}), True),
+        (_doc({"lora": {**LORA, "training_args": {"optim": "adamw_torch_fused"}}}), False),
     ],
 )
 def test_needs_bitsandbytes(doc: dict[str, Any], needed: bool) -> None:
