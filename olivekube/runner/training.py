@@ -19,8 +19,8 @@ class CausalLMCollator:
     (Phi-3, Llama without a pad token) that hides every EOS from the loss, so the model never
     learns to stop. Olive's LoRA collator also labels by position."""
 
-    def __init__(self, pad_token_id: int) -> None:
-        self.pad_token_id = pad_token_id
+    def __init__(self, pad_token_id: int | None) -> None:
+        self.pad_token_id = 0 if pad_token_id is None else pad_token_id  # any id: padding is masked
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         sequences = [torch.as_tensor(row["input_ids"], dtype=torch.long) for row in rows]

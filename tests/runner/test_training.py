@@ -30,6 +30,12 @@ def test_full_length_sequences_are_stacked_unchanged() -> None:
     assert batch["attention_mask"].all()
 
 
+def test_a_tokenizer_without_pad_or_eos_still_pads() -> None:
+    batch = CausalLMCollator(pad_token_id=None)([{"input_ids": [5, 6]}, {"input_ids": [7]}])
+    assert batch["labels"].tolist() == [[5, 6], [7, IGNORE_INDEX]]
+    assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
+
+
 def test_floating_point_ops_match_the_trainer_s_own(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
