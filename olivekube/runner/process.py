@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -47,6 +48,7 @@ def end_process(code: int) -> NoReturn:
     interpreter's teardown, which spends ~1 s here collecting and freeing the objects of torch,
     transformers and the model (every file, status and artifact is written before this)."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BrokenPipeError, ValueError):  # a reader gone, or a closed stream
+            stream.flush()
     os._exit(code)

@@ -4,6 +4,7 @@ an exit that keeps everything printed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -72,3 +73,18 @@ def test_end_process_keeps_what_was_printed_and_the_code() -> None:
     assert out.returncode == 3
     assert out.stdout == "printed" * 1000
     assert "logged" in out.stderr
+
+
+def test_end_process_with_a_reader_that_went_away() -> None:
+    script = (
+        "import sys, time; from olivekube.runner.process import end_process\n"
+        "sys.stdout.write('buffered'); time.sleep(1); end_process(0)"
+    )
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=buffered
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `olivekube run … | head -1` once head has its line
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()
