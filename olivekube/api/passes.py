@@ -71,6 +71,12 @@ class TrainingArgs(ApiModel):
         json_schema_extra=PRESERVE,
     )
 
+    def trainer_options(self) -> dict[str, Any]:
+        """The options as transformers.TrainingArguments keywords: the set fields, extra_args over them."""
+        options = self.dump()
+        extra = options.pop("extra_args", None) or {}
+        return {**options, **extra}
+
 
 EVAL_SIZE_DESCRIPTION = (
     "Held-out share of the training data for eval loss when there is no eval_data_config: "

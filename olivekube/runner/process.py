@@ -17,8 +17,7 @@ BITSANDBYTES_OPTIMIZER_MARKS = ("bnb", "8bit", "32bit", "paged", "lion", "ademam
 
 def _optimizer(options: Any) -> str:
     training_args = getattr(options, "training_args", None)
-    args = training_args.dump() if training_args is not None else {}
-    return str({**args, **(args.get("extra_args") or {})}.get("optim") or "")
+    return str(training_args.trainer_options().get("optim") or "") if training_args is not None else ""
 
 
 def needs_bitsandbytes(spec: WorkflowSpec) -> bool:

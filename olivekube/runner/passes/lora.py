@@ -83,14 +83,13 @@ class LoRAPass(RunnerPass):
     def training_arguments(self, out: Path, device: str, has_eval: bool) -> Any:
         from transformers import TrainingArguments
 
-        given = self.options.training_args.dump() if self.options.training_args else {}
-        extra = given.pop("extra_args", {}) or {}
-        args: dict[str, Any] = {**TRAINING_DEFAULTS, **given, **extra}
+        training_args = self.options.training_args
+        given = training_args.trainer_options() if training_args else {}
+        args: dict[str, Any] = {**TRAINING_DEFAULTS, **given}
         # Olive's option names from transformers 4 → transformers 5.
         if "warmup_ratio" in args:
-            args["warmup_steps"] = (
-                args.pop("warmup_ratio") if "warmup_steps" not in given else args["warmup_steps"]
-            )
+            typed_warmup_steps = training_args is not None and training_args.warmup_steps is not None
+            args["warmup_steps"] = args.pop("warmup_ratio") if not typed_warmup_steps else args["warmup_steps"]
             args.pop("warmup_ratio", None)
         if args.pop("group_by_length", False):
             args.setdefault("train_sampling_strategy", "group_by_length")
