@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,13 @@ def workflow_doc(model_path: str, data_path: str, passes: dict[str, Any], **spec
             **spec,
         },
     }
+
+
+def olivekube_run(path: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`olivekube run PATH` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "olivekube.cli", "run", str(path)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 LORA = {

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from olivekube.storage import StorageError, build_manifest, store_for
-from tests.runner.conftest import DATA, LORA, workflow_doc
+from tests.runner.conftest import DATA, LORA, olivekube_run, workflow_doc
 from tools.fake_azureml import BLOB_CONTAINER, FakeAzureML
 
 ROOT = "azureml://subscriptions/sub/resourcegroups/rg/workspaces/ws/datastores/workspaceblobstore/paths"
@@ -97,13 +95,7 @@ def test_olivekube_run_reads_model_and_data_from_a_datastore_and_publishes_there
         cache_dir=str(tmp_path / "cache"),
     )
     (tmp_path / "wf.json").write_text(json.dumps(doc))
-    run = subprocess.run(
-        [sys.executable, "-m", "olivekube.cli", "run", str(tmp_path / "wf.json")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-    )
+    run = olivekube_run(tmp_path / "wf.json")
     assert run.returncode == 0, run.stdout + run.stderr
     manifest = json.loads(fake.blobs[(BLOB_CONTAINER, "outputs/tone-int4/olivekube-manifest.json")])
     assert manifest["metadata"]["precision"] == "int4"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from olivekube.api.workflow import parse_workflow
 from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.errors import PassError
-from tests.runner.conftest import LORA, workflow_doc, write
+from tests.runner.conftest import LORA, olivekube_run, workflow_doc, write
 
 BUILD_INT4 = {"type": "ModelBuilder", "precision": "int4"}
 
@@ -119,9 +117,7 @@ def test_cli_run_names_the_failing_pass(tiny_models, workspace: Path) -> None:  
         str(tiny_models["phi3"]), "missing.json", {"lora": LORA, "merge": {"type": "MergeAdapterWeights"}}
     )
     path = write(workspace / "wf.json", doc)
-    out = subprocess.run(
-        [sys.executable, "-m", "olivekube.cli", "run", str(path)], capture_output=True, text=True, timeout=300
-    )
+    out = olivekube_run(path, timeout=300)
     assert out.returncode == 1
     assert "pass 'lora' failed" in out.stdout
     assert "spec.data_configs.0.load_dataset_config.data_files" in out.stdout
@@ -130,7 +126,7 @@ def test_cli_run_names_the_failing_pass(tiny_models, workspace: Path) -> None:  
 def test_cli_run_refuses_an_invalid_manifest(workspace: Path) -> None:
     doc = workflow_doc("m", "tone.json", {"lora": {**LORA, "r": 0}})
     path = write(workspace / "wf.json", doc)
-    out = subprocess.run([sys.executable, "-m", "olivekube.cli", "run", str(path)], capture_output=True, text=True)
+    out = olivekube_run(path)
     assert out.returncode == 1
     assert "spec.passes.lora.r" in out.stderr
     assert json.loads(path.read_text())  # the file is untouched

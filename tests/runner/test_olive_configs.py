@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.runner.conftest import DATA
+from tests.runner.conftest import DATA, olivekube_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,12 +21,7 @@ def test_seed_legacy_config_runs_end_to_end(tiny_models, tmp_path: Path) -> None
     shutil.copytree(tiny_models["phi3"], folder / "model-cache" / "microsoft" / "phi-3-mini")
     config = json.loads((REPO / "examples/olive/phi3-seed-legacy.json").read_text())
     (folder / "olive-config.json").write_text(json.dumps(config))
-    out = subprocess.run(
-        [sys.executable, "-m", "olivekube.cli", "run", str(folder / "olive-config.json")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = olivekube_run(folder / "olive-config.json")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "double_quant" in out.stderr  # dropped with a warning, as Olive ignored it
     final = tmp_path / "model-cache" / "models" / "phi3-finetuned"  # engine.output_dir, relative to the config
