@@ -129,7 +129,7 @@ class LoRAPass(RunnerPass):
         from peft import LoraConfig, get_peft_model
         from transformers import PrinterCallback, TrainerCallback
 
-        from olivekube.runner.dropout import use_fast_lora_dropout
+        from olivekube.runner.fast_lora import use_fast_lora
         from olivekube.runner.training import CausalLMCollator, PassTrainer
 
         ctx = self.ctx
@@ -161,7 +161,7 @@ class LoRAPass(RunnerPass):
         base.config.use_cache = False  # no KV cache while training: less work per step
         peft_model = get_peft_model(base, lora)
         if device == "cpu":
-            use_fast_lora_dropout(peft_model, seed)
+            use_fast_lora(peft_model, seed)
         args = self.training_arguments(out, device, data.eval is not None)
         started = time.monotonic()
         history: dict[str, float] = {}

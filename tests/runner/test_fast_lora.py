@@ -1,0 +1,139 @@
+"""The CPU LoRA forward: peft's function (dropout, scaling, sum) in fewer passes, reproducible masks."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from olivekube.runner.fast_lora import RESOLUTION, DropMasks, FastLoRAForward, use_fast_lora
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
+def test_masks_drop_p_rounded_to_16_bits(p: float) -> None:
+    threshold = DropMasks.threshold(p)
+    rounded = threshold / RESOLUTION
+    assert abs(rounded - p) <= 0.5 / RESOLUTION
+    dropped = DropMasks(1).draw(torch.Size([1000, 1000]), threshold)
+    assert dropped.dtype == torch.bool and dropped.shape == (1000, 1000)
+    assert abs(dropped.double().mean().item() - rounded) < 6 * math.sqrt(rounded * (1 - rounded) / 1e6)
+
+
+def test_masks_are_independent_of_each_other_and_of_position() -> None:
+    masks = DropMasks(2)
+    half = DropMasks.threshold(0.5)
+    first, second = masks.draw(torch.Size([200_001]), half), masks.draw(torch.Size([200_001]), half)
+    assert abs((first & second).double().mean().item() - 0.25) < 0.006
+    quarters = first[:200_000].view(4, -1).double().mean(dim=1)
+    assert torch.allclose(quarters, torch.full_like(quarters, 0.5), atol=0.012)
+
+
+def test_same_seed_same_masks() -> None:
+    shape, threshold = torch.Size([4, 128, 256]), DropMasks.threshold(0.05)
+    a, b, c = (DropMasks(seed).draw(shape, threshold) for seed in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _peft_model(path: Path, **lora: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    options = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"], **lora}
+    model = get_peft_model(base, LoraConfig(**options))
+    with torch.no_grad():  # B starts at zero in peft: make the adapter do something
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)
+    return model
+
+
+def _lora_grads(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
+
+
+def test_one_module_in_training_is_peft_dropout_scaling_and_sum(tiny_models: dict[str, Path]) -> None:
+    model = _peft_model(tiny_models["llama"]).train()
+    module = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert use_fast_lora(model, seed=5) > 0 and isinstance(module.forward, FastLoRAForward)
+    x = torch.randn(2, 7, module.in_features, requires_grad=True)
+    out = module(x)
+    out.square().sum().backward()
+    got_x, got_a, got_b = x.grad, module.lora_A["default"].weight.grad, module.lora_B["default"].weight.grad
+
+    threshold = DropMasks.threshold(0.1)
+    keep = ~DropMasks(5).draw(x.shape, threshold)  # the same draw: first call of seed 5
+    ref_x = x.detach().clone().requires_grad_()
+    a = module.lora_A["default"].weight.detach().clone().requires_grad_()
+    b = module.lora_B["default"].weight.detach().clone().requires_grad_()
+    dropped = ref_x * keep / (1 - threshold / RESOLUTION)
+    expected = module.base_layer(ref_x) + (dropped @ a.T @ b.T) * module.scaling["default"]
+    expected.square().sum().backward()
+    assert torch.allclose(out, expected, atol=1e-5)
+    for got, ref in ((got_x, ref_x.grad), (got_a, a.grad), (got_b, b.grad)):
+        assert got is not None and ref is not None
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_a_whole_model_matches_peft_where_no_mask_is_drawn(tiny_models: dict[str, Path], dropout: float) -> None:
+    """Eval mode (any dropout) and training without dropout: logits, loss and adapter gradients
+    equal peft's own forward."""
+    reference = _peft_model(tiny_models["llama"], lora_dropout=dropout)
+    fast = copy.deepcopy(reference)
+    layers = reference.config.num_hidden_layers
+    assert use_fast_lora(fast, seed=0) == 2 * layers
+    ids = torch.tensor([[1, 5, 9, 14, 20, 7, 3], [2, 8, 8, 30, 11, 4, 6]])
+    modes = ["eval"] + (["train"] if dropout == 0 else [])
+    for mode in modes:
+        results = []
+        for model in (reference, fast):
+            getattr(model, mode)()
+            model.zero_grad()
+            out = model(input_ids=ids, labels=ids)
+            out.loss.backward()
+            results.append((out.logits.detach(), _lora_grads(model)))
+        (ref_logits, ref_grads), (logits, grads) = results
+        assert torch.allclose(logits, ref_logits, atol=1e-5), mode
+        assert grads.keys() == ref_grads.keys() and len(grads) == 4 * layers
+        for name, grad in grads.items():
+            assert torch.allclose(grad, ref_grads[name], rtol=1e-4, atol=1e-6), (mode, name)
+
+
+def test_dropout_in_training_keeps_the_expectation(tiny_models: dict[str, Path]) -> None:
+    model = _peft_model(tiny_models["llama"], lora_dropout=0.3).train()
+    module = model.base_model.model.model.layers[1].self_attn.v_proj
+    use_fast_lora(model, seed=3)
+    x = torch.randn(1, 3, module.in_features)
+    with torch.no_grad():
+        base = module.base_layer(x)
+        draws = torch.stack([module(x) - base for _ in range(4000)])
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        exact = (x @ a.T @ b.T) * module.scaling["default"]
+    assert not torch.allclose(draws[0], draws[1])  # fresh masks every call
+    error = (draws.mean(dim=0) - exact).abs().max().item()
+    assert error < 6 * draws.std(dim=0).max().item() / math.sqrt(len(draws))
+
+
+def test_other_adapters_and_calls_keep_peft(tiny_models: dict[str, Path]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    assert use_fast_lora(_peft_model(tiny_models["llama"], use_dora=True), seed=0) == 0
+    model = _peft_model(tiny_models["llama"]).eval()
+    use_fast_lora(model, seed=0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 5, 9, 14]])
+    module = model.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(2, 3, module.in_features)
+    with torch.no_grad():
+        with model.disable_adapter():
+            off = model(input_ids=ids).logits
+        assert torch.allclose(off, base(input_ids=ids).logits, atol=1e-6)
+        assert not torch.allclose(model(input_ids=ids).logits, off, atol=1e-4)
+        # a mixed-adapter batch is peft's own path, and agrees with the fused one
+        assert torch.allclose(module(x, adapter_names=["default", "default"]), module(x), atol=1e-6)
