@@ -21,12 +21,26 @@ LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}
 DEFAULT_MAX_SEQ_LEN = 1024
 
 
+class TokenSequences:
+    """Token-id sequences as the trainer reads them: a map-style dataset of {"input_ids": [...]}.
+    Plain lists: an Arrow-backed `datasets.Dataset` converts every row it hands out."""
+
+    def __init__(self, sequences: list[list[int]]) -> None:
+        self.sequences = sequences
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return {"input_ids": self.sequences[index]}
+
+
 @dataclass
 class DataSets:
     """Tokenized sets ready for the trainer, with the raw row counts."""
 
-    train: Any
-    eval: Any | None
+    train: TokenSequences
+    eval: TokenSequences | None
     train_rows: int
     eval_rows: int
 
@@ -145,12 +159,10 @@ def row_text(config: DataConfig, row: dict[str, Any]) -> str:
     return str(row["text"])
 
 
-def tokenize(config: DataConfig, rows: Any, tokenizer: Any) -> Any:
+def tokenize(config: DataConfig, rows: Any, tokenizer: Any) -> TokenSequences:
     """Token sequences from rows, as Olive's text-generation pre-processing makes them: each text is
     "{bos} {text} {eos}" (with add_special_tokens), then one sequence per row (line-by-line) or the
     rows joined by `joiner` and cut into full max_seq_len chunks (join, Olive's default)."""
-    import datasets
-
     pre = config.pre_process_data_config
     max_len = (pre.max_seq_len if pre else None) or DEFAULT_MAX_SEQ_LEN
     add_special = True if pre is None or pre.add_special_tokens is None else pre.add_special_tokens
@@ -176,8 +188,7 @@ def tokenize(config: DataConfig, rows: Any, tokenizer: Any) -> Any:
         import random
 
         random.Random(0).shuffle(sequences)
-    sequences = [s for s in sequences if len(s) > 1]
-    return datasets.Dataset.from_dict({"input_ids": sequences})
+    return TokenSequences([list(s) for s in sequences if len(s) > 1])
 
 
 def build_datasets(

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
 
@@ -35,8 +36,43 @@ class CausalLMCollator:
 
 
 class PassTrainer(Trainer):
-    """transformers' Trainer, counting the model's parameters once rather than at every step for its
-    floating-point-operations estimate (a walk over every module, ~1 ms a step on a small model)."""
+    """transformers' Trainer, without three walks over every module of the model at each step: the
+    parameter count for the floating-point-operations estimate is counted once, and in a single
+    process gradient clipping and `model.zero_grad()` see only the trainable parameters, the only
+    ones that hold gradients (with `TokenSequences` data, 0.6 s less over the benchmark's 200
+    steps of ~65 ms: four interleaved pairs of runs). Distributed runs keep the Trainer's own."""
+
+    @functools.cached_property
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        model: Any = self.model
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def _single_process(self) -> bool:
+        return bool(self.accelerator.distributed_type == DistributedType.NO)
+
+    def _clip_grad_norm(self, model: Any) -> Any:
+        if not self._single_process():
+            return super()._clip_grad_norm(model)  # type: ignore[no-untyped-call]
+        return self.accelerator.clip_grad_norm_(self._trainable_parameters, self.args.max_grad_norm)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        model: Any = self.model
+        if not self._single_process():
+            return super().train(*args, **kwargs)
+        trainable = self._trainable_parameters
+
+        def zero_grad(set_to_none: bool = True) -> None:
+            for parameter in trainable:
+                if set_to_none:
+                    parameter.grad = None
+                elif parameter.grad is not None:
+                    parameter.grad.zero_()
+
+        model.zero_grad = zero_grad
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            del model.zero_grad
 
     @functools.cached_property
     def _parameters_without_embeddings(self) -> int:
