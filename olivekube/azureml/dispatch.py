@@ -31,8 +31,10 @@ def poll_seconds() -> float:
     return float(os.environ.get("OLIVEKUBE_AZUREML_POLL_SECONDS", "30"))
 
 
-class Stopped(Exception):
-    """The pod was asked to stop."""
+class Stopped(BaseException):
+    """The pod was asked to stop. A BaseException, like KeyboardInterrupt: raised by the SIGTERM
+    handler wherever the main thread is, it must not be taken for an error by library code's
+    `except Exception` (which would swallow it and keep following the job until the pod is killed)."""
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
