@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from olivekube.runner.fast_lora import RESOLUTION, DropMasks, FastLoRAForward, use_fast_lora
+from tests.runner.conftest import peft_model
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
@@ -38,27 +39,12 @@ def test_same_seed_same_masks() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def _peft_model(path: Path, **lora: Any) -> Any:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    options = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"], **lora}
-    model = get_peft_model(base, LoraConfig(**options))
-    with torch.no_grad():  # B starts at zero in peft: make the adapter do something
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.05)
-    return model
-
-
 def _lora_grads(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
 
 
 def test_one_module_in_training_is_peft_dropout_scaling_and_sum(tiny_models: dict[str, Path]) -> None:
-    model = _peft_model(tiny_models["llama"]).train()
+    model = peft_model(tiny_models["llama"]).train()
     module = model.base_model.model.model.layers[0].self_attn.q_proj
     assert use_fast_lora(model, seed=5) > 0 and isinstance(module.forward, FastLoRAForward)
     x = torch.randn(2, 7, module.in_features, requires_grad=True)
@@ -84,7 +70,7 @@ def test_one_module_in_training_is_peft_dropout_scaling_and_sum(tiny_models: dic
 def test_a_whole_model_matches_peft_where_no_mask_is_drawn(tiny_models: dict[str, Path], dropout: float) -> None:
     """Eval mode (any dropout) and training without dropout: logits, loss and adapter gradients
     equal peft's own forward."""
-    reference = _peft_model(tiny_models["llama"], lora_dropout=dropout)
+    reference = peft_model(tiny_models["llama"], lora_dropout=dropout)
     fast = copy.deepcopy(reference)
     layers = reference.config.num_hidden_layers
     assert use_fast_lora(fast, seed=0) == 2 * layers
@@ -106,7 +92,7 @@ def test_a_whole_model_matches_peft_where_no_mask_is_drawn(tiny_models: dict[str
 
 
 def test_dropout_in_training_keeps_the_expectation(tiny_models: dict[str, Path]) -> None:
-    model = _peft_model(tiny_models["llama"], lora_dropout=0.3).train()
+    model = peft_model(tiny_models["llama"], lora_dropout=0.3).train()
     module = model.base_model.model.model.layers[1].self_attn.v_proj
     use_fast_lora(model, seed=3)
     x = torch.randn(1, 3, module.in_features)
@@ -123,8 +109,8 @@ def test_dropout_in_training_keeps_the_expectation(tiny_models: dict[str, Path])
 def test_other_adapters_and_calls_keep_peft(tiny_models: dict[str, Path]) -> None:
     from transformers import AutoModelForCausalLM
 
-    assert use_fast_lora(_peft_model(tiny_models["llama"], use_dora=True), seed=0) == 0
-    model = _peft_model(tiny_models["llama"]).eval()
+    assert use_fast_lora(peft_model(tiny_models["llama"], use_dora=True), seed=0) == 0
+    model = peft_model(tiny_models["llama"]).eval()
     use_fast_lora(model, seed=0)
     base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()
     ids = torch.tensor([[1, 5, 9, 14]])

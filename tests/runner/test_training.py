@@ -55,14 +55,12 @@ def test_training_matches_the_trainer_s_own_clipping_and_zero_grad(
     the Trainer's walks over every parameter; a small max_grad_norm makes the clipping bite."""
     import copy
 
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from olivekube.runner.data import TokenSequences
+    from tests.runner.conftest import peft_model
 
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj"]))
+    model = peft_model(tiny_models["llama"], lora_dropout=0.0, target_modules=["q_proj"])
     data = TokenSequences([[1 + (i * 7 + j) % 50 for j in range(16)] for i in range(12)])
     args = TrainingArguments(
         output_dir=str(tmp_path),
