@@ -18,8 +18,9 @@ from olivekube.api.workflow import WorkflowSpec
 # Part of every cache and chain key: raise it whenever a pass can produce other output from the same
 # inputs, so that no cached artifact of the old behaviour is reused (0.1.1: CPU LoRA dropout masks,
 # EOS tokens kept in the labels when a tokenizer pads with EOS; 0.1.2: the CPU LoRA forward folds its
-# scales into B and draws its masks in another order).
-RUNNER_VERSION = "0.1.2"
+# scales into B and draws its masks in another order; 0.1.3: CPU LoRA masks seeded from torch's
+# generator, the LoRA Linear one autograd node).
+RUNNER_VERSION = "0.1.3"
 
 
 def _digest(body: Any) -> str:

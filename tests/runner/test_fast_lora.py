@@ -10,33 +10,68 @@ from typing import Any
 import pytest
 import torch
 
-from olivekube.runner.fast_lora import RESOLUTION, DropMasks, FastLoRAForward, use_fast_lora
+from olivekube.runner.fast_lora import (
+    RESOLUTION,
+    FastLoRAForward,
+    LoRALinearFunction,
+    drop_threshold,
+    keep_mask,
+    use_fast_lora,
+)
 from tests.runner.conftest import peft_model
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
 def test_masks_drop_p_rounded_to_16_bits(p: float) -> None:
-    threshold = DropMasks.threshold(p)
+    threshold = drop_threshold(p)
     rounded = threshold / RESOLUTION
     assert abs(rounded - p) <= 0.5 / RESOLUTION
-    dropped = DropMasks(1).draw(torch.Size([1000, 1000]), threshold)
-    assert dropped.dtype == torch.bool and dropped.shape == (1000, 1000)
-    assert abs(dropped.double().mean().item() - rounded) < 6 * math.sqrt(rounded * (1 - rounded) / 1e6)
+    keep = keep_mask(torch.Size([1000, 1000]), threshold)
+    assert keep.dtype == torch.float32 and keep.shape == (1000, 1000)
+    assert set(keep.unique().tolist()) == {0.0, 1.0}
+    dropped = (keep == 0).double().mean().item()
+    assert abs(dropped - rounded) < 6 * math.sqrt(rounded * (1 - rounded) / 1e6)
 
 
 def test_masks_are_independent_of_each_other_and_of_position() -> None:
-    masks = DropMasks(2)
-    half = DropMasks.threshold(0.5)
-    first, second = masks.draw(torch.Size([200_001]), half), masks.draw(torch.Size([200_001]), half)
+    half = drop_threshold(0.5)
+    first, second = (keep_mask(torch.Size([200_001]), half) == 0 for _ in range(2))
     assert abs((first & second).double().mean().item() - 0.25) < 0.006
     quarters = first[:200_000].view(4, -1).double().mean(dim=1)
     assert torch.allclose(quarters, torch.full_like(quarters, 0.5), atol=0.012)
 
 
-def test_same_seed_same_masks() -> None:
-    shape, threshold = torch.Size([4, 128, 256]), DropMasks.threshold(0.05)
-    a, b, c = (DropMasks(seed).draw(shape, threshold) for seed in (7, 7, 8))
+def test_masks_follow_torch_seed() -> None:
+    shape, threshold = torch.Size([4, 128, 256]), drop_threshold(0.05)
+    masks = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        masks.append(keep_mask(shape, threshold))
+    a, b, c = masks
     assert torch.equal(a, b) and not torch.equal(a, c)
+    assert keep_mask(shape, threshold, torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_the_one_node_backward_is_the_derivative_of_its_forward(with_bias: bool, with_mask: bool) -> None:
+    """torch's numerical gradient check, in float64, of every input that takes a gradient."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight, bias = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    a = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    keep = (torch.rand(2, 5, 6) > 0.3).double() if with_mask else None
+    inputs = (x, weight, bias if with_bias else None, a, b, 1.7, keep)
+    assert torch.autograd.gradcheck(LoRALinearFunction.apply, inputs)
+    expected = x @ weight.T + (bias if with_bias else 0) + ((x * (1 if keep is None else keep)) @ a.T @ b.T) * 1.7
+    assert torch.allclose(LoRALinearFunction.apply(*inputs), expected)
+    frozen_x = x.detach()  # the first layer's input takes no gradient: only A and B get one
+    out = LoRALinearFunction.apply(frozen_x, *inputs[1:])
+    only_adapter = lambda a, b: LoRALinearFunction.apply(frozen_x, weight, None, a, b, 1.7, keep)  # noqa: E731
+    assert torch.autograd.gradcheck(only_adapter, (a, b))
+    out.sum().backward()
+    assert frozen_x.grad is None and a.grad is not None
 
 
 def _lora_grads(model: Any) -> dict[str, torch.Tensor]:
@@ -46,14 +81,16 @@ def _lora_grads(model: Any) -> dict[str, torch.Tensor]:
 def test_one_module_in_training_is_peft_dropout_scaling_and_sum(tiny_models: dict[str, Path]) -> None:
     model = peft_model(tiny_models["llama"]).train()
     module = model.base_model.model.model.layers[0].self_attn.q_proj
-    assert use_fast_lora(model, seed=5) > 0 and isinstance(module.forward, FastLoRAForward)
+    assert use_fast_lora(model) > 0 and isinstance(module.forward, FastLoRAForward)
     x = torch.randn(2, 7, module.in_features, requires_grad=True)
+    torch.manual_seed(5)
     out = module(x)
     out.square().sum().backward()
     got_x, got_a, got_b = x.grad, module.lora_A["default"].weight.grad, module.lora_B["default"].weight.grad
 
-    threshold = DropMasks.threshold(0.1)
-    keep = ~DropMasks(5).draw(x.shape, threshold)  # the same draw: first call of seed 5
+    threshold = drop_threshold(0.1)
+    torch.manual_seed(5)
+    keep = keep_mask(x.shape, threshold)  # the same draw: first after seed 5
     ref_x = x.detach().clone().requires_grad_()
     a = module.lora_A["default"].weight.detach().clone().requires_grad_()
     b = module.lora_B["default"].weight.detach().clone().requires_grad_()
@@ -73,7 +110,7 @@ def test_a_whole_model_matches_peft_where_no_mask_is_drawn(tiny_models: dict[str
     reference = peft_model(tiny_models["llama"], lora_dropout=dropout)
     fast = copy.deepcopy(reference)
     layers = reference.config.num_hidden_layers
-    assert use_fast_lora(fast, seed=0) == 2 * layers
+    assert use_fast_lora(fast) == 2 * layers
     ids = torch.tensor([[1, 5, 9, 14, 20, 7, 3], [2, 8, 8, 30, 11, 4, 6]])
     modes = ["eval"] + (["train"] if dropout == 0 else [])
     for mode in modes:
@@ -94,7 +131,7 @@ def test_a_whole_model_matches_peft_where_no_mask_is_drawn(tiny_models: dict[str
 def test_dropout_in_training_keeps_the_expectation(tiny_models: dict[str, Path]) -> None:
     model = peft_model(tiny_models["llama"], lora_dropout=0.3).train()
     module = model.base_model.model.model.layers[1].self_attn.v_proj
-    use_fast_lora(model, seed=3)
+    use_fast_lora(model)
     x = torch.randn(1, 3, module.in_features)
     with torch.no_grad():
         base = module.base_layer(x)
@@ -109,9 +146,9 @@ def test_dropout_in_training_keeps_the_expectation(tiny_models: dict[str, Path])
 def test_other_adapters_and_calls_keep_peft(tiny_models: dict[str, Path]) -> None:
     from transformers import AutoModelForCausalLM
 
-    assert use_fast_lora(peft_model(tiny_models["llama"], use_dora=True), seed=0) == 0
+    assert use_fast_lora(peft_model(tiny_models["llama"], use_dora=True)) == 0
     model = peft_model(tiny_models["llama"]).eval()
-    use_fast_lora(model, seed=0)
+    use_fast_lora(model)
     base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).eval()
     ids = torch.tensor([[1, 5, 9, 14]])
     module = model.base_model.model.model.layers[0].self_attn.q_proj
@@ -123,3 +160,42 @@ def test_other_adapters_and_calls_keep_peft(tiny_models: dict[str, Path]) -> Non
         assert not torch.allclose(model(input_ids=ids).logits, off, atol=1e-4)
         # a mixed-adapter batch is peft's own path, and agrees with the fused one
         assert torch.allclose(module(x, adapter_names=["default", "default"]), module(x), atol=1e-6)
+
+
+def test_activation_checkpointing_recomputes_the_same_masks(tiny_models: dict[str, Path]) -> None:
+    """Checkpointing recomputes each layer's forward in the backward: the masks must be the ones the
+    forward drew, or the adapter's gradients belong to another function than the loss."""
+    plain, checkpointed = (peft_model(tiny_models["llama"], lora_dropout=0.3).train() for _ in range(2))
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ids = torch.tensor([[1, 5, 9, 14, 20, 7, 3], [2, 8, 8, 30, 11, 4, 6]])
+    results = []
+    for model in (plain, checkpointed):
+        assert use_fast_lora(model) > 0
+        torch.manual_seed(11)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        results.append((loss.detach(), _lora_grads(model)))
+    (plain_loss, plain_grads), (loss, grads) = results
+    assert torch.equal(loss, plain_loss)
+    assert grads.keys() == plain_grads.keys() and grads
+    for name, grad in grads.items():
+        assert torch.allclose(grad, plain_grads[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_a_base_that_trains_or_autocast_keeps_peft(tiny_models: dict[str, Path]) -> None:
+    model = peft_model(tiny_models["llama"], lora_dropout=0.0).train()
+    use_fast_lora(model)
+    module = model.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(2, 3, module.in_features)
+    calls = []
+    peft_forward = module.forward.peft_forward
+    module.forward.peft_forward = lambda *a, **k: calls.append(1) or peft_forward(*a, **k)
+    fused = module(x)
+    assert not calls
+    module.base_layer.weight.requires_grad_(True)
+    assert torch.allclose(module(x), fused, atol=1e-6) and len(calls) == 1
+    module.base_layer.weight.requires_grad_(False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert module(x).dtype == torch.bfloat16 and len(calls) == 2
+    module(x)
+    assert len(calls) == 2

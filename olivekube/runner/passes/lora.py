@@ -161,7 +161,7 @@ class LoRAPass(RunnerPass):
         base.config.use_cache = False  # no KV cache while training: less work per step
         peft_model = get_peft_model(base, lora)
         if device == "cpu":
-            use_fast_lora(peft_model, seed)
+            use_fast_lora(peft_model)
         args = self.training_arguments(out, device, data.eval is not None)
         started = time.monotonic()
         history: dict[str, float] = {}
