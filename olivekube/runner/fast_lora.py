@@ -102,7 +102,8 @@ class LoRALinearFunction(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1])
         grad_h = torch.mm(g, scaled_b)
         grad_a = torch.mm(grad_h.t(), kept) if ctx.needs_input_grad[3] else None
-        grad_b = torch.mm(g.t(), h).mul_(ctx.scale) if ctx.needs_input_grad[4] else None
+        # (h^T g)^T: MKL is twice as fast on this order as on g^T h for a tall g and a narrow h
+        grad_b = torch.mm(h.t(), g).mul_(ctx.scale).t() if ctx.needs_input_grad[4] else None
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.mm(grad_h, a)
