@@ -18,10 +18,9 @@ with h = (x * k) A^T. The base weights are frozen (the node gives them no gradie
 trains keeps peft's forward). Keep masks are float 0/1 tensors, which multiply at the speed of an
 add, where a boolean mask's masked_fill is seven times slower here. They come from numpy's PCG64,
 16 random bits per element, seeded from torch's generator: p is rounded to a multiple of 1/65536
-and c uses that p, so the expectation is kept.
-Modules with a variant (DoRA, ...), bias on B, fan_in_fan_out, several active adapters, a base
-other than nn.Linear, autocast, or a dtype other than the base's keep peft's forward, as does any
-call with extra arguments.
+and c uses that p, so the expectation is kept. Modules with a variant (DoRA, ...), bias on B,
+fan_in_fan_out, several active adapters, a base other than nn.Linear, autocast, or an input dtype
+other than the base's keep peft's forward, as does any call with extra arguments.
 """
 
 from __future__ import annotations
