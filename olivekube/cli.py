@@ -130,7 +130,7 @@ def run(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """Run a whole workflow on this machine. Relative paths in it are relative to its folder."""
-    from olivekube.runner.local import run_local
+    from olivekube.entrypoints.local_run import run_local
     from olivekube.runner.process import end_process, leave_out_bitsandbytes
 
     workflow = _load_workflow(file)
@@ -174,9 +174,8 @@ def runner(
 ) -> None:
     """Run one pass: of a workflow in the cluster (the operator's Jobs), or, without --workflow, of
     the workflow in OLIVEKUBE_WORKFLOW into --output (what an Azure ML job runs)."""
-    from olivekube.runner.cluster import run_in_cluster
-    from olivekube.runner.local import quiet_libraries
-    from olivekube.runner.process import end_process
+    from olivekube.entrypoints.in_job_runner import run_in_cluster
+    from olivekube.runner.process import end_process, quiet_libraries
 
     if workflow is None:
         _run_standalone(pass_name, output, model, base, data_file or [])
@@ -192,9 +191,9 @@ def runner(
 def _run_standalone(
     pass_name: str, output: Path | None, model: Path | None, base: Path | None, data_files: list[str]
 ) -> None:
-    from olivekube.runner.errors import PassError
-    from olivekube.runner.local import quiet_libraries
-    from olivekube.runner.standalone import run_standalone
+    from olivekube.core.errors import PassError
+    from olivekube.entrypoints.azureml_job import run_standalone
+    from olivekube.runner.process import quiet_libraries
 
     if output is None:
         err.print("[red]error:[/] --output is required without --workflow")
@@ -239,7 +238,7 @@ def watch(
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")] = "default",
 ) -> None:
     """Show a workflow's progress live, until it succeeds or fails."""
-    from olivekube.watch import watch_workflow
+    from olivekube.entrypoints.watch import watch_workflow
 
     raise typer.Exit(watch_workflow(namespace, name, Console()))
 

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_STRING, NAME_PATTERN, ApiModel
 
 DataFiles = str | list[str] | dict[str, str | list[str]]
+
+
+def map_data_files(files: Any, change: Callable[[str, str], str], path: str = "") -> Any:
+    """`data_files` (a file, a list, or a map of split to either) with `change(file, path)` applied
+    to every file; `path` is where the file sits below data_files (".0", ".train", ".train.1")."""
+    if files is None:
+        return None
+    if isinstance(files, str):
+        return change(files, path)
+    if isinstance(files, list):
+        return [map_data_files(f, change, f"{path}.{i}") for i, f in enumerate(files)]
+    if isinstance(files, dict):
+        return {split: map_data_files(v, change, f"{path}.{split}") for split, v in files.items()}
+    return files
 
 
 class LoadDatasetConfig(ApiModel):
@@ -45,6 +60,17 @@ class LoadDatasetConfig(ApiModel):
         json_schema_extra={"additionalProperties": {"x-kubernetes-preserve-unknown-fields": True}},
     )
     trust_remote_code: bool | None = Field(None, description="Allow dataset code from its repository.")
+
+    def listed_files(self) -> list[str]:
+        """Every file named in data_files, in order, whichever form it takes."""
+        found: list[str] = []
+
+        def collect(file: str, _: str) -> str:
+            found.append(file)
+            return file
+
+        map_data_files(self.data_files, collect)
+        return found
 
 
 USER_SCRIPT_WHY = (

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olivekube.api.common import API_VERSION, KIND
-from olivekube.api.passes import PASS_TYPES
+from olivekube.api.passes import PASS_TYPES, stage_of
 from olivekube.api.validation import Problem
-from olivekube.api.workflow import PASS_STAGES
 
 Json = dict[str, Any]
 
@@ -395,7 +394,7 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
 
 
 def _warn_order(passes: Json, order: list[str], conv: _Conversion) -> None:
-    staged = sorted(passes, key=lambda n: PASS_STAGES[passes[n]["type"]])
+    staged = sorted(passes, key=lambda n: stage_of(passes[n]["type"]))
     written = [n for n in order if n in passes]
     if staged != written:
         conv.warn("passes", f"run in stage order {staged}, not as written {written}")

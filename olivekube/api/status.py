@@ -7,6 +7,7 @@ own fields without overwriting the other's.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from pydantic import Field
 
@@ -16,12 +17,10 @@ from olivekube.api.common import MAX_PASSES, MAX_STRING, ApiModel
 class WorkflowPhase(str, Enum):
     """Lifecycle phase of a workflow."""
 
-    PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
-    CANCELLED = "Cancelled"
 
 
 class PassPhase(str, Enum):
@@ -31,7 +30,6 @@ class PassPhase(str, Enum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
-    SKIPPED = "Skipped"
 
 
 class ConditionStatus(str, Enum):
@@ -93,7 +91,15 @@ class PassStatus(ApiModel):
         None, max_length=64, description="Final metrics, e.g. train_loss, eval_loss, seconds."
     )
     artifact: Artifact | None = Field(None, description="The pass's published output.")
-    cacheKey: str | None = Field(None, max_length=64, description="Content hash of options, input and runner.")
+    chainKey: str | None = Field(
+        None,
+        max_length=64,
+        description="Chain key of the run that wrote artifact: a hash of the runner version, the pass's "
+        "options, the previous pass's chain key (or the input model) and its data configs.",
+    )
+    cacheKey: str | None = Field(
+        None, max_length=64, description="Deprecated: chainKey as olivekube 0.1 wrote it; read, never written."
+    )
     cached: bool | None = Field(None, description="True when the output came from the cache without a run.")
     message: str | None = Field(None, max_length=32768, description="Failure message or note.")
 
@@ -114,3 +120,15 @@ class WorkflowStatus(ApiModel):
     passes: dict[str, PassStatus] | None = Field(None, max_length=MAX_PASSES, description="Status per pass.")
     outputs: Artifact | None = Field(None, description="The final model.")
     message: str | None = Field(None, max_length=32768, description="Why the workflow is in its phase.")
+
+
+def finished_pass_fields(
+    uri: str, digest: str, size_bytes: int | None, metrics: Any, chain_key: str, cached: bool
+) -> dict[str, Any]:
+    """The runner's own fields of `status.passes[NAME]` once the pass has its output."""
+    return {
+        "artifact": {"uri": uri, "sha256": digest, "sizeBytes": size_bytes},
+        "metrics": metrics,
+        "chainKey": chain_key,
+        "cached": cached,
+    }

@@ -15,7 +15,6 @@ from olivekube.api.passes import PASS_TYPES
 from olivekube.api.systems import SYSTEM_TYPES
 from olivekube.api.workflow import parse_workflow
 
-UNION_TAGS = set(PASS_TYPES) | set(SYSTEM_TYPES)
 SIMPLE_KEY = re.compile(r"[A-Za-z0-9_\-/]+")
 
 
@@ -34,7 +33,7 @@ def _error_path(loc: tuple[int | str, ...], error_type: str, ctx: dict[str, Any]
     parts: list[str] = []
     for i, part in enumerate(loc):
         # pydantic puts a discriminated union's tag in the path (spec.passes.lora.LoRA.r): drop it.
-        if isinstance(part, str) and part in UNION_TAGS and i > 0 and i == 3:
+        if isinstance(part, str) and i == 3 and (part in PASS_TYPES or part in SYSTEM_TYPES):
             continue
         if isinstance(part, str) and part.startswith(("function-", "json-or-python")):
             continue

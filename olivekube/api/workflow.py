@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -22,19 +22,15 @@ from olivekube.api.common import (
 from olivekube.api.data import DataConfig
 from olivekube.api.kubernetes import KubernetesSettings
 from olivekube.api.model import InputModel
-from olivekube.api.passes import LoRA, PassConfig
+from olivekube.api.passes import PassBase, on_new_pass_type, pass_config_type
 from olivekube.api.status import WorkflowStatus
 from olivekube.api.systems import AzureMLClient, AzureMLSystem, System
+from olivekube.core.keys import chain_key
 
-# The stage of each pass type. Passes run in stage order: the API server stores `passes` as a JSON
-# object whose key order is not kept, so order cannot come from how the manifest was written.
-PASS_STAGES: dict[str, int] = {
-    "LoRA": 0,
-    "QLoRA": 0,
-    "MergeAdapterWeights": 1,
-    "ModelBuilder": 2,
-}
-TRAINING_PASS_TYPES = ("LoRA", "QLoRA")
+if TYPE_CHECKING:
+    PassConfig = PassBase
+else:
+    PassConfig = pass_config_type()
 
 NO_EVALUATORS = "olivekube has no evaluators yet; remove it (training and eval loss are reported in status)"
 CEL_RULES: list[JsonValue] = [
@@ -212,7 +208,7 @@ class WorkflowSpec(ApiModel):
         for pname, p in self.passes.items():
             if p.host is not None and p.host not in systems:
                 problems.append((f"passes.{pname}.host", f"{p.host!r} is not in spec.systems {known_systems}"))
-            if isinstance(p, LoRA):
+            if p.trains:
                 for key in ("train_data_config", "eval_data_config"):
                     ref = getattr(p, key)
                     if ref is not None and ref not in data_names:
@@ -236,12 +232,38 @@ class WorkflowSpec(ApiModel):
 
     def ordered_pass_names(self) -> list[str]:
         """Pass names in run order (by stage; validation allows one pass per stage)."""
-        return sorted(self.passes, key=lambda n: PASS_STAGES[self.passes[n].type])
+        return sorted(self.passes, key=lambda n: self.passes[n].stage)
+
+    def previous_pass(self, pass_name: str) -> str | None:
+        """The pass that runs before `pass_name`, or None for the first."""
+        order = self.ordered_pass_names()
+        index = order.index(pass_name)
+        return order[index - 1] if index else None
+
+    def is_last_pass(self, pass_name: str) -> bool:
+        return self.ordered_pass_names()[-1] == pass_name
+
+    def chain_keys(self) -> dict[str, str]:
+        """The chain key of every pass, in run order (see olivekube.core.keys)."""
+        keys: dict[str, str] = {}
+        previous: Any = {"input_model": self.input_model.dump()}
+        data = {d.name: d.dump() for d in self.data_configs or []}
+        for name in self.ordered_pass_names():
+            options = self.passes[name]
+            named = [getattr(options, k, None) for k in ("train_data_config", "eval_data_config")]
+            used = [data[str(n)] for n in named if n]
+            target = None
+            if options.builds_for_target:
+                systems = {k: v.dump() for k, v in (self.systems or {}).items()}
+                target = {"target": self.target or self.host, "systems": systems}
+            keys[name] = chain_key(options.dump(), previous, used, target)
+            previous = keys[name]
+        return keys
 
     def _chain_problems(self) -> list[tuple[str, str]]:
         by_stage: dict[int, str] = {}
         for name, p in self.passes.items():
-            other = by_stage.setdefault(PASS_STAGES[p.type], name)
+            other = by_stage.setdefault(p.stage, name)
             if other != name:
                 return [
                     (
@@ -251,20 +273,17 @@ class WorkflowSpec(ApiModel):
                         "ModelBuilder); split it into two workflows",
                     )
                 ]
-        seen: list[str] = []
+        trained = False
         for name in self.ordered_pass_names():
-            kind = self.passes[name].type
-            if kind == "MergeAdapterWeights" and not (
-                any(t in TRAINING_PASS_TYPES for t in seen) or self.input_model.adapter_path
-            ):
+            p = self.passes[name]
+            if p.needs_adapter and not (trained or self.input_model.adapter_path):
                 return [
                     (
                         f"passes.{name}",
-                        "MergeAdapterWeights needs an adapter: a LoRA or QLoRA pass before it, "
-                        "or input_model.adapter_path",
+                        f"{p.type} needs an adapter: a LoRA or QLoRA pass before it, or input_model.adapter_path",
                     )
                 ]
-            seen.append(kind)
+            trained = trained or p.trains
         return []
 
 
@@ -294,3 +313,15 @@ class OptimizationWorkflow(ApiModel):
 def parse_workflow(doc: Any) -> OptimizationWorkflow:
     """Validate a parsed manifest (raises pydantic.ValidationError)."""
     return OptimizationWorkflow.model_validate_json(json.dumps(doc, default=str))
+
+
+def _accept_new_pass_type() -> None:
+    """A pass type defined after this module (a plugin, a test): rebuild the models that embed the union."""
+    global PassConfig
+    PassConfig = pass_config_type()
+    WorkflowSpec.model_fields["passes"].annotation = dict[str, PassConfig]
+    WorkflowSpec.model_rebuild(force=True)
+    OptimizationWorkflow.model_rebuild(force=True)
+
+
+on_new_pass_type(_accept_new_pass_type)

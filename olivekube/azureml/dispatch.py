@@ -16,10 +16,11 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from olivekube.azureml.client import azure_message, ml_client
+from olivekube.azureml.client import ml_client
 from olivekube.azureml.job import JobPlan, PassAttempt, azureml_system, plan_job, to_command_job
-from olivekube.runner.errors import PassError
+from olivekube.core.errors import PassError
 from olivekube.storage import Manifest, StorageError, store_for
+from olivekube.storage.azure_identity import azure_message
 
 log = logging.getLogger(__name__)
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}

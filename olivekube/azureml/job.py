@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from olivekube.api.systems import AzureMLClient, AzureMLSystem
-from olivekube.api.workflow import TRAINING_PASS_TYPES, OptimizationWorkflow
-from olivekube.runner.artifact import is_hub_id
-from olivekube.runner.errors import PassError
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.core.artifact import is_hub_id
+from olivekube.core.constants import LABEL_ATTEMPT, LABEL_KEY, LABEL_PASS, LABEL_WORKFLOW, WORKFLOW_ENV
+from olivekube.core.errors import PassError
 
 DEFAULT_DATASTORE = "workspaceblobstore"
-WORKFLOW_ENV = "OLIVEKUBE_WORKFLOW"
 FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow")
 
 
@@ -85,41 +85,29 @@ class PassAttempt:
     base_dir: Path  # where relative paths (the conda file) are resolved
 
 
-def plan_job(at: PassAttempt) -> JobPlan:
-    """Everything the job needs; PassError naming the field when Azure ML cannot run the pass."""
-    workflow, uid, pass_name, key, attempt = at.workflow, at.uid, at.pass_name, at.key, at.attempt
-    previous_uri, base_dir = at.previous_uri, at.base_dir
-    found = azureml_system(workflow, pass_name)
-    if found is None:
-        raise PassError(f"spec.passes.{pass_name}.host", "not an AzureML system")
-    system_name, system = found
-    spec = workflow.spec
-    where = f"spec.systems.{system_name}"
-    workspace = system.azureml_client or spec.azureml_client
-    if workspace is None:
-        raise PassError(f"{where}.azureml_client", "an AzureML system needs azureml_client here or in spec")
-    order = spec.ordered_pass_names()
-    index = order.index(pass_name)
+def _model_inputs(at: PassAttempt, args: list[str]) -> dict[str, dict[str, str]]:
+    """The input model (when the pass reads it) and the previous pass's output, as job inputs."""
+    spec = at.workflow.spec
+    previous = spec.previous_pass(at.pass_name)
     inputs: dict[str, dict[str, str]] = {}
-    args = ["olivekube", "runner", "--pass", pass_name, "--output", "${{outputs.model}}"]
-
     model = spec.input_model
-    previous_type = spec.passes[order[index - 1]].type if index else None
-    needs_base = index == 0 or previous_type in TRAINING_PASS_TYPES
+    needs_base = previous is None or spec.passes[previous].trains
     if needs_base and not is_hub_id(model.model_path):
         inputs["base"] = _model_input(model.model_path, model.model_file_format, "spec.input_model.model_path")
         args += ["--base", "${{inputs.base}}"]
-    if index:
-        if not previous_uri:
-            raise PassError(f"status.passes.{order[index - 1]}.artifact", "the previous pass has no artifact yet")
-        inputs["model"] = _model_input(previous_uri, None, f"status.passes.{order[index - 1]}.artifact.uri")
+    if previous is not None:
+        if not at.previous_uri:
+            raise PassError(f"status.passes.{previous}.artifact", "the previous pass has no artifact yet")
+        inputs["model"] = _model_input(at.previous_uri, None, f"status.passes.{previous}.artifact.uri")
         args += ["--model", "${{inputs.model}}"]
+    return inputs
 
+
+def _data_inputs(at: PassAttempt, inputs: dict[str, dict[str, str]], args: list[str]) -> dict[str, str]:
+    """The pass's data files as job inputs; returns original URI → input name."""
     data_inputs: dict[str, str] = {}
-    for config in spec.pass_data_configs(pass_name):
-        files = config.load_dataset_config.data_files
-        names = [files] if isinstance(files, str) else [f for f in (files or []) if isinstance(f, str)]
-        for uri in names:
+    for config in at.workflow.spec.pass_data_configs(at.pass_name):
+        for uri in config.load_dataset_config.listed_files():
             if uri in data_inputs:
                 continue
             if not uri.startswith("azureml://"):
@@ -132,48 +120,70 @@ def plan_job(at: PassAttempt) -> JobPlan:
             kind = "uri_file" if uri.lower().endswith(FILE_SUFFIXES) else "uri_folder"
             inputs[input_name] = {"type": kind, "path": uri}
             args += ["--data-file", f"{uri}=${{{{inputs.{input_name}}}}}"]
+    return data_inputs
 
-    last = index == len(order) - 1
-    if last and spec.output_dir and spec.output_dir.startswith("azureml://"):
-        output_uri = spec.output_dir.rstrip("/") + "/"
-    else:
-        namespace = workflow.metadata.namespace or "default"
-        output_uri = (  # the full form, which the azureml:// store reads outside Azure ML too
-            f"azureml://subscriptions/{workspace.subscription_id}/resourcegroups/{workspace.resource_group}"
-            f"/workspaces/{workspace.workspace_name}/datastores/{DEFAULT_DATASTORE}/paths/olivekube/"
-            f"{namespace}/{workflow.metadata.name}/{pass_name}/{key[:32]}/"
-        )
 
-    image = conda = environment = None
+def _output_uri(at: PassAttempt, workspace: AzureMLClient) -> str:
+    """output_dir for the last pass when it is an azureml:// path, else a datastore path keyed by the chain key."""
+    spec, meta = at.workflow.spec, at.workflow.metadata
+    if spec.is_last_pass(at.pass_name) and spec.output_dir and spec.output_dir.startswith("azureml://"):
+        return spec.output_dir.rstrip("/") + "/"
+    return (  # the full form, which the azureml:// store reads outside Azure ML too
+        f"azureml://subscriptions/{workspace.subscription_id}/resourcegroups/{workspace.resource_group}"
+        f"/workspaces/{workspace.workspace_name}/datastores/{DEFAULT_DATASTORE}/paths/olivekube/"
+        f"{meta.namespace or 'default'}/{meta.name}/{at.pass_name}/{at.key[:32]}/"
+    )
+
+
+def _environment(system: AzureMLSystem, where: str, base_dir: Path) -> tuple[str | None, str | None, str | None]:
+    """(image, conda file, registered environment) of the job, from the system's config."""
     if system.aml_environment_config is not None:
         env_cfg = system.aml_environment_config
-        environment = f"{env_cfg.name}@{env_cfg.label}" if env_cfg.label else f"{env_cfg.name}:{env_cfg.version}"
-    elif system.aml_docker_config is not None and system.aml_docker_config.base_image:
-        image = system.aml_docker_config.base_image
-        if system.aml_docker_config.conda_file_path:
-            conda_path = Path(system.aml_docker_config.conda_file_path).expanduser()
-            conda_path = conda_path if conda_path.is_absolute() else base_dir / conda_path
-            if not conda_path.is_file():
-                raise PassError(
-                    f"{where}.aml_docker_config.conda_file_path",
-                    f"{conda_path} is not a file where the pass is submitted (mount it, e.g. from a ConfigMap)",
-                )
-            conda = str(conda_path)
-    else:
+        label = f"{env_cfg.name}@{env_cfg.label}" if env_cfg.label else f"{env_cfg.name}:{env_cfg.version}"
+        return None, None, label
+    docker = system.aml_docker_config
+    if docker is None or not docker.base_image:
         raise PassError(
             f"{where}.aml_docker_config",
             "an AzureML system needs aml_docker_config.base_image or aml_environment_config",
         )
+    if not docker.conda_file_path:
+        return docker.base_image, None, None
+    conda_path = Path(docker.conda_file_path).expanduser()
+    conda_path = conda_path if conda_path.is_absolute() else base_dir / conda_path
+    if not conda_path.is_file():
+        raise PassError(
+            f"{where}.aml_docker_config.conda_file_path",
+            f"{conda_path} is not a file where the pass is submitted (mount it, e.g. from a ConfigMap)",
+        )
+    return docker.base_image, str(conda_path), None
 
+
+def plan_job(at: PassAttempt) -> JobPlan:
+    """Everything the job needs; PassError naming the field when Azure ML cannot run the pass."""
+    workflow, pass_name = at.workflow, at.pass_name
+    found = azureml_system(workflow, pass_name)
+    if found is None:
+        raise PassError(f"spec.passes.{pass_name}.host", "not an AzureML system")
+    system_name, system = found
+    where = f"spec.systems.{system_name}"
+    workspace = system.azureml_client or workflow.spec.azureml_client
+    if workspace is None:
+        raise PassError(f"{where}.azureml_client", "an AzureML system needs azureml_client here or in spec")
+    args = ["olivekube", "runner", "--pass", pass_name, "--output", "${{outputs.model}}"]
+    inputs = _model_inputs(at, args)
+    data_inputs = _data_inputs(at, inputs, args)
+    output_uri = _output_uri(at, workspace)
+    image, conda, environment = _environment(system, where, at.base_dir)
+    meta = workflow.metadata
     manifest = {
         "apiVersion": workflow.apiVersion,
         "kind": workflow.kind,
-        "metadata": {"name": workflow.metadata.name, "namespace": workflow.metadata.namespace},
-        "spec": spec.dump(),
+        "metadata": {"name": meta.name, "namespace": meta.namespace},
+        "spec": workflow.spec.dump(),
     }
-    name = aml_job_name(workflow.metadata.name, uid, pass_name, key, attempt)
     return JobPlan(
-        name=name,
+        name=aml_job_name(meta.name, at.uid, pass_name, at.key, at.attempt),
         command=shlex.join(args),  # Azure ML fills ${{...}} in textually, inside the quotes too
         compute=system.aml_compute,
         image=image,
@@ -183,16 +193,16 @@ def plan_job(at: PassAttempt) -> JobPlan:
         output_uri=output_uri,
         environment_variables={WORKFLOW_ENV: json.dumps(manifest, sort_keys=True)},
         tags={
-            "olivekube.io/workflow": f"{workflow.metadata.namespace}/{workflow.metadata.name}",
-            "olivekube.io/pass": pass_name,
-            "olivekube.io/key": key[:16],
-            "olivekube.io/attempt": str(attempt),
+            LABEL_WORKFLOW: f"{meta.namespace}/{meta.name}",
+            LABEL_PASS: pass_name,
+            LABEL_KEY: at.key[:16],
+            LABEL_ATTEMPT: str(at.attempt),
             **(system.tags or {}),
         },
         instance_count=system.instance_count or 1,
-        experiment_name=re.sub(r"[^A-Za-z0-9_-]", "-", f"olivekube-{workflow.metadata.name}")[:250],
+        experiment_name=re.sub(r"[^A-Za-z0-9_-]", "-", f"olivekube-{meta.name}")[:250],
         workspace=workspace,
-        display_name=f"{workflow.metadata.name} / {pass_name} (attempt {attempt + 1})",
+        display_name=f"{meta.name} / {pass_name} (attempt {at.attempt + 1})",
         data_inputs=data_inputs,
     )
 

@@ -10,8 +10,8 @@ from typing import Any
 import kopf
 
 from olivekube.api.common import GROUP, KIND, PLURAL, VERSION
-from olivekube.k8s import load_config
-from olivekube.operator.jobs import LABEL_WORKFLOW
+from olivekube.core.constants import LABEL_WORKFLOW
+from olivekube.kube import load_config
 from olivekube.operator.reconcile import Reconciler
 
 log = logging.getLogger("olivekube.operator")

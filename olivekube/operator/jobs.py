@@ -1,4 +1,8 @@
-"""Pure rendering of the Job that runs one pass attempt (no API calls; unit-tested alone)."""
+"""Pure rendering of the Job that runs one pass attempt (no API calls; unit-tested alone).
+
+`build_job` assembles the manifest from small helpers, one per part of it (labels, env, the
+container, scheduling, the Job spec), as CloudNativePG renders its Jobs.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from olivekube.api.common import API_VERSION, KIND
+from olivekube.api.kubernetes import KubernetesSettings
 from olivekube.api.systems import AzureMLSystem, KubernetesSystem
-from olivekube.api.workflow import TRAINING_PASS_TYPES, OptimizationWorkflow
-
-LABEL_WORKFLOW = "olivekube.io/workflow"
-LABEL_PASS = "olivekube.io/pass"
-LABEL_KEY = "olivekube.io/key"
-LABEL_ATTEMPT = "olivekube.io/attempt"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "olivekube"}
-KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-DEFAULT_SERVICE_ACCOUNT = "olivekube-runner"
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.core.constants import (
+    ATTEMPT_ENV,
+    DEFAULT_RUNNER_IMAGE,
+    DEFAULT_SERVICE_ACCOUNT,
+    KUEUE_QUEUE,
+    LABEL_ATTEMPT,
+    LABEL_KEY,
+    LABEL_PASS,
+    LABEL_WORKFLOW,
+    MANAGED_BY,
+    PVC_MOUNTS_ENV,
+)
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
     """What the operator brings to every Job."""
 
-    runner_image: str = "olivekube/runner:0.1.0"
+    runner_image: str = DEFAULT_RUNNER_IMAGE
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     gpu_resource: str = "nvidia.com/gpu"
 
@@ -64,104 +73,116 @@ def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: Operato
     if isinstance(system, KubernetesSystem) and system.resources is not None:
         return system.resources.dump()
     wants_gpu = system is not None and any(a.device == "gpu" for a in system.accelerators or [])
-    if wants_gpu and spec.passes[pass_name].type in TRAINING_PASS_TYPES:
+    if wants_gpu and spec.passes[pass_name].trains:
         return {"limits": {settings.gpu_resource: 1}}
     return {}
+
+
+def job_labels(workflow: str, pass_name: str, key: str, attempt: int) -> dict[str, str]:
+    """The labels that select a pass attempt's Job and pod (the planner reads them back)."""
+    return {
+        **MANAGED_BY,
+        LABEL_WORKFLOW: label_value(workflow),
+        LABEL_PASS: label_value(pass_name),
+        LABEL_KEY: key[:16],
+        LABEL_ATTEMPT: str(attempt),
+    }
+
+
+def _env(workflow: OptimizationWorkflow, pass_name: str, attempt: int) -> tuple[list[Any], list[Any]]:
+    """The container's env and envFrom: the user's, the attempt, mounted claims, Azure credentials."""
+    k8s = workflow.spec.kubernetes or KubernetesSettings()
+    env: list[dict[str, Any]] = [e.dump() for e in k8s.env or []]
+    env_from: list[dict[str, Any]] = list(k8s.envFrom or [])
+    env.append({"name": ATTEMPT_ENV, "value": str(attempt)})
+    system = workflow.spec.host_system(pass_name)
+    if isinstance(system, AzureMLSystem) and system.credentials_secret:
+        env_from.append({"secretRef": {"name": system.credentials_secret}})
+    pvc = _pvc_mounts(list(k8s.volumes or []), list(k8s.volumeMounts or []))
+    if pvc:
+        env.append({"name": PVC_MOUNTS_ENV, "value": json.dumps(pvc, sort_keys=True)})
+    return env, env_from
+
+
+def _container(
+    workflow: OptimizationWorkflow, pass_name: str, attempt: int, settings: OperatorSettings
+) -> dict[str, Any]:
+    k8s = workflow.spec.kubernetes or KubernetesSettings()
+    meta = workflow.metadata
+    on_azureml = isinstance(workflow.spec.host_system(pass_name), AzureMLSystem)
+    env, env_from = _env(workflow, pass_name, attempt)
+    workflow_ref = f"{meta.namespace or 'default'}/{meta.name}"
+    container: dict[str, Any] = {
+        "name": "runner",
+        "image": k8s.image or settings.runner_image,
+        "command": ["olivekube", "runner", "--workflow", workflow_ref, "--pass", pass_name],
+        "env": env,
+        "resources": {} if on_azureml else _resources(workflow, pass_name, settings),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    optional = {"imagePullPolicy": k8s.imagePullPolicy, "envFrom": env_from, "volumeMounts": k8s.volumeMounts}
+    container.update({k: list(v) if isinstance(v, list) else v for k, v in optional.items() if v})
+    return container
+
+
+def _pod_spec(
+    workflow: OptimizationWorkflow, pass_name: str, container: dict[str, Any], settings: OperatorSettings
+) -> Any:
+    """The pod: its service account, and scheduling from the host system and spec.kubernetes."""
+    k8s = workflow.spec.kubernetes or KubernetesSettings()
+    system = workflow.spec.host_system(pass_name)
+    node_selector = {**(getattr(system, "nodeSelector", None) or {}), **(k8s.nodeSelector or {})}
+    tolerations = [t.dump() for t in (getattr(system, "tolerations", None) or [])]
+    tolerations += [t.dump() for t in k8s.tolerations or []]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": k8s.serviceAccountName or settings.service_account,
+        "containers": [container],
+    }
+    optional = {
+        "nodeSelector": node_selector,
+        "tolerations": tolerations,
+        "affinity": k8s.affinity,
+        "volumes": list(k8s.volumes or []),
+        "priorityClassName": k8s.priorityClassName,
+        "imagePullSecrets": [{"name": n} for n in k8s.imagePullSecrets or []],
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    return pod_spec
+
+
+def _job_spec(workflow: OptimizationWorkflow, labels: dict[str, str], pod_spec: dict[str, Any]) -> Any:
+    k8s = workflow.spec.kubernetes or KubernetesSettings()
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,  # the operator retries, one Job per attempt
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if k8s.activeDeadlineSeconds:
+        job_spec["activeDeadlineSeconds"] = k8s.activeDeadlineSeconds
+    if k8s.ttlSecondsAfterFinished is not None:
+        job_spec["ttlSecondsAfterFinished"] = k8s.ttlSecondsAfterFinished
+    if k8s.queueName:
+        job_spec["suspend"] = True  # Kueue admits it
+    return job_spec
 
 
 def build_job(
     workflow: OptimizationWorkflow, uid: str, pass_name: str, key: str, attempt: int, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The Job manifest of one pass attempt."""
-    spec = workflow.spec
-    k8s = spec.kubernetes
-    namespace = workflow.metadata.namespace or "default"
     name = workflow.metadata.name
-    labels = {
-        **MANAGED_BY,
-        LABEL_WORKFLOW: label_value(name),
-        LABEL_PASS: label_value(pass_name),
-        LABEL_KEY: key[:16],
-        LABEL_ATTEMPT: str(attempt),
-    }
-    job_labels = dict(labels)
-    if k8s and k8s.queueName:
-        job_labels[KUEUE_QUEUE] = k8s.queueName
-    volumes = list(k8s.volumes or []) if k8s else []
-    mounts = list(k8s.volumeMounts or []) if k8s else []
-    env: list[dict[str, Any]] = [e.dump() for e in (k8s.env or [])] if k8s else []
-    env_from: list[dict[str, Any]] = list(k8s.envFrom or []) if k8s else []
-    env.append({"name": "OLIVEKUBE_ATTEMPT", "value": str(attempt)})
-    system = spec.host_system(pass_name)
-    on_azureml = isinstance(system, AzureMLSystem)
-    if isinstance(system, AzureMLSystem) and system.credentials_secret:
-        env_from.append({"secretRef": {"name": system.credentials_secret}})
-    pvc = _pvc_mounts(volumes, mounts)
-    if pvc:
-        env.append({"name": "OLIVEKUBE_PVC_MOUNTS", "value": json.dumps(pvc, sort_keys=True)})
-    container: dict[str, Any] = {
-        "name": "runner",
-        "image": (k8s.image if k8s and k8s.image else settings.runner_image),
-        "command": ["olivekube", "runner", "--workflow", f"{namespace}/{name}", "--pass", pass_name],
-        "env": env,
-        "resources": {} if on_azureml else _resources(workflow, pass_name, settings),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if k8s and k8s.imagePullPolicy:
-        container["imagePullPolicy"] = k8s.imagePullPolicy
-    if env_from:
-        container["envFrom"] = env_from
-    if mounts:
-        container["volumeMounts"] = mounts
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "serviceAccountName": (
-            k8s.serviceAccountName if k8s and k8s.serviceAccountName else settings.service_account
-        ),
-        "containers": [container],
-    }
-    node_selector = {**(getattr(system, "nodeSelector", None) or {}), **((k8s.nodeSelector or {}) if k8s else {})}
-    tolerations = [t.dump() for t in (getattr(system, "tolerations", None) or [])]
-    tolerations += [t.dump() for t in (k8s.tolerations or [])] if k8s else []
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if k8s and k8s.affinity:
-        pod_spec["affinity"] = k8s.affinity
-    if volumes:
-        pod_spec["volumes"] = volumes
-    if k8s and k8s.priorityClassName:
-        pod_spec["priorityClassName"] = k8s.priorityClassName
-    if k8s and k8s.imagePullSecrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in k8s.imagePullSecrets]
-    job_spec: dict[str, Any] = {
-        "backoffLimit": 0,  # the operator retries, one Job per attempt
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-    }
-    if k8s and k8s.activeDeadlineSeconds:
-        job_spec["activeDeadlineSeconds"] = k8s.activeDeadlineSeconds
-    if k8s and k8s.ttlSecondsAfterFinished is not None:
-        job_spec["ttlSecondsAfterFinished"] = k8s.ttlSecondsAfterFinished
-    if k8s and k8s.queueName:
-        job_spec["suspend"] = True  # Kueue admits it
+    k8s = workflow.spec.kubernetes or KubernetesSettings()
+    labels = job_labels(name, pass_name, key, attempt)
+    container = _container(workflow, pass_name, attempt, settings)
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name(name, pass_name, key, attempt),
-            "namespace": namespace,
-            "labels": job_labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "namespace": workflow.metadata.namespace or "default",
+            "labels": {**labels, KUEUE_QUEUE: k8s.queueName} if k8s.queueName else dict(labels),
+            "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": job_spec,
+        "spec": _job_spec(workflow, labels, _pod_spec(workflow, pass_name, container, settings)),
     }

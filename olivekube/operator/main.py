@@ -9,7 +9,7 @@ import os
 import kopf
 from prometheus_client import start_http_server
 
-from olivekube.k8s import load_config
+from olivekube.kube import load_config
 from olivekube.operator import handlers
 from olivekube.operator.jobs import OperatorSettings
 from olivekube.operator.reconcile import Reconciler

@@ -3,6 +3,11 @@
 Level-triggered: the decision depends only on what the cluster holds now, so an operator killed at
 any moment decides the same after a restart and creates no duplicate Job (Job names are
 deterministic, and the attempt number is the count of this pass's Jobs for its chain key).
+
+The decision walks the passes in run order and asks each pass a chain of small named rules
+(`PASS_RULES`, in the manner of cert-manager's trigger policies): the first rule that has an answer
+either declares the pass done (go on to the next) or ends the decision. Time comes from the clock
+passed in, never from the system.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from olivekube.api.chain import chain_keys
+from olivekube.api.status import PassPhase, WorkflowPhase
 from olivekube.api.systems import AzureMLSystem
 from olivekube.api.workflow import OptimizationWorkflow
-from olivekube.operator.jobs import LABEL_KEY, LABEL_PASS, job_name, label_value
+from olivekube.core.clock import Clock, parse_timestamp, timestamp, utc_now
+from olivekube.core.constants import LABEL_ATTEMPT, LABEL_KEY, LABEL_PASS
+from olivekube.operator.jobs import job_name, label_value
 
 DEFAULT_BACKOFF_LIMIT = 2
 Event = tuple[str, str, str]  # type (Normal/Warning), reason, message
@@ -32,8 +39,9 @@ class Decision:
     requeue_after: float | None = None
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def recorded_chain_key(seen: dict[str, Any]) -> str | None:
+    """The chain key a pass's status was written for (`cacheKey` is how olivekube 0.1 named it)."""
+    return seen.get("chainKey") or seen.get("cacheKey")
 
 
 def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -43,45 +51,256 @@ def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def job_state(job: dict[str, Any]) -> str:
+def job_state(job: dict[str, Any]) -> PassPhase:
     """Succeeded, Failed or Running (a Job still queued counts as running)."""
     if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
-        return "Succeeded"
+        return PassPhase.SUCCEEDED
     if _condition(job, "Failed") or _condition(job, "FailureTarget"):
-        return "Failed"
-    return "Running"
+        return PassPhase.FAILED
+    return PassPhase.RUNNING
 
 
 def _finished_at(job: dict[str, Any]) -> dt.datetime | None:
     cond = _condition(job, "Failed") or _condition(job, "FailureTarget")
     stamp = (cond or {}).get("lastTransitionTime")
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    return parse_timestamp(stamp) if stamp else None
 
 
-def _conditions(
-    previous: list[dict[str, Any]], phase: str, reason: str, message: str, generation: int
+def conditions(
+    previous: list[dict[str, Any]], phase: WorkflowPhase, reason: str, message: str, generation: int, now: str
 ) -> list[Any]:
+    """Ready, Progressing and Failed, each keeping its transition time while its status stays."""
     wanted = {
-        "Ready": "True" if phase == "Succeeded" else "False",
-        "Progressing": "True" if phase in ("Pending", "Running") else "False",
-        "Failed": "True" if phase == "Failed" else "False",
+        "Ready": "True" if phase == WorkflowPhase.SUCCEEDED else "False",
+        "Progressing": "True" if phase == WorkflowPhase.RUNNING else "False",
+        "Failed": "True" if phase == WorkflowPhase.FAILED else "False",
     }
     old = {c.get("type"): c for c in previous}
     out = []
     for kind, value in wanted.items():
         before = old.get(kind, {})
-        stamp = before.get("lastTransitionTime") if before.get("status") == value else now()
+        stamp = before.get("lastTransitionTime") if before.get("status") == value else None
         out.append(
             {
                 "type": kind,
                 "status": value,
                 "reason": reason,
                 "message": message,
-                "lastTransitionTime": stamp or now(),
+                "lastTransitionTime": stamp or now,
                 "observedGeneration": generation,
             }
         )
     return out
+
+
+@dataclass
+class Planner:
+    """One decision in the making: the facts, and the status patch and events gathered so far."""
+
+    workflow: OptimizationWorkflow
+    generation: int
+    status: dict[str, Any]
+    jobs: list[dict[str, Any]]
+    cached: Callable[[str, str], dict[str, Any] | None]
+    failure_message: Callable[[dict[str, Any]], str]
+    retry_backoff: float
+    clock: Clock
+    passes: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    done: int = 0
+
+    @property
+    def now(self) -> str:
+        return timestamp(self.clock())
+
+    def backoff_limit(self) -> int:
+        k8s = self.workflow.spec.kubernetes
+        return k8s.backoffLimit if k8s and k8s.backoffLimit is not None else DEFAULT_BACKOFF_LIMIT
+
+    def finish(
+        self, phase: WorkflowPhase, reason: str, message: str, current_pass: str | None, **extra: Any
+    ) -> Decision:
+        total = len(self.workflow.spec.passes)
+        patch: dict[str, Any] = {
+            "phase": phase.value,
+            "observedGeneration": self.generation,
+            "currentPass": current_pass,
+            "progress": f"{self.done}/{total}",
+            "message": message,
+            "conditions": conditions(
+                self.status.get("conditions") or [], phase, reason, message, self.generation, self.now
+            ),
+            "passes": self.passes or None,
+        }
+        if phase.value != self.status.get("phase"):
+            kind = "Warning" if phase == WorkflowPhase.FAILED else "Normal"
+            self.events.append((kind, reason, message))
+        patch = {k: v for k, v in patch.items() if v is not None or k == "currentPass"}
+        return Decision(patch, events=self.events, **extra)
+
+
+@dataclass
+class PassFacts:
+    """One pass as the cluster shows it: its chain key, its status entry, its Jobs (by attempt)."""
+
+    name: str
+    key: str
+    seen: dict[str, Any]
+    jobs: list[dict[str, Any]]
+
+    @property
+    def states(self) -> list[PassPhase]:
+        return [job_state(j) for j in self.jobs]
+
+    @property
+    def recorded(self) -> bool:
+        """Whether status holds this chain key's artifact (written by the runner)."""
+        return recorded_chain_key(self.seen) == self.key and bool(self.seen.get("artifact"))
+
+
+DONE = object()
+"""A rule's answer when the pass is complete and the next pass is to be looked at."""
+Answer = Decision | object | None
+PassRule = Callable[[Planner, PassFacts], Answer]
+
+
+def already_succeeded(p: Planner, f: PassFacts) -> Answer:
+    return DONE if f.seen.get("phase") == PassPhase.SUCCEEDED and f.recorded else None
+
+
+def taken_from_cache(p: Planner, f: PassFacts) -> Answer:
+    """No Job yet, and the store's index has this chain key's output: no Job at all."""
+    if f.jobs:
+        return None
+    hit = p.cached(f.name, f.key)
+    if hit is None:
+        return None
+    p.passes[f.name] = {
+        "phase": PassPhase.SUCCEEDED.value,
+        "cached": True,
+        "chainKey": f.key,
+        "artifact": {"uri": hit["uri"], "sha256": hit.get("digest"), "sizeBytes": hit.get("sizeBytes")},
+        "metrics": hit.get("metrics") or None,
+        "finishedAt": p.now,
+        "jobName": None,
+        "attempts": 0,
+        "message": "taken from the cache: no Job",
+    }
+    p.events.append(("Normal", "PassCached", f"pass {f.name} taken from the cache"))
+    return DONE
+
+
+def job_succeeded(p: Planner, f: PassFacts) -> Answer:
+    if PassPhase.SUCCEEDED not in f.states:
+        return None
+    if f.recorded:
+        p.passes[f.name] = {"phase": PassPhase.SUCCEEDED.value, "finishedAt": f.seen.get("finishedAt") or p.now}
+        p.events.append(("Normal", "PassSucceeded", f"pass {f.name} succeeded"))
+        return DONE
+    message = f"pass {f.name}: the runner finished without recording an artifact"
+    p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": message}
+    return p.finish(WorkflowPhase.FAILED, "NoArtifact", message, f.name)
+
+
+def job_running(p: Planner, f: PassFacts) -> Answer:
+    """A Job runs the pass: wait for it; a suspend stops one whose work bills on Azure ML."""
+    if PassPhase.RUNNING not in f.states:
+        return None
+    job = f.jobs[f.states.index(PassPhase.RUNNING)]
+    spec = p.workflow.spec
+    if spec.suspend and isinstance(spec.host_system(f.name), AzureMLSystem):
+        # Azure ML bills while it runs: stop it (the pod cancels its job); resume starts it again.
+        p.passes[f.name] = {
+            "phase": PassPhase.PENDING.value,
+            "jobName": None,
+            "message": "Azure ML job cancelled: suspended",
+        }
+        message = f"suspended: cancelling pass {f.name}"
+        return p.finish(WorkflowPhase.SUSPENDED, "Suspended", message, f.name, delete=job["metadata"]["name"])
+    if f.seen.get("phase") != PassPhase.RUNNING or f.seen.get("jobName") != job["metadata"]["name"]:
+        p.passes[f.name] = {
+            "phase": PassPhase.RUNNING.value,
+            "jobName": job["metadata"]["name"],
+            "attempts": len(f.jobs),
+        }
+    return p.finish(WorkflowPhase.RUNNING, "PassRunning", f"running pass {f.name}", f.name)
+
+
+def suspended(p: Planner, f: PassFacts) -> Answer:
+    if not p.workflow.spec.suspend:
+        return None
+    return p.finish(WorkflowPhase.SUSPENDED, "Suspended", f"suspended before pass {f.name}", f.name)
+
+
+def out_of_attempts(p: Planner, f: PassFacts) -> Answer:
+    failures = f.states.count(PassPhase.FAILED)
+    if failures <= p.backoff_limit():
+        return None
+    why = p.failure_message(f.jobs[-1]) or "the pass's Job failed"
+    p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": why, "finishedAt": p.now, "attempts": failures}
+    message = f"pass {f.name} failed after {failures} attempts: {why}"
+    return p.finish(WorkflowPhase.FAILED, "PassFailed", message, f.name)
+
+
+def backing_off(p: Planner, f: PassFacts) -> Answer:
+    """After a failure, wait retry_backoff * 2^(failures-1) from the failed Job's end."""
+    failures = f.states.count(PassPhase.FAILED)
+    finished = _finished_at(f.jobs[-1]) if failures else None
+    if finished is None:
+        return None
+    wait = p.retry_backoff * 2 ** (failures - 1)
+    remaining = wait - (p.clock() - finished).total_seconds()
+    if remaining <= 0:
+        return None
+    p.passes[f.name] = {"phase": PassPhase.PENDING.value, "message": f"retrying in {remaining:.0f}s"}
+    message = f"pass {f.name} failed; retrying"
+    return p.finish(WorkflowPhase.RUNNING, "PassRetrying", message, f.name, requeue_after=remaining)
+
+
+def start_attempt(p: Planner, f: PassFacts) -> Answer:
+    """Create the Job of the next attempt."""
+    failures = f.states.count(PassPhase.FAILED)
+    if failures:
+        p.events.append(("Warning", "PassRetry", f"pass {f.name} failed; attempt {failures + 1}"))
+    fresh = recorded_chain_key(f.seen) != f.key
+    attempt = len(f.jobs)
+    p.passes[f.name] = {
+        "phase": PassPhase.RUNNING.value,
+        "jobName": job_name(p.workflow.metadata.name, f.name, f.key, attempt),
+        "attempts": attempt + 1,
+        "startedAt": f.seen.get("startedAt") if not fresh and f.seen.get("startedAt") else p.now,
+    }
+    if fresh:  # a new chain key: the runner's fields of an older run no longer apply
+        p.passes[f.name].update(
+            artifact=None, metrics=None, cached=None, progress=None, message=None, chainKey=None, cacheKey=None
+        )
+    return p.finish(
+        WorkflowPhase.RUNNING, "PassStarted", f"running pass {f.name}", f.name, create=(f.name, f.key, attempt)
+    )
+
+
+PASS_RULES: tuple[PassRule, ...] = (
+    already_succeeded,
+    taken_from_cache,
+    job_succeeded,
+    job_running,
+    suspended,
+    out_of_attempts,
+    backing_off,
+    start_attempt,
+)
+
+
+def _pass_jobs(jobs: list[dict[str, Any]], name: str, key: str) -> list[dict[str, Any]]:
+    """The Jobs of one pass for one chain key, by attempt."""
+
+    def labels(job: dict[str, Any]) -> dict[str, str]:
+        return dict(job["metadata"].get("labels") or {})
+
+    mine = [
+        j for j in jobs if labels(j).get(LABEL_PASS) == label_value(name) and labels(j).get(LABEL_KEY) == key[:16]
+    ]
+    return sorted(mine, key=lambda j: int(labels(j).get(LABEL_ATTEMPT, "0")))
 
 
 def decide(
@@ -92,137 +311,23 @@ def decide(
     cached: Callable[[str, str], dict[str, Any] | None],
     failure_message: Callable[[dict[str, Any]], str],
     retry_backoff: float = 10.0,
+    clock: Clock = utc_now,
 ) -> Decision:
     """The next step for `workflow`. `cached(pass, key)` finds a published output in the store's
     index; `failure_message(job)` reads why a Job failed (the pod's termination message)."""
-    spec = workflow.spec
-    keys = chain_keys(spec)
-    order = spec.ordered_pass_names()
-    k8s = spec.kubernetes
-    backoff_limit = k8s.backoffLimit if k8s and k8s.backoffLimit is not None else DEFAULT_BACKOFF_LIMIT
-    current = dict(status.get("passes") or {})
-    passes: dict[str, Any] = {name: None for name in current if name not in spec.passes}  # removed passes
-    events: list[Event] = []
-    if status.get("phase") == "Failed" and status.get("observedGeneration") == generation:
+    if status.get("phase") == WorkflowPhase.FAILED and status.get("observedGeneration") == generation:
         return Decision({})  # a failed generation stays failed until the spec changes
-
-    def finish(
-        phase: str, reason: str, message: str, current_pass: str | None, done: int, **extra: Any
-    ) -> Decision:
-        patch: dict[str, Any] = {
-            "phase": phase,
-            "observedGeneration": generation,
-            "currentPass": current_pass,
-            "progress": f"{done}/{len(order)}",
-            "message": message,
-            "conditions": _conditions(status.get("conditions") or [], phase, reason, message, generation),
-            "passes": passes or None,
-        }
-        if phase != status.get("phase"):
-            events.append(("Warning" if phase == "Failed" else "Normal", reason, message))
-        decision = Decision({k: v for k, v in patch.items() if v is not None or k == "currentPass"}, events=events)
-        for key, value in extra.items():
-            setattr(decision, key, value)
-        return decision
-
-    done = 0
-    for name in order:
-        key = keys[name]
-        seen = current.get(name) or {}
-        if seen.get("phase") == "Succeeded" and seen.get("cacheKey") == key and seen.get("artifact"):
-            done += 1
-            continue
-        mine = [
-            j
-            for j in jobs
-            if j["metadata"].get("labels", {}).get(LABEL_PASS) == label_value(name)
-            and j["metadata"].get("labels", {}).get(LABEL_KEY) == key[:16]
-        ]
-        mine.sort(key=lambda j: int(j["metadata"]["labels"].get("olivekube.io/attempt", "0")))
-        if not mine:
-            hit = cached(name, key)
-            if hit is not None:
-                passes[name] = {
-                    "phase": "Succeeded",
-                    "cached": True,
-                    "cacheKey": key,
-                    "artifact": {
-                        "uri": hit["uri"],
-                        "sha256": hit.get("digest"),
-                        "sizeBytes": hit.get("sizeBytes"),
-                    },
-                    "metrics": hit.get("metrics") or None,
-                    "finishedAt": now(),
-                    "jobName": None,
-                    "attempts": 0,
-                    "message": "taken from the cache: no Job",
-                }
-                events.append(("Normal", "PassCached", f"pass {name} taken from the cache"))
-                done += 1
-                continue
-        states = [job_state(j) for j in mine]
-        if "Succeeded" in states:
-            if seen.get("cacheKey") == key and seen.get("artifact"):
-                passes[name] = {"phase": "Succeeded", "finishedAt": seen.get("finishedAt") or now()}
-                events.append(("Normal", "PassSucceeded", f"pass {name} succeeded"))
-                done += 1
-                continue
-            message = f"pass {name}: the runner finished without recording an artifact"
-            passes[name] = {"phase": "Failed", "message": message}
-            return finish("Failed", "NoArtifact", message, name, done)
-        if "Running" in states:
-            job = mine[states.index("Running")]
-            if spec.suspend and isinstance(spec.host_system(name), AzureMLSystem):
-                # Azure ML bills while it runs: stop it (the pod cancels its job); resume starts it again.
-                passes[name] = {
-                    "phase": "Pending",
-                    "jobName": None,
-                    "message": "Azure ML job cancelled: suspended",
-                }
-                decision = finish("Suspended", "Suspended", f"suspended: cancelling pass {name}", name, done)
-                decision.delete = job["metadata"]["name"]
-                return decision
-            if seen.get("phase") != "Running" or seen.get("jobName") != job["metadata"]["name"]:
-                passes[name] = {"phase": "Running", "jobName": job["metadata"]["name"], "attempts": len(mine)}
-            return finish("Running", "PassRunning", f"running pass {name}", name, done)
-        if spec.suspend:
-            return finish("Suspended", "Suspended", f"suspended before pass {name}", name, done)
-        failures = states.count("Failed")
-        if failures > backoff_limit:
-            why = failure_message(mine[-1]) or "the pass's Job failed"
-            message = f"pass {name} failed after {failures} attempts: {why}"
-            passes[name] = {"phase": "Failed", "message": why, "finishedAt": now(), "attempts": failures}
-            return finish("Failed", "PassFailed", message, name, done)
-        if failures:
-            finished = _finished_at(mine[-1])
-            wait = retry_backoff * 2 ** (failures - 1)
-            if finished is not None:
-                remaining = wait - (dt.datetime.now(dt.UTC) - finished).total_seconds()
-                if remaining > 0:
-                    passes[name] = {"phase": "Pending", "message": f"retrying in {remaining:.0f}s"}
-                    return finish(
-                        "Running",
-                        "PassRetrying",
-                        f"pass {name} failed; retrying",
-                        name,
-                        done,
-                        requeue_after=remaining,
-                    )
-            events.append(("Warning", "PassRetry", f"pass {name} failed; attempt {failures + 1}"))
-        fresh = seen.get("cacheKey") != key
-        passes[name] = {
-            "phase": "Running",
-            "jobName": job_name(workflow.metadata.name, name, key, len(mine)),
-            "attempts": len(mine) + 1,
-            "startedAt": seen.get("startedAt") if not fresh and seen.get("startedAt") else now(),
-        }
-        if fresh:  # a new chain key: the runner's fields of an older run no longer apply
-            passes[name].update(
-                artifact=None, metrics=None, cached=None, progress=None, message=None, cacheKey=None
-            )
-        decision = finish("Running", "PassStarted", f"running pass {name}", name, done)
-        decision.create = (name, key, len(mine))
-        return decision
-    return finish(
-        "Succeeded", "Succeeded", f"all {len(order)} passes succeeded", order[-1] if order else None, done
-    )
+    spec = workflow.spec
+    current = dict(status.get("passes") or {})
+    planner = Planner(workflow, generation, status, jobs, cached, failure_message, retry_backoff, clock)
+    planner.passes.update({name: None for name in current if name not in spec.passes})  # removed passes
+    keys = spec.chain_keys()
+    for name in spec.ordered_pass_names():
+        facts = PassFacts(name, keys[name], current.get(name) or {}, _pass_jobs(jobs, name, keys[name]))
+        answer = next(a for a in (rule(planner, facts) for rule in PASS_RULES) if a is not None)
+        if isinstance(answer, Decision):
+            return answer
+        planner.done += 1
+    order = spec.ordered_pass_names()
+    message = f"all {len(order)} passes succeeded"
+    return planner.finish(WorkflowPhase.SUCCEEDED, "Succeeded", message, order[-1] if order else None)

@@ -14,12 +14,16 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from olivekube.api.common import API_VERSION, KIND
+from olivekube.api.status import WorkflowPhase
 from olivekube.api.validation import problems_from_error
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
-from olivekube.k8s import Workflows
+from olivekube.core.clock import Clock, timestamp, utc_now
+from olivekube.core.constants import LABEL_WORKFLOW
+from olivekube.core.keys import index_uri
+from olivekube.kube import Workflows
 from olivekube.operator import metrics
-from olivekube.operator.jobs import LABEL_WORKFLOW, OperatorSettings, build_job, label_value
-from olivekube.operator.plan import Decision, decide, now
+from olivekube.operator.jobs import OperatorSettings, build_job, label_value
+from olivekube.operator.plan import Decision, decide
 from olivekube.operator.view import ClusterView
 from olivekube.storage import store_for
 
@@ -29,12 +33,24 @@ log = logging.getLogger("olivekube.operator")
 class Reconciler:
     """One per operator process; thread-safe per workflow."""
 
-    def __init__(self, settings: OperatorSettings, retry_backoff: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        retry_backoff: float = 10.0,
+        *,
+        workflows: Any = None,
+        batch: Any = None,
+        core: Any = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        """`workflows`, `batch` and `core` default to the API clients (Workflows, BatchV1Api,
+        CoreV1Api); tests pass their own."""
         self.settings = settings
         self.retry_backoff = retry_backoff
-        self.workflows = Workflows()
-        self.batch = client.BatchV1Api()
-        self.core = client.CoreV1Api()
+        self.workflows = workflows or Workflows()
+        self.batch = batch or client.BatchV1Api()
+        self.core = core or client.CoreV1Api()
+        self.clock = clock
         self.view = ClusterView()
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.phases: dict[tuple[str, str], str] = {}
@@ -59,58 +75,72 @@ class Reconciler:
         counts: dict[str, int] = defaultdict(int)
         for phase in self.phases.values():
             counts[phase] += 1
-        for phase in ("Pending", "Running", "Succeeded", "Failed", "Suspended", "Cancelled"):
-            metrics.WORKFLOWS.labels(phase).set(counts.get(phase, 0))
+        for phase in WorkflowPhase:
+            metrics.WORKFLOWS.labels(phase.value).set(counts.get(phase.value, 0))
 
     def _reconcile(self, namespace: str, name: str, fresh: bool = False) -> float | None:
         """`fresh`: read the workflow and its Jobs from the API server rather than the watch-fed view."""
         body = None if fresh else self.view.workflow((namespace, name))
         if body is None:
             body = self._read_workflow(namespace, name)
-            if body is None:
-                return None
-        meta = body["metadata"]
-        if meta.get("deletionTimestamp"):
+        if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        generation = int(meta.get("generation", 1))
+        workflow = self._parse_or_fail(body)
+        if workflow is None:
+            return None
+        uid = body["metadata"]["uid"]
         status = body.get("status") or {}
-        doc = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": body.get("spec"),
-        }
-        try:
-            workflow = parse_workflow(doc)
-        except ValidationError as exc:
-            problems = "; ".join(str(p) for p in problems_from_error(exc))
-            if status.get("observedGeneration") != generation or status.get("phase") != "Failed":
-                self._apply(
-                    body,
-                    Decision(
-                        {
-                            "phase": "Failed",
-                            "observedGeneration": generation,
-                            "message": f"invalid spec: {problems}",
-                        },
-                        events=[("Warning", "InvalidSpec", problems)],
-                    ),
-                )
-            return None
-        uid = meta["uid"]
         if fresh or (status and not self.view.listed(uid)):  # a workflow that ran before this process
             self._list_jobs(namespace, name, uid)
         decision = decide(
             workflow,
-            generation,
+            int(body["metadata"].get("generation", 1)),
             status,
             self.view.jobs(uid),
             self._cached(workflow),
             self._failure_message,
             retry_backoff=self.retry_backoff,
+            clock=self.clock,
         )
-        if not fresh and decision.status.get("phase") == "Failed":
+        if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
+        if not self._act(workflow, uid, decision) and not fresh:
+            return self._reconcile(namespace, name, fresh=True)  # a Job this process has not seen yet
+        self._apply(body, decision)
+        phase = decision.status.get("phase") or status.get("phase")
+        if phase:
+            self.phases[(namespace, name)] = phase
+            self._export_phases()
+        return decision.requeue_after
+
+    def _parse_or_fail(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
+        """The workflow, or None after marking an invalid spec Failed (once per generation)."""
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 1))
+        status = body.get("status") or {}
+        doc = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": body.get("spec"),
+        }
+        try:
+            return parse_workflow(doc)
+        except ValidationError as exc:
+            problems = "; ".join(str(p) for p in problems_from_error(exc))
+            if status.get("observedGeneration") != generation or status.get("phase") != WorkflowPhase.FAILED:
+                patch = {
+                    "phase": WorkflowPhase.FAILED.value,
+                    "observedGeneration": generation,
+                    "message": f"invalid spec: {problems}",
+                }
+                self._apply(body, Decision(patch, events=[("Warning", "InvalidSpec", problems)]))
+            return None
+
+    def _act(self, workflow: OptimizationWorkflow, uid: str, decision: Decision) -> bool:
+        """Delete and create the Jobs the decision asks for. False when the Job to create exists
+        already (409): the decision was made on a view that lacks it."""
+        namespace = workflow.metadata.namespace or "default"
         if decision.delete is not None:
             try:
                 self.batch.delete_namespaced_job(
@@ -120,26 +150,22 @@ class Reconciler:
                 if exc.status != 404:
                     raise
             self.view.forget_job(uid, decision.delete)
-        if decision.create is not None:
-            pass_name, key, attempt = decision.create
-            job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
-            try:
-                answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
-                self.view.put_job(uid, json.loads(answer.data))
-                metrics.JOBS_CREATED.labels(workflow.spec.passes[pass_name].type).inc()
-                if attempt:
-                    metrics.RETRIES.labels(workflow.spec.passes[pass_name].type).inc()
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                if not fresh:  # a Job this process has not seen yet: decide again on the full picture
-                    return self._reconcile(namespace, name, fresh=True)
-        self._apply(body, decision)
-        phase = decision.status.get("phase") or status.get("phase")
-        if phase:
-            self.phases[(namespace, name)] = phase
-            self._export_phases()
-        return decision.requeue_after
+        if decision.create is None:
+            return True
+        pass_name, key, attempt = decision.create
+        job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
+        try:
+            answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return False
+        self.view.put_job(uid, json.loads(answer.data))
+        pass_type = workflow.spec.passes[pass_name].type
+        metrics.JOBS_CREATED.labels(pass_type).inc()
+        if attempt:
+            metrics.RETRIES.labels(pass_type).inc()
+        return True
 
     def _read_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -174,7 +200,7 @@ class Reconciler:
 
     def _event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        stamp = now()
+        stamp = timestamp(self.clock())
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
             involved_object=client.V1ObjectReference(
@@ -205,7 +231,7 @@ class Reconciler:
             ):
                 return None  # the operator reads only object stores; a PVC is mounted in pods alone
             try:
-                text = store_for(cache_dir).read_text(f"{cache_dir.rstrip('/')}/index/{key}")
+                text = store_for(cache_dir).read_text(index_uri(cache_dir, key))
                 entry = json.loads(text) if text else None
                 if entry and store_for(entry["uri"]).read_manifest(entry["uri"]) is not None:
                     return dict(entry)

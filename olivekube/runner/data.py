@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from olivekube.api.data import DataConfig
+from olivekube.api.data import DataConfig, map_data_files
+from olivekube.core.errors import PassError
 from olivekube.runner.context import PassContext
-from olivekube.runner.errors import PassError
-from olivekube.storage import store_for
-from olivekube.storage.base import StorageError, is_uri
+from olivekube.storage import StorageError, is_uri, store_for
 
 LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}
 DEFAULT_MAX_SEQ_LEN = 1024
@@ -74,13 +73,7 @@ def _local_file(value: str, field: str, ctx: PassContext) -> str:
 
 
 def _data_files(files: Any, field: str, ctx: PassContext) -> Any:
-    if files is None:
-        return None
-    if isinstance(files, str):
-        return _local_file(files, field, ctx)
-    if isinstance(files, list):
-        return [_local_file(f, f"{field}.{i}", ctx) for i, f in enumerate(files)]
-    return {split: _data_files(v, f"{field}.{split}", ctx) for split, v in files.items()}
+    return map_data_files(files, lambda f, below: _local_file(f, field + below, ctx))
 
 
 def load_rows(config: DataConfig, field: str, ctx: PassContext) -> Any:

@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from olivekube.api.chain import chain_keys
 from olivekube.api.workflow import OptimizationWorkflow
-from olivekube.runner import RUNNER_VERSION
-from olivekube.runner.artifact import ModelArtifact, hub_digest, is_hub_id
+from olivekube.core.artifact import ModelArtifact, hub_digest, is_hub_id
+from olivekube.core.constants import RUNNER_VERSION
+from olivekube.core.errors import PassError, StorageError
+from olivekube.core.keys import artifact_uri, content_key, index_uri
 from olivekube.runner.context import PassContext
-from olivekube.runner.errors import PassError
 from olivekube.runner.passes import PASSES
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.progress import ProgressSink, null_sink
-from olivekube.storage import build_manifest, store_for
-from olivekube.storage.base import StorageError, is_uri
+from olivekube.storage import build_manifest, is_uri, store_for
 from olivekube.storage.manifest import Manifest, file_sha256
 
 
@@ -43,7 +42,7 @@ class PassResult:
     uri: str | None = None
     digest: str | None = None
     size_bytes: int | None = None
-    cache_key: str | None = None
+    content_key: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
@@ -86,7 +85,7 @@ class WorkflowRunner:
         self.report = report
         self.cache_dir = self._location(cache_dir or self.spec.cache_dir or ".olivekube-cache")
         self.output_dir = self._location(output_dir or self.spec.output_dir or f"outputs/{workflow.metadata.name}")
-        self.chain = chain_keys(self.spec)
+        self.chain = self.spec.chain_keys()
         self.work_root = (
             Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
         )
@@ -148,25 +147,21 @@ class WorkflowRunner:
         ctx = PassContext(self.spec, name, workdir, self.base_dir, self.report)
         return PASSES[options.type](options, ctx)
 
-    def cache_key(self, name: str, model: ModelArtifact, runner_pass: RunnerPass) -> str:
-        options = self.spec.passes[name].dump()
-        options.pop("host", None)
-        body: dict[str, Any] = {"runner": RUNNER_VERSION, "options": options, "input": model.digest}
-        if model.base is not None:
-            body["base"] = model.base.digest
-        if options["type"] in ("LoRA", "QLoRA"):
-            body["data"] = self._data_fingerprint(name)
-        if options["type"] == "ModelBuilder":
-            body["execution_provider"] = runner_pass.ctx.execution_provider()[1]
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    def content_key(self, name: str, model: ModelArtifact, runner_pass: RunnerPass) -> str:
+        options = self.spec.passes[name]
+        return content_key(
+            options.dump(),
+            model.digest,
+            model.base.digest if model.base is not None else None,
+            self._data_fingerprint(name) if options.trains else None,
+            runner_pass.ctx.execution_provider()[1] if options.builds_for_target else None,
+        )
 
     def _data_fingerprint(self, pass_name: str) -> list[Any]:
         out: list[Any] = []
         for config in self.spec.pass_data_configs(pass_name):
-            files = config.load_dataset_config.data_files
-            names = [files] if isinstance(files, str) else list(files or [])
             digests = {}
-            for f in names if all(isinstance(n, str) for n in names) else []:
+            for f in config.load_dataset_config.listed_files():
                 local = Path(f) if Path(f).is_absolute() else self.base_dir / f
                 digests[f] = file_sha256(local) if not is_uri(f) and local.is_file() else f
             out.append({"config": config.dump(), "files": digests})
@@ -176,7 +171,7 @@ class WorkflowRunner:
         """Cheap checks of every pass before any heavy work: the first pass sees the input model,
         later ModelBuilder passes check their target; the rest check their real input when they run."""
         for i, name in enumerate(self.spec.ordered_pass_names()):
-            if i == 0 or self.spec.passes[name].type == "ModelBuilder":
+            if i == 0 or self.spec.passes[name].builds_for_target:
                 with _failing_pass(name, []):
                     self.make_pass(name, self.work_root).preflight(model)
 
@@ -202,7 +197,7 @@ class WorkflowRunner:
 
     def index_uri(self, name: str) -> str:
         """Where the chain-key index entry of a pass lives."""
-        return _join(self.cache_dir, "index", self.chain[name])
+        return index_uri(self.cache_dir, self.chain[name])
 
     def run_pass(self, name: str, model: ModelArtifact) -> tuple[ModelArtifact, PassResult]:
         """Run (or take from the cache) one pass, and record it in the chain-key index."""
@@ -211,7 +206,7 @@ class WorkflowRunner:
             "uri": result.uri,
             "digest": result.digest,
             "sizeBytes": result.size_bytes,
-            "cacheKey": result.cache_key,
+            "contentKey": result.content_key,
             "kind": out_model.kind,
             "metrics": result.metrics,
         }
@@ -230,8 +225,8 @@ class WorkflowRunner:
                     f"spec.passes.{name}.type",
                     f"{options.type} takes a {' or '.join(runner_pass.accepts)} model, not a {model.kind} model",
                 )
-            key = self.cache_key(name, model, runner_pass)
-            uri = _join(self.cache_dir, "passes", key[:32])
+            key = self.content_key(name, model, runner_pass)
+            uri = artifact_uri(self.cache_dir, key)
             store = store_for(uri)
             cached = None if self.spec.clean_cache else store.read_manifest(uri)
             if cached is not None:
@@ -257,7 +252,7 @@ class WorkflowRunner:
                 kind=runner_pass.produces,
                 pass_name=name,
                 pass_type=options.type,
-                cache_key=key,
+                content_key=key,
                 input=model.digest,
                 runner=RUNNER_VERSION,
                 metrics=runner_pass.ctx.metrics,

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import warnings
 from typing import Any, NoReturn
 
 from olivekube.api.workflow import WorkflowSpec
@@ -23,7 +24,7 @@ def _optimizer(options: Any) -> str:
 def needs_bitsandbytes(spec: WorkflowSpec) -> bool:
     """A QLoRA pass, a training pass with a bitsandbytes optimizer, or an input model loaded with a
     bitsandbytes quantization."""
-    if any(p.type == "QLoRA" for p in spec.passes.values()):
+    if any(p.needs_bitsandbytes for p in spec.passes.values()):
         return True
     if any(mark in _optimizer(p) for p in spec.passes.values() for mark in BITSANDBYTES_OPTIMIZER_MARKS):
         return True
@@ -40,6 +41,16 @@ def leave_out_bitsandbytes(spec: WorkflowSpec) -> bool:
         return False
     sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
     return True
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter off the terminal and the pod's log: progress says what happens."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "peft", "datasets", "onnxruntime", "accelerate", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
 
 
 def end_process(code: int) -> NoReturn:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from olivekube.runner.artifact import ModelArtifact
+from olivekube.core.artifact import ModelArtifact
+from olivekube.core.errors import PassError
 from olivekube.runner.context import PassContext
-from olivekube.runner.errors import PassError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Artifact stores behind URIs: file:// and plain paths, pvc://, s3://.
+"""Artifact stores behind URIs: file:// and plain paths, pvc://, s3://, azureml:// datastore paths.
 
 Every artifact is a folder with a manifest of sha256 digests (`olivekube-manifest.json`) written
 last. A folder without a manifest is not an artifact: readers ignore it and publishers replace it.
@@ -6,7 +6,8 @@ Publishing stages the files away from the final URI first, so a crash never leav
 artifact there.
 """
 
-from olivekube.storage.base import ArtifactStore, StorageError, store_for
+from olivekube.core.errors import StorageError
+from olivekube.storage.base import ArtifactStore, is_uri, store_for
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest
 
-__all__ = ["MANIFEST_NAME", "ArtifactStore", "Manifest", "StorageError", "build_manifest", "store_for"]
+__all__ = ["MANIFEST_NAME", "ArtifactStore", "Manifest", "StorageError", "build_manifest", "is_uri", "store_for"]

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from olivekube.azureml.client import azure_message, credential
-from olivekube.storage.base import ArtifactStore, StorageError
+from olivekube.core.errors import PassError, StorageError
+from olivekube.storage.azure_identity import azure_message, credential
+from olivekube.storage.base import ArtifactStore, serves
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 
 DATASTORE_URI = re.compile(
@@ -52,6 +53,12 @@ def parse(uri: str) -> DatastorePath:
     return DatastorePath(match["sub"], match["rg"], match["ws"], match["ds"], match["path"].strip("/"))
 
 
+@serves("azureml")
+def _azureml_store(uri: str) -> ArtifactStore:
+    parse(uri)  # registry models and short datastore paths: a clear error before any client
+    return AzureMLStore()
+
+
 class AzureMLStore(ArtifactStore):
     """Artifacts as blobs under a datastore path."""
 
@@ -66,8 +73,6 @@ class AzureMLStore(ArtifactStore):
         from azure.ai.ml.entities import AccountKeyConfiguration, SasTokenConfiguration
         from azure.core.exceptions import AzureError
         from azure.storage.blob import ContainerClient
-
-        from olivekube.runner.errors import PassError
 
         try:
             identity = credential(uri)

@@ -1,16 +1,30 @@
-"""The store interface and the choice of store by URI scheme."""
+"""The store interface, and the registry that chooses a store by URI scheme.
+
+Each store module registers the schemes it serves (`@serves("s3")`); `store_for` imports the
+store modules on first use, so that a store's client library loads only when its scheme is used.
+"""
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from olivekube.core.errors import StorageError
 from olivekube.storage.manifest import Manifest
 
+STORE_MODULES = {
+    "": "olivekube.storage.local",
+    "file": "olivekube.storage.local",
+    "pvc": "olivekube.storage.local",
+    "s3": "olivekube.storage.s3",
+    "azureml": "olivekube.storage.azureml",
+}
+"""URI scheme → the module whose store serves it (imported when a URI of that scheme is first used)."""
 
-class StorageError(RuntimeError):
-    """An artifact could not be read or written; the message names the URI."""
+_STORES: dict[str, Callable[[str], ArtifactStore]] = {}
 
 
 class ArtifactStore(ABC):
@@ -52,24 +66,26 @@ class ArtifactStore(ABC):
         return None
 
 
+def serves(*schemes: str) -> Callable[[Callable[[str], ArtifactStore]], Callable[[str], ArtifactStore]]:
+    """Register a factory (URI → store; it may refuse a URI with StorageError) for `schemes`."""
+
+    def register(factory: Callable[[str], ArtifactStore]) -> Callable[[str], ArtifactStore]:
+        for scheme in schemes:
+            _STORES[scheme] = factory
+        return factory
+
+    return register
+
+
 def is_uri(value: str) -> bool:
-    return urlparse(value).scheme in ("file", "pvc", "s3", "azureml")
+    return urlparse(value).scheme in STORE_MODULES and urlparse(value).scheme != ""
 
 
 def store_for(uri: str) -> ArtifactStore:
     """The store that serves `uri` (s3://, azureml:// datastore paths, pvc://, file:// or a plain path)."""
     scheme = urlparse(uri).scheme
-    if scheme == "s3":
-        from olivekube.storage.s3 import S3Store
-
-        return S3Store()
-    if scheme in ("", "file", "pvc"):
-        from olivekube.storage.local import LocalStore
-
-        return LocalStore()
-    if scheme == "azureml":
-        from olivekube.storage.azureml import AzureMLStore, parse
-
-        parse(uri)  # registry models and short datastore paths: a clear error before any client
-        return AzureMLStore()
-    raise StorageError(f"{uri}: unknown URI scheme {scheme!r}; use s3://, pvc://, file:// or a path")
+    if scheme not in STORE_MODULES:
+        raise StorageError(f"{uri}: unknown URI scheme {scheme!r}; use s3://, pvc://, file:// or a path")
+    if scheme not in _STORES:
+        importlib.import_module(STORE_MODULES[scheme])
+    return _STORES[scheme](uri)

@@ -9,20 +9,11 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from olivekube.storage.base import ArtifactStore, StorageError
+from olivekube.core.constants import PVC_MOUNTS_ENV
+from olivekube.core.errors import StorageError
+from olivekube.core.pod_paths import pod_path
+from olivekube.storage.base import ArtifactStore, serves
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
-
-PVC_MOUNTS_ENV = "OLIVEKUBE_PVC_MOUNTS"
-PATH_MAP_ENV = "OLIVEKUBE_PATH_MAP"
-
-
-def container_path(path: str) -> Path:
-    """A container path as seen by this process (the test node agent maps mounts to folders)."""
-    mapping: dict[str, str] = json.loads(os.environ.get(PATH_MAP_ENV, "{}"))
-    for mount in sorted(mapping, key=len, reverse=True):
-        if path == mount or path.startswith(mount.rstrip("/") + "/"):
-            return Path(mapping[mount]) / path[len(mount) :].lstrip("/")
-    return Path(path)
 
 
 def resolve(uri: str) -> Path:
@@ -36,10 +27,15 @@ def resolve(uri: str) -> Path:
                 f"{uri}: claim {claim!r} is not mounted here; mount it with spec.kubernetes.volumes "
                 f"and volumeMounts (mounted claims: {', '.join(mounts) or 'none'})"
             )
-        return container_path(mounts[claim]) / unquote(parsed.path).lstrip("/")
+        return pod_path(mounts[claim]) / unquote(parsed.path).lstrip("/")
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     return Path(uri).expanduser()
+
+
+@serves("", "file", "pvc")
+def _local_store(uri: str) -> ArtifactStore:
+    return LocalStore()
 
 
 class LocalStore(ArtifactStore):

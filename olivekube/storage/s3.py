@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from olivekube.storage.base import ArtifactStore, StorageError
+from olivekube.core.errors import StorageError
+from olivekube.storage.base import ArtifactStore, serves
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -28,6 +29,11 @@ def split(uri: str) -> tuple[str, str]:
     if not parsed.netloc:
         raise StorageError(f"{uri}: an s3 URI needs a bucket: s3://BUCKET/PREFIX")
     return parsed.netloc, parsed.path.strip("/")
+
+
+@serves("s3")
+def _s3_store(uri: str) -> ArtifactStore:
+    return S3Store()
 
 
 class S3Store(ArtifactStore):

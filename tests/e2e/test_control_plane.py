@@ -155,7 +155,8 @@ def test_job_runs_to_complete_through_the_node_agent(job_inputs) -> None:  # typ
 def test_failed_job_reports_exit_code_and_termination_message(job_inputs) -> None:  # type: ignore[no-untyped-def]
     cp = job_inputs
     code = (
-        "import os, json, sys; path = json.loads(os.environ['OLIVEKUBE_PATH_MAP'])['/dev/termination-log']; "
+        "import os, json, sys; "
+        "path = json.loads(os.environ['OLIVEKUBE_TEST_NODE_PATHS'])['/dev/termination-log']; "
         "open(path, 'w').write('data file missing'); sys.exit(3)"
     )
     apply(cp, _job("broken", code), check=True)

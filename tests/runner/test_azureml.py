@@ -18,7 +18,7 @@ import pytest
 from olivekube.api.olive_config import to_manifest
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
 from olivekube.azureml.job import PassAttempt
-from olivekube.runner.errors import PassError
+from olivekube.core.errors import PassError
 from tools.fake_azureml import FakeAzureML
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,11 +57,10 @@ def conda_file(tmp_path: Path) -> Path:
 
 def _dispatch(workflow: OptimizationWorkflow, pass_name: str, previous: str | None, attempt: int = 0) -> str:
     """Run one pass through Azure ML; returns its output URI (whose manifest the fake job wrote)."""
-    from olivekube.api.chain import chain_keys
     from olivekube.azureml import dispatch
 
     states: list[str] = []
-    key = chain_keys(workflow.spec)[pass_name]
+    key = workflow.spec.chain_keys()[pass_name]
     at = PassAttempt(
         workflow, "5f0c9a6e-0000-4000-8000-000000000001", pass_name, key, attempt, previous, Path.cwd()
     )
@@ -196,7 +195,6 @@ def test_bad_azure_settings_fail_naming_the_field(
 
 def test_the_jobs_command_runs_the_seeds_passes_here(tiny_models, tmp_path: Path, conda_file: Path) -> None:  # type: ignore[no-untyped-def]
     """What Azure ML would run, with its ${{inputs.*}} mounted here: LoRA → merge → int4 on a tiny Phi-3."""
-    from olivekube.api.chain import chain_keys
     from olivekube.azureml.job import plan_job
 
     rows = [{"Question": f"What is {i} plus one?", "Best Answer": f"It is {i + 1}."} for i in range(40)]
@@ -208,7 +206,7 @@ def test_the_jobs_command_runs_the_seeds_passes_here(tiny_models, tmp_path: Path
     manifest["spec"]["data_configs"][0]["pre_process_data_config"]["max_seq_len"] = 64
     manifest["spec"]["passes"]["builder"]["precision"] = "int4"
     workflow = parse_workflow(manifest)
-    keys = chain_keys(workflow.spec)
+    keys = workflow.spec.chain_keys()
     # The MLflow layout Azure ML mounts for a registry model: data/model inside.
     mlflow = tmp_path / "registry-model"
     (mlflow / "data").mkdir(parents=True)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from olivekube.api.workflow import parse_workflow
+from olivekube.core.errors import PassError
 from olivekube.runner.engine import WorkflowRunner
-from olivekube.runner.errors import PassError
 from tests.runner.conftest import LORA, olivekube_run, workflow_doc, write
 
 BUILD_INT4 = {"type": "ModelBuilder", "precision": "int4"}

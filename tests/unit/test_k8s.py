@@ -9,7 +9,7 @@ def test_no_proxy_is_kept_when_a_proxy_is_set(monkeypatch: pytest.MonkeyPatch) -
     from kubernetes import client
     from kubernetes.client.rest import RESTClientObject
 
-    from olivekube.k8s import _with_no_proxy
+    from olivekube.kube import _with_no_proxy
 
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,.svc")

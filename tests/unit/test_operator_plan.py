@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from olivekube.api.chain import chain_keys
 from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import job_name
 from olivekube.operator.plan import decide
@@ -18,7 +17,7 @@ def workflow(**spec: Any):  # type: ignore[no-untyped-def]
 
 
 def job(wf, pass_name: str, attempt: int, state: str | None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    key = chain_keys(wf.spec)[pass_name]
+    key = wf.spec.chain_keys()[pass_name]
     conditions = [{"type": state, "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}] if state else []
     return {
         "metadata": {
@@ -42,13 +41,13 @@ def plan(wf, status: dict[str, Any], jobs: list[dict[str, Any]], cached=no_cache
 
 
 def done(wf, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {"phase": "Succeeded", "cacheKey": chain_keys(wf.spec)[name], "artifact": {"uri": f"s3://b/{name}"}}
+    return {"phase": "Succeeded", "chainKey": wf.spec.chain_keys()[name], "artifact": {"uri": f"s3://b/{name}"}}
 
 
 def test_a_new_workflow_starts_its_first_pass() -> None:
     wf = workflow()
     d = plan(wf, {}, [])
-    assert d.create == ("lora", chain_keys(wf.spec)["lora"], 0)
+    assert d.create == ("lora", wf.spec.chain_keys()["lora"], 0)
     assert d.status["phase"] == "Running" and d.status["progress"] == "0/3"
 
 
@@ -98,7 +97,7 @@ def test_suspend_stops_a_pass_running_on_azure_ml_at_once() -> None:
     assert d.status["phase"] == "Suspended"
     assert d.status["passes"]["lora"]["phase"] == "Pending"
     resumed = workflow(systems={"aml": aml}, host="aml", target="aml")
-    assert plan(resumed, d.status, []).create == ("lora", chain_keys(resumed.spec)["lora"], 0)
+    assert plan(resumed, d.status, []).create == ("lora", resumed.spec.chain_keys()["lora"], 0)
 
 
 def test_a_cache_hit_skips_the_job() -> None:

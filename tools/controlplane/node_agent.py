@@ -9,7 +9,7 @@ the API, and ends a pod's process when the pod is deleted.
 It runs only images named as the project's own (`.../olivekube...`): the `olivekube` command inside
 them is this checkout's. Other pods are marked Failed with reason ImageNotRunnable.
 
-Processes see their mounts through OLIVEKUBE_PATH_MAP, a JSON map of container path to local
+Processes see their mounts through OLIVEKUBE_TEST_NODE_PATHS, a JSON map of container path to local
 folder (there is no mount namespace); the runner resolves container paths with it.
 """
 
@@ -319,7 +319,7 @@ class NodeAgent:
             "PATH": f"{VENV_BIN}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
             "HOSTNAME": pod.metadata.name,
             **env,
-            "OLIVEKUBE_PATH_MAP": json.dumps(path_map),
+            "OLIVEKUBE_TEST_NODE_PATHS": json.dumps(path_map),
         }
         if SA_DIR in path_map:
             full_env.setdefault("KUBERNETES_SERVICE_HOST", os.environ.get("OLIVEKUBE_API_HOST", "127.0.0.1"))

@@ -1,15 +1,14 @@
-"""One class per pass type; adding a pass is one module plus its line here."""
+"""One module per pass family; each runner class registers itself for its pass type. Every module
+of this package is imported here, so a new module is all a new pass needs."""
 
 from __future__ import annotations
 
-from olivekube.runner.passes.base import RunnerPass
-from olivekube.runner.passes.builder import ModelBuilderPass
-from olivekube.runner.passes.lora import LoRAPass, QLoRAPass
-from olivekube.runner.passes.merge import MergeAdapterWeightsPass
+import importlib
+import pkgutil
 
-PASSES: dict[str, type[RunnerPass]] = {
-    "LoRA": LoRAPass,
-    "QLoRA": QLoRAPass,
-    "MergeAdapterWeights": MergeAdapterWeightsPass,
-    "ModelBuilder": ModelBuilderPass,
-}
+from olivekube.runner.passes.base import PASSES, RunnerPass
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["PASSES", "RunnerPass"]

@@ -1,4 +1,8 @@
-"""The shape of a pass: check cheaply, then run once on an input model into an output folder."""
+"""The shape of a pass: check cheaply, then run once on an input model into an output folder.
+
+A runner pass registers itself for its pass type by being defined:
+`class NoOpPass(RunnerPass, pass_type="NoOp")`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from olivekube.runner.artifact import ModelArtifact, ModelKind
+from olivekube.core.artifact import ModelArtifact, ModelKind
 from olivekube.runner.context import PassContext
+
+PASSES: dict[str, type[RunnerPass]] = {}
+"""Pass type name → the runner class that implements it."""
 
 
 class RunnerPass(ABC):
@@ -15,6 +22,11 @@ class RunnerPass(ABC):
 
     accepts: ClassVar[tuple[ModelKind, ...]]
     produces: ClassVar[ModelKind]
+
+    def __init_subclass__(cls, pass_type: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if pass_type is not None:
+            PASSES[pass_type] = cls
 
     def __init__(self, options: Any, ctx: PassContext) -> None:
         self.options = options

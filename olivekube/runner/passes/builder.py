@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from olivekube.api.passes import ModelBuilder
-from olivekube.runner.artifact import ModelArtifact
-from olivekube.runner.errors import PassError
+from olivekube.api.passes.builder import ModelBuilder
+from olivekube.core.artifact import ModelArtifact
+from olivekube.core.errors import PassError
 from olivekube.runner.passes.base import RunnerPass
 
 # Precisions each execution provider runs, per onnxruntime-genai's builder documentation.
@@ -42,7 +42,7 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-class ModelBuilderPass(RunnerPass):
+class ModelBuilderPass(RunnerPass, pass_type="ModelBuilder"):
     """The output folder is an onnxruntime-genai model: model.onnx, genai_config.json, tokenizer."""
 
     accepts = ("hf", "adapter")

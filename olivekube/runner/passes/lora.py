@@ -10,23 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from olivekube.api.passes import LoRA, QLoRA
-from olivekube.runner.artifact import ModelArtifact
+from olivekube.api.passes.lora import LoRA, QLoRA, TrainingArgs
+from olivekube.core.artifact import ModelArtifact
+from olivekube.core.errors import PassError
 from olivekube.runner.data import build_datasets, preflight
-from olivekube.runner.errors import PassError
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.torch_utils import dtype_for, load_config, load_kwargs, load_tokenizer, pick_device
-
-DEFAULTS = {"r": 64, "alpha": 16.0, "lora_dropout": 0.05}
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 2e-4,
-    "lr_scheduler_type": "constant",
-    "warmup_steps": 0.03,
-    "per_device_train_batch_size": 1,
-    "per_device_eval_batch_size": 1,
-    "gradient_checkpointing": False,
-    "seed": 42,
-}
 
 
 @functools.cache
@@ -43,7 +32,7 @@ def linear_module_names(model: Any) -> set[str]:
     return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
-class LoRAPass(RunnerPass):
+class LoRAPass(RunnerPass, pass_type="LoRA"):
     """Train a LoRA adapter; the output folder holds the adapter and the tokenizer."""
 
     accepts = ("hf",)
@@ -85,7 +74,7 @@ class LoRAPass(RunnerPass):
 
         training_args = self.options.training_args
         given = training_args.trainer_options() if training_args else {}
-        args: dict[str, Any] = {**TRAINING_DEFAULTS, **given}
+        args: dict[str, Any] = {**TrainingArgs.defaults, **given}
         # Olive's option names from transformers 4 → transformers 5.
         if "warmup_ratio" in args:
             typed_warmup_steps = training_args is not None and training_args.warmup_steps is not None
@@ -124,19 +113,31 @@ class LoRAPass(RunnerPass):
         )
         return TrainingArguments(**args)
 
+    def _lora_config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=int(self.options.option("r")),
+            lora_alpha=self.options.option("alpha"),
+            lora_dropout=self.options.option("lora_dropout"),
+            target_modules=self.options.target_modules or "all-linear",
+            modules_to_save=self.options.modules_to_save,
+            task_type="CAUSAL_LM",
+        )
+
     def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
         import torch
-        from peft import LoraConfig, get_peft_model
-        from transformers import PrinterCallback, TrainerCallback
+        from peft import get_peft_model
+        from transformers import PrinterCallback
 
         from olivekube.runner.fast_lora import use_fast_lora
         from olivekube.runner.training import CausalLMCollator, PassTrainer
 
         ctx = self.ctx
         device = pick_device(ctx)
-        dtype = dtype_for(self.options.torch_dtype, device)
         tokenizer = load_tokenizer(model, ctx)
-        seed = (self.options.training_args.seed if self.options.training_args else None) or 42
+        training_args = self.options.training_args or TrainingArgs()
+        seed = training_args.seed or TrainingArgs.defaults["seed"]
         data = build_datasets(
             ctx,
             tokenizer,
@@ -147,52 +148,20 @@ class LoRAPass(RunnerPass):
         )
         ctx.progress(message=f"loading {model.model_ref}")
         torch.manual_seed(seed)
-        base = self._load_model(model, device, dtype)
-        lora = LoraConfig(
-            r=int(self.options.r or DEFAULTS["r"]),
-            lora_alpha=self.options.alpha or DEFAULTS["alpha"],  # type: ignore[arg-type]
-            lora_dropout=DEFAULTS["lora_dropout"]
-            if self.options.lora_dropout is None
-            else self.options.lora_dropout,
-            target_modules=self.options.target_modules or "all-linear",
-            modules_to_save=self.options.modules_to_save,
-            task_type="CAUSAL_LM",
-        )
+        base = self._load_model(model, device, dtype_for(self.options.torch_dtype, device))
         base.config.use_cache = False  # no KV cache while training: less work per step
-        peft_model = get_peft_model(base, lora)
+        peft_model = get_peft_model(base, self._lora_config())
         if device == "cpu":
             use_fast_lora(peft_model)
-        args = self.training_arguments(out, device, data.eval is not None)
-        started = time.monotonic()
-        history: dict[str, float] = {}
-
-        class Progress(TrainerCallback):
-            def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-                logs = logs or {}
-                for key in ("loss", "eval_loss"):
-                    if key in logs:
-                        history[key] = float(logs[key])
-                        history.setdefault(f"first_{key}", float(logs[key]))
-                elapsed = time.monotonic() - started
-                rate = state.global_step / elapsed if elapsed > 0 and state.global_step else None
-                ctx.progress(
-                    step=state.global_step,
-                    totalSteps=state.max_steps,
-                    epoch=round(state.epoch or 0.0, 4),
-                    loss=history.get("loss"),
-                    evalLoss=history.get("eval_loss"),
-                    learningRate=logs.get("learning_rate"),
-                    etaSeconds=round((state.max_steps - state.global_step) / rate, 1) if rate else None,
-                )
-
+        history = LossHistory(ctx)
         trainer = PassTrainer(
             model=peft_model,
-            args=args,
+            args=self.training_arguments(out, device, data.eval is not None),
             train_dataset=data.train,
             eval_dataset=data.eval,
             data_collator=CausalLMCollator(tokenizer.pad_token_id),
             processing_class=tokenizer,
-            callbacks=[Progress()],
+            callbacks=[history.callback()],
         )
         trainer.remove_callback(PrinterCallback)  # progress goes through ctx, not print()
         # Libraries, model and data are loaded and outlive training: keep the cyclic collector's
@@ -202,30 +171,72 @@ class LoRAPass(RunnerPass):
             result = trainer.train()
         finally:
             gc.unfreeze()
-        metrics: dict[str, float] = {"train_loss": float(result.training_loss), "train_rows": data.train_rows}
-        if history.get("loss") is not None:
-            metrics["first_loss"] = history["first_loss"]
-            metrics["final_loss"] = history["loss"]
-        if data.eval is not None:
-            # The trainer may have evaluated at the last step already; evaluate only when it has not.
-            evals = [log for log in trainer.state.log_history if "eval_loss" in log]
-            if evals and evals[-1].get("step") == trainer.state.global_step:
-                eval_loss = float(evals[-1]["eval_loss"])
-            else:
-                eval_loss = float(trainer.evaluate()["eval_loss"])
-            metrics["eval_loss"] = eval_loss
-            metrics["eval_rows"] = data.eval_rows
-            if eval_loss < 50:
-                metrics["eval_perplexity"] = math.exp(eval_loss)
-        metrics["train_seconds"] = round(time.monotonic() - started, 2)
-        metrics["steps"] = trainer.state.global_step
-        self.ctx.metrics.update(metrics)
+        self.ctx.metrics.update(training_metrics(trainer, result, data, history))
         peft_model.save_pretrained(str(out))
         tokenizer.save_pretrained(out)
         return {"adapter_of": model.digest, "quantized_base": self._quantization() is not None}
 
 
-class QLoRAPass(LoRAPass):
+class LossHistory:
+    """The first and latest train and eval loss, and progress to the pass's context at each log."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.values: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        history = self
+
+        class Progress(TrainerCallback):
+            def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+                history.record(state, logs or {})
+
+        return Progress()
+
+    def record(self, state: Any, logs: dict[str, Any]) -> None:
+        for key in ("loss", "eval_loss"):
+            if key in logs:
+                self.values[key] = float(logs[key])
+                self.values.setdefault(f"first_{key}", float(logs[key]))
+        elapsed = time.monotonic() - self.started
+        rate = state.global_step / elapsed if elapsed > 0 and state.global_step else None
+        self.ctx.progress(
+            step=state.global_step,
+            totalSteps=state.max_steps,
+            epoch=round(state.epoch or 0.0, 4),
+            loss=self.values.get("loss"),
+            evalLoss=self.values.get("eval_loss"),
+            learningRate=logs.get("learning_rate"),
+            etaSeconds=round((state.max_steps - state.global_step) / rate, 1) if rate else None,
+        )
+
+
+def training_metrics(trainer: Any, result: Any, data: Any, history: LossHistory) -> dict[str, float]:
+    """Train loss (overall, first and final), eval loss and perplexity, rows, steps and seconds."""
+    metrics: dict[str, float] = {"train_loss": float(result.training_loss), "train_rows": data.train_rows}
+    if history.values.get("loss") is not None:
+        metrics["first_loss"] = history.values["first_loss"]
+        metrics["final_loss"] = history.values["loss"]
+    if data.eval is not None:
+        # The trainer may have evaluated at the last step already; evaluate only when it has not.
+        evals = [log for log in trainer.state.log_history if "eval_loss" in log]
+        if evals and evals[-1].get("step") == trainer.state.global_step:
+            eval_loss = float(evals[-1]["eval_loss"])
+        else:
+            eval_loss = float(trainer.evaluate()["eval_loss"])
+        metrics["eval_loss"] = eval_loss
+        metrics["eval_rows"] = data.eval_rows
+        if eval_loss < 50:
+            metrics["eval_perplexity"] = math.exp(eval_loss)
+    metrics["train_seconds"] = round(time.monotonic() - history.started, 2)
+    metrics["steps"] = trainer.state.global_step
+    return metrics
+
+
+class QLoRAPass(LoRAPass, pass_type="QLoRA"):
     """LoRA on a 4-bit (bitsandbytes) base; the adapter stays in full precision."""
 
     options: QLoRA

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from olivekube.runner.artifact import ModelArtifact
-from olivekube.runner.errors import PassError
+from olivekube.core.artifact import ModelArtifact
+from olivekube.core.errors import PassError
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.torch_utils import load_kwargs
 
 
-class MergeAdapterWeightsPass(RunnerPass):
+class MergeAdapterWeightsPass(RunnerPass, pass_type="MergeAdapterWeights"):
     """Load the base in full precision, apply the adapter, merge, save with the tokenizer.
 
     After QLoRA the adapter was trained against a 4-bit base; it is merged into the full-precision

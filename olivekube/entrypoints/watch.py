@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import TaskID
 
 from olivekube.api.common import GROUP, PLURAL, VERSION
-from olivekube.k8s import load_config
+from olivekube.api.status import WorkflowPhase
+from olivekube.entrypoints.console import pass_bars
+from olivekube.kube import load_config
 
-FINAL = ("Succeeded", "Failed", "Cancelled")
+FINAL = (WorkflowPhase.SUCCEEDED, WorkflowPhase.FAILED)
 
 
 def _info(status: dict[str, Any]) -> str:
@@ -37,13 +39,7 @@ def watch_workflow(namespace: str, name: str, console: Console) -> int:
     api = client.CustomObjectsApi()
     tasks: dict[str, TaskID] = {}
     phase = None
-    with Progress(
-        TextColumn("[bold]{task.description:<24}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    ) as bars:
+    with pass_bars(console, elapsed=False) as bars:
         for event in watch.Watch().stream(
             api.list_namespaced_custom_object,
             GROUP,

@@ -15,13 +15,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from olivekube.api.data import map_data_files
 from olivekube.api.workflow import parse_workflow
-from olivekube.azureml.job import WORKFLOW_ENV
-from olivekube.runner.artifact import ModelArtifact
+from olivekube.core.artifact import ModelArtifact
+from olivekube.core.constants import WORKFLOW_ENV
+from olivekube.core.errors import PassError, StorageError
 from olivekube.runner.engine import WorkflowRunner
-from olivekube.runner.errors import PassError
 from olivekube.runner.process import leave_out_bitsandbytes
-from olivekube.storage import StorageError, store_for
+from olivekube.storage import store_for
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,8 @@ def _localize(document: dict, base: Path | None, data_files: dict[str, str]) -> 
         spec["input_model"]["model_path"] = str(base)
     for config in spec.get("data_configs") or []:
         load = config.get("load_dataset_config") or {}
-        files = load.get("data_files")
-        if isinstance(files, str):
-            load["data_files"] = data_files.get(files, files)
-        elif isinstance(files, list):
-            load["data_files"] = [data_files.get(f, f) if isinstance(f, str) else f for f in files]
+        if "data_files" in load:
+            load["data_files"] = map_data_files(load["data_files"], lambda f, _: data_files.get(f, f))
     spec.pop("cache_dir", None)
     spec.pop("output_dir", None)
     return document
@@ -55,10 +53,9 @@ def run_standalone(
     leave_out_bitsandbytes(workflow.spec)
     with tempfile.TemporaryDirectory(prefix="olivekube-pass-") as tmp:
         runner = WorkflowRunner(workflow, Path.cwd(), cache_dir=str(Path(tmp) / "cache"))
-        order = workflow.spec.ordered_pass_names()
         artifact: ModelArtifact
         if model is None:
-            if order.index(pass_name) != 0:
+            if workflow.spec.previous_pass(pass_name) is not None:
                 raise PassError("--model", f"pass {pass_name} takes the previous pass's output")
             artifact = runner.input_model()
         else:

@@ -1,4 +1,4 @@
-"""Errors the runner reports to users: each names the field at fault and what is allowed."""
+"""Errors reported to users: each names what is at fault and what is allowed."""
 
 from __future__ import annotations
 
@@ -14,3 +14,7 @@ class PassError(RuntimeError):
         self.message = message
         self.pass_name: str | None = None
         self.results_so_far: list[Any] = []
+
+
+class StorageError(RuntimeError):
+    """An artifact could not be read or written; the message names the URI."""

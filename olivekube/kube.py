@@ -6,17 +6,15 @@ import os
 from typing import Any
 
 from olivekube.api.common import GROUP, PLURAL, VERSION
-from olivekube.storage.local import container_path
-
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+from olivekube.core.constants import SERVICE_ACCOUNT_DIR
+from olivekube.core.pod_paths import pod_path
 
 
 def load_config() -> None:
-    """In a pod: the service account (its folder found through OLIVEKUBE_PATH_MAP where the test
-    node agent runs the pod); elsewhere: KUBECONFIG or ~/.kube/config."""
+    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
     from kubernetes import client, config
 
-    sa = container_path(SA_DIR)
+    sa = pod_path(SERVICE_ACCOUNT_DIR)
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     if host and (sa / "token").is_file():
         configuration = client.Configuration()
@@ -37,7 +35,7 @@ def _with_no_proxy(configuration: Any) -> Any:
 
 
 def namespace_of_pod() -> str | None:
-    path = container_path(SA_DIR) / "namespace"
+    path = pod_path(SERVICE_ACCOUNT_DIR) / "namespace"
     return path.read_text().strip() if path.is_file() else None
 
 

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.core.errors import PassError
+from olivekube.entrypoints.console import pass_bars
 from olivekube.runner.engine import PassResult, WorkflowRunner
-from olivekube.runner.errors import PassError
-
-
-def quiet_libraries() -> None:
-    """Keep library chatter off the terminal: the progress bars say what happens."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("transformers", "peft", "datasets", "onnxruntime", "accelerate", "bitsandbytes"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import warnings
-
-    warnings.filterwarnings("ignore")
+from olivekube.runner.process import quiet_libraries
 
 
 class Bars:
@@ -108,15 +96,7 @@ def run_local(
     quiet_libraries()
     names = workflow.spec.ordered_pass_names()
     started = time.monotonic()
-    with Progress(
-        TextColumn("[bold]{task.description:<24}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        transient=False,
-    ) as progress:
+    with pass_bars(console, elapsed=True) as progress:
         bars = Bars(progress, names)
         runner = WorkflowRunner(workflow, base_dir, report=bars, **overrides)
         try:

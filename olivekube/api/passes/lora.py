@@ -1,17 +1,29 @@
-"""Passes, with Olive's pass types and option names. Each class is one pass type."""
+"""LoRA and QLoRA: fine-tune an adapter with peft on transformers' Trainer."""
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_STRING, PRESERVE, ApiModel
+from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, PRESERVE, ApiModel
+from olivekube.api.passes.base import PassBase
 
 
 class TrainingArgs(ApiModel):
     """transformers.TrainingArguments options that Olive passes to the trainer."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 2e-4,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0.03,
+        "per_device_train_batch_size": 1,
+        "per_device_eval_batch_size": 1,
+        "gradient_checkpointing": False,
+        "seed": 42,
+    }
+    """What the runner uses for an option left unset (Olive's defaults, but gradient checkpointing off)."""
 
     _renamed_keys = {"evaluation_strategy": "'eval_strategy'"}
 
@@ -84,26 +96,13 @@ EVAL_SIZE_DESCRIPTION = (
 )
 
 
-class PassBase(ApiModel):
-    """Options every pass has."""
-
-    _renamed_keys = {"config": "the pass options directly under the pass"}
-    _unsupported_keys = {
-        "user_script": "a user script runs code that the runner image does not have",
-        "io_config": "the model builder derives inputs and outputs from the model",
-    }
-
-    host: str | None = Field(
-        None,
-        max_length=MAX_NAME_LEN,
-        description="System (in spec.systems) that runs this pass. Default: spec.host.",
-    )
-
-
 class LoRA(PassBase):
     """Fine-tune a LoRA adapter with peft."""
 
     _renamed_keys = {**PassBase._renamed_keys, "lora_r": "'r'", "lora_alpha": "'alpha'"}
+    stage = 0
+    trains = True
+    defaults = {"r": 64, "alpha": 16.0, "lora_dropout": 0.05}
 
     type: Literal["LoRA"] = Field(description="Pass type.")
     r: int | None = Field(None, ge=1, le=4096, description="LoRA rank. Default 64.")
@@ -143,91 +142,11 @@ class QuantType(str, Enum):
 class QLoRA(LoRA):
     """Fine-tune a LoRA adapter on a 4-bit (bitsandbytes) base model."""
 
+    needs_bitsandbytes = True
+
     type: Literal["QLoRA"] = Field(description="Pass type.")  # type: ignore[assignment]
     double_quant: bool | None = Field(None, description="Quantize the quantization constants. Default false.")
     quant_type: QuantType | None = Field(None, description="4-bit data type: nf4 or fp4. Default nf4.")
     compute_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         None, description="dtype of the 4-bit matmuls. Default: torch_dtype."
     )
-
-
-class MergeAdapterWeights(PassBase):
-    """Merge the adapter from the previous pass into the base model's full-precision weights."""
-
-    type: Literal["MergeAdapterWeights"] = Field(description="Pass type.")
-
-
-class Precision(str, Enum):
-    """Weight precision of the ONNX model."""
-
-    INT4 = "int4"
-    INT8 = "int8"
-    FP16 = "fp16"
-    BF16 = "bf16"
-    FP32 = "fp32"
-
-
-class ModelBuilder(PassBase):
-    """Convert the model to ONNX with onnxruntime-genai's model builder, optionally quantized."""
-
-    type: Literal["ModelBuilder"] = Field(description="Pass type.")
-    precision: Precision = Field(Precision.FP32, description="Weight precision: int4, int8, fp16, bf16, fp32.")
-    int4_block_size: Literal[16, 32, 64, 128, 256] | None = Field(
-        None, description="Block size of int4 quantization. Default 32."
-    )
-    int4_accuracy_level: Literal[1, 2, 3, 4] | None = Field(
-        None, description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8."
-    )
-    int4_is_symmetric: bool | None = Field(None, description="Symmetric int4 quantization.")
-    int4_op_types_to_quantize: list[Literal["MatMul", "Gather"]] | None = Field(
-        None, max_length=2, description="Op types to quantize to int4."
-    )
-    int4_nodes_to_exclude: list[str] | None = Field(
-        None, max_length=1024, description="Node names to keep unquantized (e.g. the LoRA MatMuls)."
-    )
-    int4_algo_config: Literal["default", "rtn", "k_quant_mixed", "k_quant_last"] | None = Field(
-        None, description="int4 quantization algorithm."
-    )
-    exclude_embeds: bool | None = Field(None, description="Leave out the embedding layer (inputs_embeds in).")
-    exclude_lm_head: bool | None = Field(None, description="Leave out the LM head (hidden states out).")
-    include_hidden_states: bool | None = Field(None, description="Also output the last hidden states.")
-    enable_cuda_graph: bool | None = Field(None, description="Build for CUDA graph capture.")
-    metadata_only: bool | None = Field(None, description="Write only genai_config.json and the tokenizer.")
-    adapter_path: str | None = Field(
-        None,
-        max_length=MAX_STRING,
-        description="Build the graph with this LoRA adapter (a folder or URI) inside it.",
-    )
-    search: dict[str, Any] | None = Field(
-        None,
-        description="Generation search options written to genai_config.json.",
-        json_schema_extra=PRESERVE,
-    )
-    extra_options: dict[str, Any] | None = Field(
-        None,
-        description="Other model builder extra options (key: value), passed through.",
-        json_schema_extra=PRESERVE,
-    )
-
-    @model_validator(mode="after")
-    def _int4_options_need_int4(self) -> ModelBuilder:
-        if self.precision != Precision.INT4.value:
-            for name in (
-                "int4_block_size",
-                "int4_accuracy_level",
-                "int4_nodes_to_exclude",
-                "int4_algo_config",
-            ):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name} applies only to precision int4, not {self.precision}")
-        return self
-
-
-PASS_TYPES: dict[str, type[ApiModel]] = {
-    "LoRA": LoRA,
-    "QLoRA": QLoRA,
-    "MergeAdapterWeights": MergeAdapterWeights,
-    "ModelBuilder": ModelBuilder,
-}
-
-PassConfig = Annotated[LoRA | QLoRA | MergeAdapterWeights | ModelBuilder, Field(discriminator="type")]
