@@ -70,7 +70,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Tiny random Phi-3, Llama and Qwen2 models with a BPE tokenizer trained on the tone data."""
-    from tests.runner.conftest import ARCHS, DATA
+    from tests.helpers.manifests import ARCHS, DATA
     from tools.tiny_models import make_model, texts_from_json
 
     root = tmp_path_factory.mktemp("models")

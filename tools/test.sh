@@ -7,4 +7,5 @@ bash tools/setup.sh
 .venv/bin/ruff check olivekube tests tools benchmarks
 .venv/bin/ruff format --check olivekube tests tools benchmarks
 .venv/bin/mypy olivekube
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest -p no:cacheprovider -rs "$@"

@@ -323,6 +323,51 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
     return node
 
 
+def _engine_options(src: Json, spec: Json, conv: _Conversion) -> Any:
+    """Move the engine options (nested under `engine` in the legacy form) into `spec`; returns the
+    engine's execution_providers, which become the target system's."""
+    engine = src.pop("engine", {}) or {}
+    engine_eps = engine.pop("execution_providers", None)
+    for key in ENGINE_KEYS:
+        for source in (engine, src):
+            if key in source:
+                spec[key] = source.pop(key)
+    if spec.get("search_strategy") not in (None, False):
+        conv.error("search_strategy", "search is not supported; set it to false and list the passes explicitly")
+    for key in ("packaging_config", "evaluator", "plot_pareto_frontier", "no_artifacts", "log_to_file"):
+        if key in engine:
+            conv.warn(f"engine.{key}", "dropped: an Olive engine option with no effect in olivekube")
+            engine.pop(key)
+    for key in engine:
+        conv.error(f"engine.{key}", "unknown engine option")
+    return engine_eps
+
+
+def _passes(src: Json, spec: Json, conv: _Conversion) -> tuple[Json, list[str]]:
+    """The converted passes, and the order the config wrote them in (its pass flow, if any)."""
+    raw_passes = src.pop("passes", {}) or {}
+    order = list(raw_passes)
+    flows = src.pop("pass_flows", None)
+    if flows is not None:
+        if len(flows) != 1:
+            conv.error(
+                "pass_flows", f"{len(flows)} pass flows are several workflows; split the config, one per flow"
+            )
+        else:
+            order = list(flows[0])
+            for name in set(raw_passes) - set(order):
+                conv.warn(f"passes.{name}", "dropped: not in the pass flow")
+    passes: Json = {}
+    for name in order:
+        if name not in raw_passes:
+            conv.error("pass_flows", f"names unknown pass {name!r}")
+            continue
+        converted = _pass(name, raw_passes[name], spec, conv)
+        if converted is not None:
+            passes[name] = converted
+    return passes, order
+
+
 def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
     """Convert an Olive run config (either form) to a workflow spec. Returns (spec, warnings)."""
     conv = _Conversion()
@@ -348,40 +393,8 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
         spec["systems"] = _systems(src.pop("systems"), conv)
     if "data_configs" in src:
         spec["data_configs"] = _data_configs(src.pop("data_configs"), conv, client)
-    engine = src.pop("engine", {}) or {}
-    engine_eps = engine.pop("execution_providers", None)
-    for key in ENGINE_KEYS:
-        for source in (engine, src):
-            if key in source:
-                spec[key] = source.pop(key)
-    if spec.get("search_strategy") not in (None, False):
-        conv.error("search_strategy", "search is not supported; set it to false and list the passes explicitly")
-    for key in ("packaging_config", "evaluator", "plot_pareto_frontier", "no_artifacts", "log_to_file"):
-        if key in engine:
-            conv.warn(f"engine.{key}", "dropped: an Olive engine option with no effect in olivekube")
-            engine.pop(key)
-    for key in engine:
-        conv.error(f"engine.{key}", "unknown engine option")
-    raw_passes = src.pop("passes", {}) or {}
-    order = list(raw_passes)
-    flows = src.pop("pass_flows", None)
-    if flows is not None:
-        if len(flows) != 1:
-            conv.error(
-                "pass_flows", f"{len(flows)} pass flows are several workflows; split the config, one per flow"
-            )
-        else:
-            order = list(flows[0])
-            for name in set(raw_passes) - set(order):
-                conv.warn(f"passes.{name}", "dropped: not in the pass flow")
-    passes: Json = {}
-    for name in order:
-        if name not in raw_passes:
-            conv.error("pass_flows", f"names unknown pass {name!r}")
-            continue
-        converted = _pass(name, raw_passes[name], spec, conv)
-        if converted is not None:
-            passes[name] = converted
+    engine_eps = _engine_options(src, spec, conv)
+    passes, order = _passes(src, spec, conv)
     spec["passes"] = passes
     if engine_eps:
         _apply_execution_providers(spec, engine_eps, conv)

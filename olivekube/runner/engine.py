@@ -227,63 +227,52 @@ class WorkflowRunner:
                 )
             key = self.content_key(name, model, runner_pass)
             uri = artifact_uri(self.cache_dir, key)
-            store = store_for(uri)
-            cached = None if self.spec.clean_cache else store.read_manifest(uri)
+            cached = None if self.spec.clean_cache else store_for(uri).read_manifest(uri)
             if cached is not None:
                 out_model = self.from_artifact(uri, cached, model)
-                result = PassResult(
-                    name,
-                    options.type,
-                    "cached",
-                    time.monotonic() - started,
-                    uri,
-                    cached.digest,
-                    cached.size_bytes,
-                    key,
-                    dict(cached.metadata.get("metrics", {})),
-                    cached.metadata,
-                )
-                return out_model, result
-            runner_pass.preflight(model)
-            out = workdir / "out"
-            out.mkdir()
-            metadata = runner_pass.run(model, out)
-            metadata.update(
-                kind=runner_pass.produces,
-                pass_name=name,
-                pass_type=options.type,
-                content_key=key,
-                input=model.digest,
-                runner=RUNNER_VERSION,
-                metrics=runner_pass.ctx.metrics,
+                status, manifest, metrics = "cached", cached, dict(cached.metadata.get("metrics", {}))
+            else:
+                out_model, manifest = self._run_and_publish(runner_pass, model, workdir, uri, key)
+                status, metrics = "ran", dict(runner_pass.ctx.metrics)
+            seconds = time.monotonic() - started
+            result = PassResult(
+                name, options.type, status, seconds, uri, manifest.digest, manifest.size_bytes, key, metrics
             )
-            if runner_pass.produces == "adapter":
-                base = model
-                metadata["base"] = {"uri": base.uri, "hub_id": base.hub_id, "digest": base.digest}
-                metadata["quantized_base"] = options.type == "QLoRA"
-            manifest = build_manifest(out, metadata)
-            store.publish(out, uri, manifest, consume=True)
-            local = None
-            if out.exists():  # a remote store: keep the local copy for the next pass
-                local = self.work_root / "published" / manifest.digest[:16]
-                shutil.rmtree(local, ignore_errors=True)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                out.rename(local)
-            out_model = self.from_artifact(uri, manifest, model, local)
-            return out_model, PassResult(
-                name,
-                options.type,
-                "ran",
-                time.monotonic() - started,
-                uri,
-                manifest.digest,
-                manifest.size_bytes,
-                key,
-                dict(runner_pass.ctx.metrics),
-                metadata,
-            )
+            result.metadata = manifest.metadata
+            return out_model, result
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_and_publish(
+        self, runner_pass: RunnerPass, model: ModelArtifact, workdir: Path, uri: str, key: str
+    ) -> tuple[ModelArtifact, Manifest]:
+        """Run the pass into a fresh folder and publish it at `uri` (all or nothing)."""
+        options = runner_pass.options
+        runner_pass.preflight(model)
+        out = workdir / "out"
+        out.mkdir()
+        metadata = runner_pass.run(model, out)
+        metadata.update(
+            kind=runner_pass.produces,
+            pass_name=runner_pass.ctx.pass_name,
+            pass_type=options.type,
+            content_key=key,
+            input=model.digest,
+            runner=RUNNER_VERSION,
+            metrics=runner_pass.ctx.metrics,
+        )
+        if runner_pass.produces == "adapter":
+            metadata["base"] = {"uri": model.uri, "hub_id": model.hub_id, "digest": model.digest}
+            metadata["quantized_base"] = options.needs_bitsandbytes
+        manifest = build_manifest(out, metadata)
+        store_for(uri).publish(out, uri, manifest, consume=True)
+        local = None
+        if out.exists():  # a remote store: keep the local copy for the next pass
+            local = self.work_root / "published" / manifest.digest[:16]
+            shutil.rmtree(local, ignore_errors=True)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            out.rename(local)
+        return self.from_artifact(uri, manifest, model, local), manifest
 
     def publish_output(self, model: ModelArtifact) -> str:
         """Publish the final model at output_dir (all or nothing)."""

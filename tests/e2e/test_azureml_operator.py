@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_control_plane import wait_for
-from tests.e2e.test_operator import NS, RBAC, Operator
-from tests.runner.test_azureml import HF_TOKEN, seed_aml_manifest
+from tests.helpers.azureml import HF_TOKEN, seed_aml_manifest
+from tests.helpers.operator import NS, RBAC, Operator
+from tests.helpers.processes import wait_for
 from tools.fake_azureml import FakeAzureML
 
 SECRET = "aml-sp"

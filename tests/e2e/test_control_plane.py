@@ -4,30 +4,18 @@ the Job controller through the node agent, garbage collection, helm."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from olivekube.api.olive_config import to_manifest
-from tests.unit.test_validation import BAD, valid_manifest
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.manifests import BAD, REPO, valid_manifest
+from tests.helpers.processes import wait_for
 
 
 def apply(cp, doc: dict, *args: str, check: bool = False):  # type: ignore[no-untyped-def]
     return cp.kubectl("apply", *args, "-f", "-", input=yaml.safe_dump(doc), check=check)
-
-
-def wait_for(predicate, timeout: float = 60, step: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s")
 
 
 def test_crd_is_accepted_as_structural(crd_installed) -> None:  # type: ignore[no-untyped-def]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,80 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_control_plane import wait_for
-from tests.runner.conftest import DATA, LORA
-
-REPO = Path(__file__).resolve().parents[2]
-NS = "ml"
-RBAC = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: olivekube-runner, namespace: {NS}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: olivekube-runner, namespace: {NS}}}
-rules:
-- apiGroups: [olivekube.io]
-  resources: [optimizationworkflows]
-  verbs: [get]
-- apiGroups: [olivekube.io]
-  resources: [optimizationworkflows/status]
-  verbs: [get, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: olivekube-runner, namespace: {NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: olivekube-runner}}
-subjects: [{{kind: ServiceAccount, name: olivekube-runner, namespace: {NS}}}]
-"""
-
-
-class Operator:
-    """The operator as its own process (outside the cluster, with the admin kubeconfig)."""
-
-    def __init__(self, cp, s3, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-        self.cp, self.s3, self.workdir = cp, s3, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.workdir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
-        env = {**self.cp.env(), **self.s3.env()}
-        self.proc = subprocess.Popen(
-            [
-                str(REPO / ".venv/bin/olivekube"),
-                "operator",
-                "--namespace",
-                NS,
-                "--runner-image",
-                "olivekube/runner:test",
-                "--metrics-port",
-                "0",
-                "--liveness-port",
-                "0",
-                "--retry-backoff-seconds",
-                "1",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+from tests.helpers.manifests import DATA, LORA, REPO
+from tests.helpers.operator import NS, RBAC, Operator
+from tests.helpers.processes import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +89,17 @@ def apply(cp, doc: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
 
-def test_tone_classifier_goes_from_apply_to_succeeded(cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def tone(cluster) -> str:  # type: ignore[no-untyped-def]
+    """The tone workflow, applied (once per module, whichever test needs it first) and finished."""
     cp, s3, _ = cluster
     apply(cp, manifest("tone", s3))
     wait_for(lambda: phase(cp, "tone") in ("Succeeded", "Failed"), timeout=600)
+    return "tone"
+
+
+def test_tone_classifier_goes_from_apply_to_succeeded(cluster, tone, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
     wf = get(cp, "tone")
     status = wf["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
@@ -193,9 +127,8 @@ def test_tone_classifier_goes_from_apply_to_succeeded(cluster, tmp_path: Path) -
     assert "PassStarted" in events and "Succeeded" in events
 
 
-def test_watch_shows_the_passes_until_the_end(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_watch_shows_the_passes_until_the_end(cluster, tone) -> None:  # type: ignore[no-untyped-def]
     cp, _, _ = cluster
-    wait_for(lambda: phase(cp, "tone") == "Succeeded", timeout=600)
     out = subprocess.run(
         [str(REPO / ".venv/bin/olivekube"), "watch", "tone", "-n", NS],
         env=cp.env(),
@@ -207,9 +140,9 @@ def test_watch_shows_the_passes_until_the_end(cluster) -> None:  # type: ignore[
     assert "lora" in out.stdout and "builder" in out.stdout and "ml/tone: Succeeded" in out.stdout
 
 
-def test_reapplied_identical_workflow_completes_from_the_cache_without_jobs(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_reapplied_identical_workflow_completes_from_the_cache_without_jobs(cluster, tone) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
-    wait_for(lambda: phase(cp, "tone") == "Succeeded", timeout=600)
+    assert phase(cp, tone) == "Succeeded"
     apply(cp, manifest("tone-again", s3))
     wait_for(lambda: phase(cp, "tone-again") == "Succeeded", timeout=60)
     status = get(cp, "tone-again")["status"]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_control_plane import wait_for
-from tests.runner.conftest import DATA, LORA
+from tests.helpers.manifests import DATA, LORA
+from tests.helpers.processes import wait_for
 from tools.controlplane.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,13 +103,8 @@ def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: i
     return rules
 
 
-@pytest.fixture(scope="module")
-def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
-    cp = crd_installed
-    for ns in (SYSTEM_NS, WORK_NS):
-        cp.kubectl("create", "namespace", ns, check=False)
-        s3.create_secret(cp, ns)
-    # The CRD came from crds/ before the chart: let the release adopt it, as a cluster admin would.
+def install_release(cp) -> None:  # type: ignore[no-untyped-def]
+    """Adopt the CRD that came from crds/ (as a cluster admin would) and install the release."""
     crd = "crd/optimizationworkflows.olivekube.io"
     cp.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
     cp.kubectl(
@@ -119,9 +114,6 @@ def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore
         f"meta.helm.sh/release-namespace={SYSTEM_NS}",
         "--overwrite",
     )
-    client = s3.client()
-    client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
-    s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
     helm(
         cp,
         "install",
@@ -145,6 +137,18 @@ def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore
         "--set",
         "operator.retryBackoffSeconds=1",
     )
+
+
+@pytest.fixture(scope="module")
+def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
+    cp = crd_installed
+    for ns in (SYSTEM_NS, WORK_NS):
+        cp.kubectl("create", "namespace", ns, check=False)
+        s3.create_secret(cp, ns)
+    client = s3.client()
+    client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
+    s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
+    install_release(cp)
     yield cp, s3
 
 
@@ -245,7 +249,7 @@ def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, tmp_pat
         left = cp.kubectl("get", kind, *scope, "-l", selector, "-o", "name").stdout.split()
         assert left == [], left
     assert cp.kubectl("get", "crd", "optimizationworkflows.olivekube.io", "-o", "name").stdout.strip()
-    # Restore the generated CRD for any later test.
+    # Restore the generated CRD and the release for the tests that run after this one.
     cp.kubectl(
         "apply",
         "--server-side",
@@ -253,3 +257,4 @@ def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, tmp_pat
         "-f",
         str(REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"),
     )
+    install_release(cp)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from olivekube.storage import StorageError, build_manifest, store_for
-from tests.runner.conftest import DATA, LORA, olivekube_run, workflow_doc
+from tests.helpers.manifests import DATA, LORA, workflow_doc
+from tests.helpers.processes import olivekube_run
 from tools.fake_azureml import BLOB_CONTAINER, FakeAzureML
 
 ROOT = "azureml://subscriptions/sub/resourcegroups/rg/workspaces/ws/datastores/workspaceblobstore/paths"

@@ -13,7 +13,8 @@ import pytest
 from olivekube.api.workflow import parse_workflow
 from olivekube.core.errors import PassError
 from olivekube.runner.engine import WorkflowRunner
-from tests.runner.conftest import LORA, olivekube_run, workflow_doc, write
+from tests.helpers.manifests import LORA, workflow_doc, write
+from tests.helpers.processes import olivekube_run
 
 BUILD_INT4 = {"type": "ModelBuilder", "precision": "int4"}
 

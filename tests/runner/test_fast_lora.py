@@ -18,7 +18,7 @@ from olivekube.runner.fast_lora import (
     keep_mask,
     use_fast_lora,
 )
-from tests.runner.conftest import peft_model
+from tests.helpers.models import peft_model
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])

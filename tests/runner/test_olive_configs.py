@@ -7,7 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.runner.conftest import DATA, olivekube_run
+from tests.helpers.manifests import DATA
+from tests.helpers.processes import olivekube_run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import torch
 
 from olivekube.api.workflow import parse_workflow
 from olivekube.runner.engine import WorkflowRunner
-from tests.runner.conftest import ARCHS, LORA, workflow_doc
+from tests.helpers.manifests import ARCHS, LORA, workflow_doc
 
 
 def run(workspace: Path, model: Path, passes: dict[str, Any], **spec: Any):  # type: ignore[no-untyped-def]

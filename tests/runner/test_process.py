@@ -13,7 +13,7 @@ import pytest
 
 from olivekube.api.workflow import parse_workflow
 from olivekube.runner.process import needs_bitsandbytes
-from tests.runner.conftest import LORA, workflow_doc
+from tests.helpers.manifests import LORA, workflow_doc
 
 PROBE = """
 import json, sys

@@ -17,7 +17,7 @@ from olivekube.runner.engine import WorkflowRunner
 from olivekube.storage import MANIFEST_NAME, build_manifest, store_for
 from olivekube.storage.local import LocalStore
 from olivekube.storage.s3 import S3Store
-from tests.runner.conftest import LORA, workflow_doc
+from tests.helpers.manifests import LORA, workflow_doc
 
 
 def keys(s3, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -58,7 +58,7 @@ def test_training_matches_the_trainer_s_own_clipping_and_zero_grad(
     from transformers import Trainer, TrainingArguments
 
     from olivekube.runner.data import TokenSequences
-    from tests.runner.conftest import peft_model
+    from tests.helpers.models import peft_model
 
     model = peft_model(tiny_models["llama"], lora_dropout=0.0, target_modules=["q_proj"])
     data = TokenSequences([[1 + (i * 7 + j) % 50 for j in range(16)] for i in range(12)])

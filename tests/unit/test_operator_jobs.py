@@ -7,7 +7,7 @@ from typing import Any
 
 from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import OperatorSettings, build_job, job_name
-from tests.unit.test_validation import valid_manifest
+from tests.helpers.manifests import valid_manifest
 
 SETTINGS = OperatorSettings(runner_image="olivekube/runner:1.2.3")
 

@@ -7,7 +7,7 @@ from typing import Any
 from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import job_name
 from olivekube.operator.plan import decide
-from tests.unit.test_validation import valid_manifest
+from tests.helpers.manifests import valid_manifest
 
 
 def workflow(**spec: Any):  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from olivekube.api.validation import validate_document
-from tests.unit.test_validation import valid_manifest
+from tests.helpers.manifests import valid_manifest
 
 ROOT_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 

@@ -1,0 +1,1 @@
+"""Helpers shared by the test folders: manifests, processes, models, the operator, Azure ML."""
