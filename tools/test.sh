@@ -8,4 +8,4 @@ bash tools/setup.sh
 .venv/bin/ruff format --check olivekube tests tools benchmarks
 .venv/bin/mypy olivekube
 .venv/bin/lint-imports --no-cache
-exec .venv/bin/python -m pytest -p no:cacheprovider -rs "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider -rs --random-order "$@"

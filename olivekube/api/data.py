@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from olivekube.api import unsupported
 from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_STRING, NAME_PATTERN, ApiModel
 
 DataFiles = str | list[str] | dict[str, str | list[str]]
@@ -73,12 +74,6 @@ class LoadDatasetConfig(ApiModel):
         return found
 
 
-USER_SCRIPT_WHY = (
-    "a user script runs arbitrary code that the runner image does not have; shape the data with "
-    "text_template, text_cols and col_filters, or prepare it before upload"
-)
-
-
 class TextGenStrategy(str, Enum):
     """How texts become training sequences."""
 
@@ -99,8 +94,8 @@ class PreProcessDataConfig(ApiModel):
         "dataset_type": "strategy (corpus data is the default; pair data is not supported)",
     }
     _unsupported_keys = {
-        "user_script": USER_SCRIPT_WHY,
-        "text_formatting_func": USER_SCRIPT_WHY,
+        "user_script": unsupported.USER_CODE,
+        "text_formatting_func": unsupported.USER_CODE,
         "chat_template": "chat data is not supported yet; render it with text_template",
     }
 
@@ -147,8 +142,8 @@ class DataConfig(ApiModel):
     """A named data config (Olive's HuggingfaceContainer) that passes refer to by name."""
 
     _unsupported_keys = {
-        "user_script": USER_SCRIPT_WHY,
-        "script_dir": USER_SCRIPT_WHY,
+        "user_script": unsupported.USER_CODE,
+        "script_dir": unsupported.USER_CODE,
         "post_process_data_config": "post-processing is for evaluation data, and olivekube has no evaluators",
         "dataloader_config": "the trainer builds its own batches from training_args",
     }

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from olivekube.api import unsupported
 from olivekube.api.common import API_VERSION, KIND
 from olivekube.api.passes import PASS_TYPES, stage_of
 from olivekube.api.validation import Problem
@@ -31,23 +32,19 @@ ENGINE_KEYS = (
     "evaluate_input_model",
     "clean_cache",
 )
-SCRIPT_HINT = (
-    "the runner image cannot run your Python code; express the step with the supported options "
-    "(text_template, text_cols, col_filters for data) or do it before the workflow"
-)
 UNSUPPORTED_TOP = {
-    "evaluators": "olivekube has no evaluators yet; remove them (train and eval loss are reported in status)",
-    "evaluator": "olivekube has no evaluators yet; remove it",
-    "auto_optimizer_config": "search is not supported; list the passes explicitly",
-    "packaging_config": "the final model is published at output_dir; package it from there",
-    "workflow_host": "set host (or a pass's host) to an AzureML system instead",
+    "evaluators": unsupported.EVALUATORS,
+    "evaluator": unsupported.EVALUATORS,
+    "auto_optimizer_config": unsupported.SEARCH,
+    "packaging_config": unsupported.PACKAGING,
+    "workflow_host": unsupported.WORKFLOW_HOST,
 }
 UNSUPPORTED_MODEL = {
-    "model_script": SCRIPT_HINT,
-    "script_dir": SCRIPT_HINT,
-    "components": "ONNX component models are not supported; ModelBuilder exports one decoder model",
-    "io_config": "ModelBuilder derives the model's inputs and outputs itself; remove io_config",
-    "dummy_inputs_func": SCRIPT_HINT,
+    "model_script": unsupported.USER_CODE,
+    "script_dir": unsupported.USER_CODE,
+    "components": unsupported.COMPONENTS,
+    "io_config": unsupported.IO_CONFIG,
+    "dummy_inputs_func": unsupported.USER_CODE,
 }
 PASS_HINTS = {
     "OnnxConversion": "use ModelBuilder, which converts (and quantizes) causal LMs to ONNX",
@@ -227,7 +224,7 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
         conv.error(f"{path}.type", f"data container {kind!r} is not supported; use HuggingfaceContainer")
     for key in ("user_script", "script_dir"):
         if key in node:
-            conv.error(f"{path}.{key}", f"not supported: {SCRIPT_HINT}")
+            conv.error(f"{path}.{key}", f"not supported: {unsupported.USER_CODE}")
     for key in ("post_process_data_config", "dataloader_config"):
         if key in node:
             conv.warn(f"{path}.{key}", "dropped: used only by Olive's evaluators, which olivekube does not run")
@@ -255,7 +252,7 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
             pre.pop("type", None)
         for key in ("user_script", "text_formatting_func"):
             if key in pre:
-                conv.error(f"{ppath}.{key}", f"not supported: {SCRIPT_HINT}")
+                conv.error(f"{ppath}.{key}", f"not supported: {unsupported.USER_CODE}")
         node["pre_process_data_config"] = pre
     return node
 
@@ -290,7 +287,7 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
         return None
     for key in ("user_script", "script_dir"):
         if key in node:
-            conv.error(f"{path}.{key}", f"not supported: {SCRIPT_HINT}")
+            conv.error(f"{path}.{key}", f"not supported: {unsupported.USER_CODE}")
     for key, why in DROPPED_PASS_KEYS.items():
         if key in node:
             conv.warn(f"{path}.{key}", f"dropped: {why}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from olivekube.api import unsupported
 from olivekube.api.common import (
     MAX_DATA_CONFIGS,
     MAX_NAME_LEN,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 else:
     PassConfig = pass_config_type()
 
-NO_EVALUATORS = "olivekube has no evaluators yet; remove it (training and eval loss are reported in status)"
 CEL_RULES: list[JsonValue] = [
     {
         "rule": "!has(self.host) || (has(self.systems) && self.host in self.systems)",
@@ -88,13 +88,13 @@ class WorkflowSpec(ApiModel):
         "execution_providers": "systems.<target>.accelerators[].execution_providers",
     }
     _unsupported_keys = {
-        "evaluators": NO_EVALUATORS,
-        "evaluator": NO_EVALUATORS,
-        "auto_optimizer_config": "search and auto-optimization are not supported; list the passes explicitly",
-        "packaging_config": "the final model is published as an artifact at output_dir; package it from there",
-        "workflow_host": "the workflow runs in the cluster; set host or a pass's host to an AzureML system",
-        "model_script": "a user script runs code that the runner image does not have",
-        "components": "ONNX component models are not supported; the model builder exports one decoder model",
+        "evaluators": unsupported.EVALUATORS,
+        "evaluator": unsupported.EVALUATORS,
+        "auto_optimizer_config": unsupported.SEARCH,
+        "packaging_config": unsupported.PACKAGING,
+        "workflow_host": unsupported.WORKFLOW_HOST,
+        "model_script": unsupported.USER_CODE,
+        "components": unsupported.COMPONENTS,
     }
 
     workflow_id: str | None = Field(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
+from olivekube.api import unsupported
 from olivekube.api.common import MAX_NAME_LEN, ApiModel
 
 PASS_TYPES: dict[str, type[PassBase]] = {}
@@ -31,8 +32,8 @@ class PassBase(ApiModel):
 
     _renamed_keys = {"config": "the pass options directly under the pass"}
     _unsupported_keys = {
-        "user_script": "a user script runs code that the runner image does not have",
-        "io_config": "the model builder derives inputs and outputs from the model",
+        "user_script": unsupported.USER_CODE,
+        "io_config": unsupported.IO_CONFIG,
     }
 
     stage: ClassVar[int]

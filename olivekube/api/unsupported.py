@@ -1,0 +1,15 @@
+"""Why an Olive key cannot run in olivekube, and what to do instead: one wording, used by the API
+models (a manifest with the key is refused) and by `olivekube convert` (an Olive config with it)."""
+
+from __future__ import annotations
+
+USER_CODE = (
+    "the runner image cannot run your Python code; express the step with the supported options "
+    "(text_template, text_cols, col_filters for data) or do it before the workflow"
+)
+IO_CONFIG = "ModelBuilder derives the model's inputs and outputs itself; remove io_config"
+COMPONENTS = "ONNX component models are not supported; ModelBuilder exports one decoder model"
+EVALUATORS = "olivekube has no evaluators yet; remove them (training and eval loss are reported in status)"
+SEARCH = "search and auto-optimization are not supported; list the passes explicitly"
+PACKAGING = "the final model is published as an artifact at output_dir; package it from there"
+WORKFLOW_HOST = "the workflow runs in the cluster; set host or a pass's host to an AzureML system"
