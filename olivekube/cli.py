@@ -223,12 +223,41 @@ def operator(
     liveness_port: Annotated[int, typer.Option(help="kopf liveness /healthz port (0: off).")] = 8081,
     peering: Annotated[str | None, typer.Option(help="kopf peering name, for more than one replica.")] = None,
     retry_backoff_seconds: Annotated[float, typer.Option(help="First retry delay; doubles per failure.")] = 10.0,
+    allowed_image_prefix: Annotated[
+        list[str] | None, typer.Option(help="An image prefix workflows may name besides the runner image.")
+    ] = None,
+    allowed_service_account: Annotated[
+        list[str] | None, typer.Option(help="A ServiceAccount workflows may name besides the runner's.")
+    ] = None,
+    allowed_priority_class: Annotated[
+        list[str] | None, typer.Option(help="A priority class workflows may name (default: none).")
+    ] = None,
+    runner_env_from_secret: Annotated[
+        list[str] | None,
+        typer.Option(help="A Secret (in the workflow's namespace) whose keys every runner gets as env."),
+    ] = None,
+    cache_lookup_prefix: Annotated[
+        list[str] | None,
+        typer.Option(help="A cache URI prefix the operator may read itself (its own credentials) to skip Jobs."),
+    ] = None,
+    scratch_size_limit: Annotated[str, typer.Option(help="sizeLimit of the runner's /tmp emptyDir.")] = "100Gi",
+    scratch_request: Annotated[str, typer.Option(help="ephemeral-storage request of runner containers.")] = "10Gi",
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
     from olivekube.operator.jobs import OperatorSettings
     from olivekube.operator.main import run_operator
 
-    settings = OperatorSettings(runner_image=runner_image, service_account=runner_service_account)
+    settings = OperatorSettings(
+        runner_image=runner_image,
+        service_account=runner_service_account,
+        scratch_size_limit=scratch_size_limit,
+        scratch_request=scratch_request,
+        allowed_images=tuple(allowed_image_prefix or ()),
+        allowed_service_accounts=tuple(allowed_service_account or ()),
+        allowed_priority_classes=tuple(allowed_priority_class or ()),
+        cache_lookup_prefixes=tuple(cache_lookup_prefix or ()),
+        runner_env_from_secrets=tuple(runner_env_from_secret or ()),
+    )
     run_operator(namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from olivekube.api.common import MAX_LIST, MAX_PASSES, MAX_STRING, PRESERVE, ApiModel
+from olivekube.core.constants import SCRATCH_DIR, SCRATCH_VOLUME
 
 
 class PullPolicy(str, Enum):
@@ -72,6 +73,131 @@ class EnvVar(ApiModel):
     )
 
 
+class NameRef(ApiModel):
+    """A reference by name to an object in the workflow's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Object name.")
+    optional: bool | None = Field(None, description="Whether the object may be missing.")
+
+
+class EnvFromSource(ApiModel):
+    """corev1.EnvFromSource: every key of a Secret or ConfigMap as environment variables."""
+
+    prefix: str | None = Field(None, max_length=256, description="Prefix of every variable name.")
+    secretRef: NameRef | None = Field(None, description="The Secret.")
+    configMapRef: NameRef | None = Field(None, description="The ConfigMap.")
+
+
+class KeyToPath(ApiModel):
+    """One key of a Secret or ConfigMap as a file."""
+
+    key: str = Field(min_length=1, max_length=253, description="The key.")
+    path: str = Field(min_length=1, max_length=4096, description="Relative file path.")
+    mode: int | None = Field(None, ge=0, le=511, description="File mode bits.")
+
+
+class SecretVolumeSource(ApiModel):
+    """corev1.SecretVolumeSource."""
+
+    secretName: str = Field(min_length=1, max_length=253, description="Secret in the workflow's namespace.")
+    items: list[KeyToPath] | None = Field(None, max_length=MAX_LIST, description="Keys to project.")
+    defaultMode: int | None = Field(None, ge=0, le=511, description="File mode bits.")
+    optional: bool | None = Field(None, description="Whether the Secret may be missing.")
+
+
+class ConfigMapVolumeSource(ApiModel):
+    """corev1.ConfigMapVolumeSource."""
+
+    name: str = Field(min_length=1, max_length=253, description="ConfigMap in the workflow's namespace.")
+    items: list[KeyToPath] | None = Field(None, max_length=MAX_LIST, description="Keys to project.")
+    defaultMode: int | None = Field(None, ge=0, le=511, description="File mode bits.")
+    optional: bool | None = Field(None, description="Whether the ConfigMap may be missing.")
+
+
+class PersistentVolumeClaimVolumeSource(ApiModel):
+    """corev1.PersistentVolumeClaimVolumeSource."""
+
+    claimName: str = Field(min_length=1, max_length=253, description="Claim in the workflow's namespace.")
+    readOnly: bool | None = Field(None, description="Mount read-only.")
+
+
+class EmptyDirVolumeSource(ApiModel):
+    """corev1.EmptyDirVolumeSource."""
+
+    medium: Literal["", "Memory"] | None = Field(None, description="Storage medium: node disk or Memory.")
+    sizeLimit: int | str | None = Field(
+        None, description="Size limit, e.g. 10Gi.", json_schema_extra={"x-kubernetes-int-or-string": True}
+    )
+
+
+class CSIVolumeSource(ApiModel):
+    """corev1.CSIVolumeSource (an inline CSI volume)."""
+
+    driver: str = Field(min_length=1, max_length=253, description="CSI driver name.")
+    readOnly: bool | None = Field(None, description="Mount read-only.")
+    fsType: str | None = Field(None, max_length=63, description="File system type.")
+    volumeAttributes: dict[str, str] | None = Field(
+        None, max_length=MAX_LIST, description="Driver-specific attributes."
+    )
+    nodePublishSecretRef: NameRef | None = Field(None, description="Secret passed to the driver.")
+
+
+class EphemeralVolumeSource(ApiModel):
+    """corev1.EphemeralVolumeSource: a claim made for the pod and deleted with it."""
+
+    volumeClaimTemplate: dict[str, Any] = Field(
+        description="The claim's template (corev1.PersistentVolumeClaimTemplate).", json_schema_extra=PRESERVE
+    )
+
+
+VOLUME_SOURCES = ("persistentVolumeClaim", "configMap", "secret", "emptyDir", "csi", "ephemeral")
+
+
+class Volume(ApiModel):
+    """A pod volume of one of the kinds the restricted Pod Security Standard allows; hostPath and
+    the other node-level kinds cannot be written here."""
+
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "["
+                    + ", ".join(f"has(self.{k})" for k in VOLUME_SOURCES)
+                    + "].filter(x, x).size() == 1",
+                    "message": "a volume needs exactly one of " + ", ".join(VOLUME_SOURCES),
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=63, description="Volume name, as volumeMounts refer to it.")
+    persistentVolumeClaim: PersistentVolumeClaimVolumeSource | None = Field(None, description="A claim.")
+    configMap: ConfigMapVolumeSource | None = Field(None, description="A ConfigMap's keys as files.")
+    secret: SecretVolumeSource | None = Field(None, description="A Secret's keys as files.")
+    emptyDir: EmptyDirVolumeSource | None = Field(None, description="An empty folder for the pod's life.")
+    csi: CSIVolumeSource | None = Field(None, description="An inline CSI volume.")
+    ephemeral: EphemeralVolumeSource | None = Field(None, description="A claim made for the pod.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        given = [k for k in VOLUME_SOURCES if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a volume needs exactly one of {', '.join(VOLUME_SOURCES)} (given: {len(given)})")
+        return self
+
+
+class VolumeMount(ApiModel):
+    """corev1.VolumeMount (no mount propagation: it needs a privileged container)."""
+
+    name: str = Field(min_length=1, max_length=63, description="Name of a volume in spec.kubernetes.volumes.")
+    mountPath: str = Field(
+        min_length=1, max_length=4096, pattern=r"^/", description="Absolute path in the container."
+    )
+    subPath: str | None = Field(None, max_length=4096, description="Sub-path of the volume to mount.")
+    readOnly: bool | None = Field(None, description="Mount read-only.")
+
+
 class PassResources(ApiModel):
     """Container resources, for every pass and per pass."""
 
@@ -107,23 +233,21 @@ class KubernetesSettings(ApiModel):
         None, description="Pod affinity (corev1.Affinity).", json_schema_extra=PRESERVE
     )
     env: list[EnvVar] | None = Field(None, max_length=MAX_LIST, description="Extra environment variables.")
-    envFrom: list[dict[str, Any]] | None = Field(
+    envFrom: list[EnvFromSource] | None = Field(
         None,
         max_length=16,
         description="Environment from Secrets or ConfigMaps (corev1.EnvFromSource), e.g. store credentials.",
-        json_schema_extra={"items": PRESERVE},
     )
-    volumes: list[dict[str, Any]] | None = Field(
+    volumes: list[Volume] | None = Field(
         None,
         max_length=16,
-        description="Pod volumes (corev1.Volume), e.g. a model cache PersistentVolumeClaim.",
-        json_schema_extra={"items": PRESERVE},
+        description=(
+            "Pod volumes: persistentVolumeClaim, configMap, secret, emptyDir, csi or ephemeral "
+            "(e.g. a model cache claim)."
+        ),
     )
-    volumeMounts: list[dict[str, Any]] | None = Field(
-        None,
-        max_length=16,
-        description="Mounts of those volumes in the runner container (corev1.VolumeMount).",
-        json_schema_extra={"items": PRESERVE},
+    volumeMounts: list[VolumeMount] | None = Field(
+        None, max_length=16, description="Mounts of those volumes in the runner container."
     )
     priorityClassName: str | None = Field(None, max_length=253, description="Priority class of the pods.")
     queueName: str | None = Field(
@@ -140,3 +264,17 @@ class KubernetesSettings(ApiModel):
     ttlSecondsAfterFinished: int | None = Field(
         None, ge=0, description="Delete finished Jobs after this many seconds."
     )
+
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> KubernetesSettings:
+        names = [v.name for v in self.volumes or []]
+        for i, mount in enumerate(self.volumeMounts or []):
+            if mount.name not in names:
+                raise ValueError(
+                    f"volumeMounts.{i}.name: {mount.name!r} is not in volumes (known: {names or 'none'})"
+                )
+            if mount.mountPath.rstrip("/") == SCRATCH_DIR:
+                raise ValueError(f"volumeMounts.{i}.mountPath: {SCRATCH_DIR} is the runner's scratch space")
+        if SCRATCH_VOLUME in names:
+            raise ValueError(f"volumes: the name {SCRATCH_VOLUME} is the runner's own")
+        return self

@@ -28,3 +28,6 @@ PVC_MOUNTS_ENV = "OLIVEKUBE_PVC_MOUNTS"
 # Paths inside a pod.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_LOG = "/dev/termination-log"
+SCRATCH_DIR = "/tmp"  # the runner's writable space (an emptyDir) under a read-only root file system
+SCRATCH_VOLUME = "olivekube-scratch"
+RUNNER_UID = 65532  # the images' non-root user

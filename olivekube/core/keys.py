@@ -59,11 +59,17 @@ def content_key(
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def index_uri(cache_dir: str, chain: str) -> str:
-    """The index entry of a pass in a cache: its chain key → where its output is and what it holds."""
-    return f"{cache_dir.rstrip('/')}/index/{chain}"
+def index_uri(cache_dir: str, scope: str, chain: str) -> str:
+    """The index entry of a pass in a cache: its chain key → where its output is and what it holds.
+    `scope` (the workflow's namespace) keeps each tenant's entries apart."""
+    return f"{cache_dir.rstrip('/')}/index/{scope}/{chain}"
 
 
-def artifact_uri(cache_dir: str, content: str) -> str:
+def artifact_prefix(cache_dir: str, scope: str) -> str:
+    """Where the pass outputs of one scope (namespace) lie in a cache."""
+    return f"{cache_dir.rstrip('/')}/passes/{scope}/"
+
+
+def artifact_uri(cache_dir: str, scope: str, content: str) -> str:
     """Where a pass output with this content key is published in a cache."""
-    return f"{cache_dir.rstrip('/')}/passes/{content[:32]}"
+    return artifact_prefix(cache_dir, scope) + content[:32]

@@ -49,6 +49,11 @@ def _previous_artifact(runner: WorkflowRunner, status: dict[str, Any], name: str
     manifest = store_for(uri).read_manifest(uri)
     if manifest is None:
         raise PassError(f"status.passes.{previous}.artifact.uri", f"no complete artifact at {uri}")
+    if artifact.get("sha256") != manifest.digest:
+        raise PassError(
+            f"status.passes.{previous}.artifact.sha256",
+            f"{artifact.get('sha256')} is not the digest of the artifact at {uri} ({manifest.digest}); refused",
+        )
     base = runner.input_model() if manifest.metadata.get("kind") == "adapter" else None
     return runner.from_artifact(uri, manifest, base)
 

@@ -27,6 +27,9 @@ from olivekube.core.constants import (
     LABEL_WORKFLOW,
     MANAGED_BY,
     PVC_MOUNTS_ENV,
+    RUNNER_UID,
+    SCRATCH_DIR,
+    SCRATCH_VOLUME,
 )
 
 
@@ -37,6 +40,29 @@ class OperatorSettings:
     runner_image: str = DEFAULT_RUNNER_IMAGE
     service_account: str = DEFAULT_SERVICE_ACCOUNT
     gpu_resource: str = "nvidia.com/gpu"
+    scratch_size_limit: str = "100Gi"  # the runner's emptyDir at /tmp (inputs, outputs, caches)
+    scratch_request: str = "10Gi"  # ephemeral-storage request of every runner container
+    allowed_images: tuple[str, ...] = ()  # image prefixes a workflow may name; the runner image always
+    allowed_service_accounts: tuple[str, ...] = ()  # besides service_account
+    allowed_priority_classes: tuple[str, ...] = ()
+    cache_lookup_prefixes: tuple[str, ...] = ()  # caches the operator itself may read (its credentials)
+    runner_env_from_secrets: tuple[str, ...] = ()  # the admin's Secrets in every runner's env (store access)
+
+
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": RUNNER_UID,
+    "runAsGroup": RUNNER_UID,
+    "fsGroup": RUNNER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+"""The restricted Pod Security Standard, met by every runner pod whatever the workflow says."""
 
 
 def label_value(value: str) -> str:
@@ -55,10 +81,10 @@ def job_name(workflow: str, pass_name: str, key: str, attempt: int) -> str:
     return base + suffix
 
 
-def _pvc_mounts(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> dict[str, str]:
+def _pvc_mounts(k8s: KubernetesSettings) -> dict[str, str]:
     """claim name → mount path, for pvc:// URIs inside the pod."""
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
-    return {claims[m["name"]]: m["mountPath"] for m in mounts if m.get("name") in claims}
+    claims = {v.name: v.persistentVolumeClaim.claimName for v in k8s.volumes or [] if v.persistentVolumeClaim}
+    return {claims[m.name]: m.mountPath for m in k8s.volumeMounts or [] if m.name in claims}
 
 
 def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: OperatorSettings) -> dict[str, Any]:
@@ -89,16 +115,22 @@ def job_labels(workflow: str, pass_name: str, key: str, attempt: int) -> dict[st
     }
 
 
-def _env(workflow: OptimizationWorkflow, pass_name: str, attempt: int) -> tuple[list[Any], list[Any]]:
-    """The container's env and envFrom: the user's, the attempt, mounted claims, Azure credentials."""
+def _env(
+    workflow: OptimizationWorkflow, pass_name: str, attempt: int, settings: OperatorSettings
+) -> tuple[list[Any], list[Any]]:
+    """The container's env and envFrom: the admin's, the user's, the attempt, mounted claims, Azure
+    credentials."""
     k8s = workflow.spec.kubernetes or KubernetesSettings()
-    env: list[dict[str, Any]] = [e.dump() for e in k8s.env or []]
-    env_from: list[dict[str, Any]] = list(k8s.envFrom or [])
+    # The image's home is on the read-only root file system: the scratch space serves instead.
+    env: list[dict[str, Any]] = [{"name": "HOME", "value": SCRATCH_DIR}, {"name": "TMPDIR", "value": SCRATCH_DIR}]
+    env += [e.dump() for e in k8s.env or []]
+    env_from: list[dict[str, Any]] = [{"secretRef": {"name": n}} for n in settings.runner_env_from_secrets]
+    env_from += [e.dump() for e in k8s.envFrom or []]
     env.append({"name": ATTEMPT_ENV, "value": str(attempt)})
     system = workflow.spec.host_system(pass_name)
     if isinstance(system, AzureMLSystem) and system.credentials_secret:
         env_from.append({"secretRef": {"name": system.credentials_secret}})
-    pvc = _pvc_mounts(list(k8s.volumes or []), list(k8s.volumeMounts or []))
+    pvc = _pvc_mounts(k8s)
     if pvc:
         env.append({"name": PVC_MOUNTS_ENV, "value": json.dumps(pvc, sort_keys=True)})
     return env, env_from
@@ -110,19 +142,32 @@ def _container(
     k8s = workflow.spec.kubernetes or KubernetesSettings()
     meta = workflow.metadata
     on_azureml = isinstance(workflow.spec.host_system(pass_name), AzureMLSystem)
-    env, env_from = _env(workflow, pass_name, attempt)
+    env, env_from = _env(workflow, pass_name, attempt, settings)
     workflow_ref = f"{meta.namespace or 'default'}/{meta.name}"
     container: dict[str, Any] = {
         "name": "runner",
         "image": k8s.image or settings.runner_image,
         "command": ["olivekube", "runner", "--workflow", workflow_ref, "--pass", pass_name],
         "env": env,
-        "resources": {} if on_azureml else _resources(workflow, pass_name, settings),
+        "resources": _with_scratch_request(
+            {} if on_azureml else _resources(workflow, pass_name, settings), settings
+        ),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "workingDir": SCRATCH_DIR,
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_DIR}]
+        + [m.dump() for m in k8s.volumeMounts or []],
     }
-    optional = {"imagePullPolicy": k8s.imagePullPolicy, "envFrom": env_from, "volumeMounts": k8s.volumeMounts}
-    container.update({k: list(v) if isinstance(v, list) else v for k, v in optional.items() if v})
+    optional = {"imagePullPolicy": k8s.imagePullPolicy, "envFrom": env_from}
+    container.update({k: v for k, v in optional.items() if v})
     return container
+
+
+def _with_scratch_request(resources: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The resources with an ephemeral-storage request for the scratch space, unless one is given."""
+    requests = dict(resources.get("requests") or {})
+    requests.setdefault("ephemeral-storage", settings.scratch_request)
+    return {**resources, "requests": requests}
 
 
 def _pod_spec(
@@ -137,13 +182,15 @@ def _pod_spec(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": k8s.serviceAccountName or settings.service_account,
+        "securityContext": RESTRICTED_POD,
         "containers": [container],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}]
+        + [v.dump() for v in k8s.volumes or []],
     }
     optional = {
         "nodeSelector": node_selector,
         "tolerations": tolerations,
         "affinity": k8s.affinity,
-        "volumes": list(k8s.volumes or []),
         "priorityClassName": k8s.priorityClassName,
         "imagePullSecrets": [{"name": n} for n in k8s.imagePullSecrets or []],
     }

@@ -19,13 +19,13 @@ from olivekube.api.validation import problems_from_error
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
 from olivekube.core.clock import Clock, timestamp, utc_now
 from olivekube.core.constants import LABEL_WORKFLOW
-from olivekube.core.keys import index_uri
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
+from olivekube.operator.cache_lookup import CacheLookup
 from olivekube.operator.jobs import OperatorSettings, build_job, label_value
-from olivekube.operator.plan import Decision, decide
+from olivekube.operator.plan import Decision, conditions, decide
+from olivekube.operator.policy import policy_problems
 from olivekube.operator.view import ClusterView
-from olivekube.storage import store_for
 
 log = logging.getLogger("olivekube.operator")
 
@@ -85,25 +85,27 @@ class Reconciler:
             body = self._read_workflow(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        workflow = self._parse_or_fail(body)
+        workflow = self._admit(body)
         if workflow is None:
             return None
         uid = body["metadata"]["uid"]
         status = body.get("status") or {}
         if fresh or (status and not self.view.listed(uid)):  # a workflow that ran before this process
             self._list_jobs(namespace, name, uid)
+        cache = CacheLookup(workflow, self.settings.cache_lookup_prefixes)
         decision = decide(
             workflow,
             int(body["metadata"].get("generation", 1)),
             status,
             self.view.jobs(uid),
-            self._cached(workflow),
+            cache,
             self._failure_message,
             retry_backoff=self.retry_backoff,
             clock=self.clock,
         )
         if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
+        decision.events += [("Warning", "CacheEntryRefused", why) for why in cache.refused]
         if not self._act(workflow, uid, decision) and not fresh:
             return self._reconcile(namespace, name, fresh=True)  # a Job this process has not seen yet
         self._apply(body, decision)
@@ -113,11 +115,10 @@ class Reconciler:
             self._export_phases()
         return decision.requeue_after
 
-    def _parse_or_fail(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
-        """The workflow, or None after marking an invalid spec Failed (once per generation)."""
+    def _admit(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
+        """The workflow, or None after marking it Failed (once per generation) when its spec is
+        invalid or asks what the admin does not allow."""
         meta = body["metadata"]
-        generation = int(meta.get("generation", 1))
-        status = body.get("status") or {}
         doc = {
             "apiVersion": API_VERSION,
             "kind": KIND,
@@ -125,17 +126,37 @@ class Reconciler:
             "spec": body.get("spec"),
         }
         try:
-            return parse_workflow(doc)
+            workflow = parse_workflow(doc)
         except ValidationError as exc:
             problems = "; ".join(str(p) for p in problems_from_error(exc))
-            if status.get("observedGeneration") != generation or status.get("phase") != WorkflowPhase.FAILED:
-                patch = {
-                    "phase": WorkflowPhase.FAILED.value,
-                    "observedGeneration": generation,
-                    "message": f"invalid spec: {problems}",
-                }
-                self._apply(body, Decision(patch, events=[("Warning", "InvalidSpec", problems)]))
+            self._refuse(body, "InvalidSpec", f"invalid spec: {problems}")
             return None
+        refused = policy_problems(workflow, self.settings)
+        if refused:
+            self._refuse(body, "NotAllowed", "not allowed: " + "; ".join(f"{f}: {m}" for f, m in refused))
+            return None
+        return workflow
+
+    def _refuse(self, body: dict[str, Any], reason: str, message: str) -> None:
+        """Mark the workflow Failed with `reason` (once per generation); no Job is created."""
+        generation = int(body["metadata"].get("generation", 1))
+        status = body.get("status") or {}
+        if status.get("observedGeneration") == generation and status.get("phase") == WorkflowPhase.FAILED:
+            return
+        patch = {
+            "phase": WorkflowPhase.FAILED.value,
+            "observedGeneration": generation,
+            "message": message,
+            "conditions": conditions(
+                status.get("conditions") or [],
+                WorkflowPhase.FAILED,
+                reason,
+                message,
+                generation,
+                timestamp(self.clock()),
+            ),
+        }
+        self._apply(body, Decision(patch, events=[("Warning", reason, message)]))
 
     def _act(self, workflow: OptimizationWorkflow, uid: str, decision: Decision) -> bool:
         """Delete and create the Jobs the decision asks for. False when the Job to create exists
@@ -218,28 +239,6 @@ class Reconciler:
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
         except ApiException as exc:
             log.warning("event %s: %s", reason, exc.reason)
-
-    def _cached(self, workflow: OptimizationWorkflow) -> Any:
-        cache_dir = workflow.spec.cache_dir
-
-        def lookup(pass_name: str, key: str) -> dict[str, Any] | None:
-            if (
-                workflow.spec.clean_cache
-                or not cache_dir
-                or "://" not in cache_dir
-                or cache_dir.startswith("pvc://")
-            ):
-                return None  # the operator reads only object stores; a PVC is mounted in pods alone
-            try:
-                text = store_for(cache_dir).read_text(index_uri(cache_dir, key))
-                entry = json.loads(text) if text else None
-                if entry and store_for(entry["uri"]).read_manifest(entry["uri"]) is not None:
-                    return dict(entry)
-            except Exception as exc:  # no access to the store: run the pass
-                log.info("cache lookup for %s failed: %s", pass_name, exc)
-            return None
-
-        return lookup
 
     def _failure_message(self, job: dict[str, Any]) -> str:
         meta = job["metadata"]

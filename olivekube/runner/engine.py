@@ -28,7 +28,7 @@ from olivekube.runner.passes import PASSES
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.progress import ProgressSink, null_sink
 from olivekube.storage import build_manifest, is_uri, store_for
-from olivekube.storage.manifest import Manifest, file_sha256
+from olivekube.storage.manifest import Manifest, file_sha256, verify
 
 
 @dataclass
@@ -86,6 +86,7 @@ class WorkflowRunner:
         self.cache_dir = self._location(cache_dir or self.spec.cache_dir or ".olivekube-cache")
         self.output_dir = self._location(output_dir or self.spec.output_dir or f"outputs/{workflow.metadata.name}")
         self.chain = self.spec.chain_keys()
+        self.scope = workflow.metadata.namespace or "default"  # a namespace's own part of the cache
         self.work_root = (
             Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
         )
@@ -179,9 +180,13 @@ class WorkflowRunner:
         self, uri: str, manifest: Manifest, base: ModelArtifact | None, local: Path | None = None
     ) -> ModelArtifact:
         """A published pass output as a model; `base` is the adapter's base model (for adapters);
-        `local` is a copy of it on this machine already (no download)."""
+        `local` is this process's own copy of what it just published (no download, no check).
+        Anything else is checked against `manifest` (digests, no links out) before use."""
         store = store_for(uri)
-        path = store.local_path(uri) or local
+        path = local
+        if path is None and (in_place := store.local_path(uri)) is not None:
+            verify(in_place, manifest)
+            path = in_place
         if path is None:
             path = self.work_root / "fetched" / manifest.digest[:16]
             store.fetch(uri, path)
@@ -197,7 +202,7 @@ class WorkflowRunner:
 
     def index_uri(self, name: str) -> str:
         """Where the chain-key index entry of a pass lives."""
-        return index_uri(self.cache_dir, self.chain[name])
+        return index_uri(self.cache_dir, self.scope, self.chain[name])
 
     def run_pass(self, name: str, model: ModelArtifact) -> tuple[ModelArtifact, PassResult]:
         """Run (or take from the cache) one pass, and record it in the chain-key index."""
@@ -226,7 +231,7 @@ class WorkflowRunner:
                     f"{options.type} takes a {' or '.join(runner_pass.accepts)} model, not a {model.kind} model",
                 )
             key = self.content_key(name, model, runner_pass)
-            uri = artifact_uri(self.cache_dir, key)
+            uri = artifact_uri(self.cache_dir, self.scope, key)
             cached = None if self.spec.clean_cache else store_for(uri).read_manifest(uri)
             if cached is not None:
                 out_model = self.from_artifact(uri, cached, model)
@@ -265,8 +270,9 @@ class WorkflowRunner:
             metadata["base"] = {"uri": model.uri, "hub_id": model.hub_id, "digest": model.digest}
             metadata["quantized_base"] = options.needs_bitsandbytes
         manifest = build_manifest(out, metadata)
-        store_for(uri).publish(out, uri, manifest, consume=True)
-        local = None
+        store = store_for(uri)
+        store.publish(out, uri, manifest, consume=True)
+        local = store.local_path(uri)  # a local store: the output is there, as just written
         if out.exists():  # a remote store: keep the local copy for the next pass
             local = self.work_root / "published" / manifest.digest[:16]
             shutil.rmtree(local, ignore_errors=True)

@@ -22,7 +22,7 @@ from typing import Any
 from olivekube.core.errors import PassError, StorageError
 from olivekube.storage.azure_identity import azure_message, credential
 from olivekube.storage.base import ArtifactStore, serves
-from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_relative, verify
 
 DATASTORE_URI = re.compile(
     r"^azureml://subscriptions/(?P<sub>[^/]+)/resource[gG]roups/(?P<rg>[^/]+)/workspaces/(?P<ws>[^/]+)"
@@ -134,6 +134,8 @@ class AzureMLStore(ArtifactStore):
             if not names:
                 raise StorageError(f"{uri}: nothing there")
             relative = [n[len(where.path) + 1 :] for n in names]
+            for rel in relative:
+                check_relative(rel)
         else:
             relative = list(manifest.files)
         for rel in relative:

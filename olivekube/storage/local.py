@@ -13,7 +13,7 @@ from olivekube.core.constants import PVC_MOUNTS_ENV
 from olivekube.core.errors import StorageError
 from olivekube.core.pod_paths import pod_path
 from olivekube.storage.base import ArtifactStore, serves
-from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_links, verify
 
 
 def resolve(uri: str) -> Path:
@@ -57,7 +57,11 @@ class LocalStore(ArtifactStore):
             shutil.copytree(src, dest, dirs_exist_ok=True)
             return build_manifest(dest)
         if dest.resolve() != src.resolve():
-            shutil.copytree(src, dest, dirs_exist_ok=True)
+            check_links(src, manifest)  # copy only the listed files, none through a link
+            for rel in manifest.files:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / rel, dest / rel)
+            (dest / MANIFEST_NAME).write_text(manifest.to_json())
         verify(dest, manifest)
         return manifest
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from olivekube.core.errors import StorageError
 
 MANIFEST_NAME = "olivekube-manifest.json"
 CHUNK = 4 * 1024 * 1024
@@ -43,8 +45,23 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        return cls(files=data["files"], metadata=data.get("metadata", {}))
+        """A manifest as a store holds it; StorageError when it is malformed or names a file outside
+        its artifact's folder (an absolute path, or one with `..`)."""
+        try:
+            data = json.loads(text)
+            files, metadata = dict(data["files"]), dict(data.get("metadata") or {})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"not an olivekube manifest: {exc}") from exc
+        for rel in files:
+            check_relative(rel)
+        return cls(files=files, metadata=metadata)
+
+
+def check_relative(rel: str) -> None:
+    """StorageError unless `rel` is a plain relative path that stays inside its folder."""
+    path = PurePosixPath(rel)
+    if not rel or "\\" in rel or path.is_absolute() or ".." in path.parts or rel.startswith("~"):
+        raise StorageError(f"{rel!r}: a manifest may name only files inside its artifact's folder")
 
 
 def build_manifest(folder: Path, metadata: dict[str, Any] | None = None) -> Manifest:
@@ -58,9 +75,21 @@ def build_manifest(folder: Path, metadata: dict[str, Any] | None = None) -> Mani
     return Manifest(files=files, metadata=dict(metadata or {}))
 
 
+def check_links(folder: Path, manifest: Manifest) -> None:
+    """StorageError when a file the manifest names is a symbolic link or lies, through one, outside `folder`."""
+    root = folder.resolve()
+    for rel in manifest.files:
+        check_relative(rel)
+        path = folder / rel
+        if path.is_symlink() or not path.resolve().is_relative_to(root):
+            raise StorageError(f"{rel}: a symbolic link, or a path out of the artifact's folder; refused")
+
+
 def verify(folder: Path, manifest: Manifest) -> None:
-    """Raise ValueError when a file under `folder` differs from the manifest."""
+    """StorageError when a file under `folder` differs from the manifest, or reaches outside the
+    folder (through a symbolic link)."""
+    check_links(folder, manifest)
     for rel, info in manifest.files.items():
         path = folder / rel
         if not path.is_file() or file_sha256(path) != info["sha256"]:
-            raise ValueError(f"{rel}: content differs from the artifact manifest")
+            raise StorageError(f"{rel}: content differs from the artifact manifest")

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from olivekube.core.errors import StorageError
 from olivekube.storage.base import ArtifactStore, serves
-from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, verify
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_relative, verify
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 COPY_MULTIPART_THRESHOLD = 5 * 1024**3
@@ -86,6 +86,7 @@ class S3Store(ArtifactStore):
             if not keys:
                 raise StorageError(f"{uri}: nothing there")
             for key in keys:
+                check_relative(key[len(prefix) + 1 :])
                 target = dest / key[len(prefix) + 1 :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.client.download_file(bucket, key, str(target), Config=self.transfer)

@@ -27,7 +27,8 @@ def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[n
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")
     s3.upload_folder(tiny_models["phi3"], "e2e/models/tiny-phi3")
-    operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"))
+    lookups = f"s3://{s3.bucket}/e2e/cache"  # the operator's own reads: this cache only
+    operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"), "--cache-lookup-prefix", lookups)
     operator.start()
     yield cp, s3, operator
     operator.stop()

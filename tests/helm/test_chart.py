@@ -21,6 +21,7 @@ CHART = REPO / "helm" / "olivekube"
 SYSTEM_NS = "olivekube-system"
 WORK_NS = "tuning"
 RELEASE = "okube"
+ALLOWED_IMAGE_PREFIX = "registry.local/olivekube-runner"
 
 VALUE_SETS: dict[str, list[str]] = {
     "default": [],
@@ -136,6 +137,10 @@ def install_release(cp) -> None:  # type: ignore[no-untyped-def]
         f"operator.livenessPort={free_port()}",
         "--set",
         "operator.retryBackoffSeconds=1",
+        "--set",
+        f"policy.allowedImagePrefixes={{{ALLOWED_IMAGE_PREFIX}}}",
+        "--set",
+        "runner.envFromSecrets={s3-credentials}",
     )
 
 
@@ -145,6 +150,9 @@ def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore
     for ns in (SYSTEM_NS, WORK_NS):
         cp.kubectl("create", "namespace", ns, check=False)
         s3.create_secret(cp, ns)
+    # Pods in the workflows' namespace must meet the restricted Pod Security Standard.
+    cp.kubectl("label", "namespace", WORK_NS, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+    cp.kubectl("apply", "-f", str(REPO / "tests/helm/resources/tenants.yaml"))
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
     s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
@@ -258,3 +266,122 @@ def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, tmp_pat
         str(REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"),
     )
     install_release(cp)
+
+
+def small_workflow(name: str, s3, **kubernetes: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """A one-pass workflow (fp32 ONNX of the tiny model) with what it asks of its pod."""
+    spec: dict[str, Any] = {
+        "input_model": {"model_path": f"s3://{s3.bucket}/helm/models/tiny-llama"},
+        "passes": {"builder": {"type": "ModelBuilder", "precision": "fp32"}},
+        "cache_dir": f"s3://{s3.bucket}/helm/cache",
+        "output_dir": f"s3://{s3.bucket}/helm/outputs/{name}",
+    }
+    if kubernetes:
+        spec["kubernetes"] = kubernetes
+    return {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": name, "namespace": WORK_NS},
+        "spec": spec,
+    }
+
+
+def apply_as(cp, user: str, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return cp.kubectl("apply", f"--as={user}", "-f", "-", input=yaml.safe_dump(doc), check=False)
+
+
+def finished(cp, name: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    out = cp.kubectl("get", "owf", name, "-n", WORK_NS, "-o", "json", check=False)
+    status = (json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
+    return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+
+def jobs_of(cp, name: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out = cp.kubectl("get", "jobs", "-n", WORK_NS, "-l", f"olivekube.io/workflow={name}", "-o", "json")
+    return list(json.loads(out.stdout)["items"])
+
+
+POD_SHAPING = [
+    (
+        "hostPath volume",
+        {
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+            "volumeMounts": [{"name": "root", "mountPath": "/h"}],
+        },
+        ["hostPath"],
+    ),
+    ("privileged service account", {"serviceAccountName": "ops-admin"}, ["spec.kubernetes.serviceAccountName"]),
+    ("image outside the allowlist", {"image": "docker.io/library/python:3.11"}, ["spec.kubernetes.image"]),
+    (
+        "every taint on a control-plane node",
+        {"tolerations": [{"operator": "Exists"}], "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}},
+        ["spec.kubernetes.nodeSelector", "spec.kubernetes.tolerations"],
+    ),
+    (
+        "a Secret the author cannot read",
+        {"envFrom": [{"secretRef": {"name": "team-secret"}}]},
+        ["spec.kubernetes.envFrom"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "kubernetes", "fields"), POD_SHAPING, ids=[p[0] for p in POD_SHAPING])
+def test_an_author_who_may_not_create_jobs_cannot_shape_the_pods(installed, name, kubernetes, fields) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    wf = "author-" + name.replace(" ", "-").lower()[:40]
+    out = apply_as(cp, "alice", small_workflow(wf, s3, **kubernetes))
+    assert out.returncode != 0, f"{name}: accepted"
+    assert any(f in out.stderr for f in fields), out.stderr
+    assert cp.kubectl("get", "owf", wf, "-n", WORK_NS, check=False).returncode != 0
+    assert jobs_of(cp, wf) == []
+
+
+def test_an_authors_plain_workflow_runs_in_a_restricted_namespace(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    assert (
+        cp.kubectl("auth", "can-i", "create", "jobs", "--as=alice", "-n", WORK_NS, check=False).stdout.strip()
+        == "no"
+    )
+    out = apply_as(cp, "alice", small_workflow("author-plain", s3))
+    assert out.returncode == 0, out.stderr
+    status = wait_for(lambda: finished(cp, "author-plain"), timeout=300)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    (job,) = jobs_of(cp, "author-plain")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # The namespace really enforces the restricted standard: a privileged pod is refused there.
+    privileged = cp.kubectl(
+        "run", "probe", "-n", WORK_NS, "--image=busybox", "--dry-run=server", "--privileged", check=False
+    )
+    assert privileged.returncode != 0 and "PodSecurity" in privileged.stderr
+
+
+def test_an_editor_may_use_an_allowlisted_image_and_their_own_claim(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    doc = small_workflow(
+        "editor-own",
+        s3,
+        image=f"{ALLOWED_IMAGE_PREFIX}:dev",
+        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "bob-models"}}],
+        volumeMounts=[{"name": "models", "mountPath": "/models"}],
+    )
+    doc["spec"]["output_dir"] = "pvc://bob-models/onnx"
+    out = apply_as(cp, "bob", doc)
+    assert out.returncode == 0, out.stderr
+    status = wait_for(lambda: finished(cp, "editor-own"), timeout=300)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["outputs"]["uri"] == "pvc://bob-models/onnx"
+    (job,) = jobs_of(cp, "editor-own")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"{ALLOWED_IMAGE_PREFIX}:dev"
+
+
+def test_an_image_outside_the_admins_allowlist_fails_before_any_job(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    out = apply_as(cp, "bob", small_workflow("editor-foreign", s3, image="docker.io/library/python:3.11"))
+    assert out.returncode == 0, out.stderr  # bob may create Jobs: the admission policy lets him try
+    status = wait_for(lambda: finished(cp, "editor-foreign"), timeout=60)
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "NotAllowed"
+    assert "spec.kubernetes.image: docker.io/library/python:3.11 is not allowed" in failed["message"]
+    assert jobs_of(cp, "editor-foreign") == []

@@ -283,5 +283,30 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
     ),
     ("QLoRA option on LoRA", setter(f"{P}.lora.double_quant", True), "spec.passes.lora.double_quant"),
     ("precision on LoRA", setter(f"{P}.lora.precision", "int4"), "spec.passes.lora.precision"),
+    (
+        "hostPath volume",
+        setter("spec.kubernetes.volumes", [{"name": "root", "hostPath": {"path": "/"}}]),
+        "spec.kubernetes.volumes.0.hostPath",
+    ),
+    ("volume without a source", setter("spec.kubernetes.volumes", [{"name": "v"}]), "spec.kubernetes.volumes.0"),
+    (
+        "privileged pods",
+        setter("spec.kubernetes.securityContext", {"privileged": True}),
+        "spec.kubernetes.securityContext",
+    ),
+    ("host network", setter("spec.kubernetes.hostNetwork", True), "spec.kubernetes.hostNetwork"),
+    (
+        "mount propagation",
+        setter(
+            "spec.kubernetes.volumeMounts",
+            [{"name": "v", "mountPath": "/v", "mountPropagation": "Bidirectional"}],
+        ),
+        "spec.kubernetes.volumeMounts.0.mountPropagation",
+    ),
+    (
+        "envFrom of a pod field",
+        setter("spec.kubernetes.envFrom", [{"secretRef": {"name": "s"}, "fieldRef": {"fieldPath": "x"}}]),
+        "spec.kubernetes.envFrom.0.fieldRef",
+    ),
     ("spec is a list", setter("spec", []), "spec"),
 ]

@@ -16,8 +16,9 @@ RBAC = (REPO / "tests/e2e/resources/runner-rbac.yaml").read_text()
 class Operator:
     """The operator as its own process (outside the cluster, with the admin kubeconfig)."""
 
-    def __init__(self, cp, s3, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-        self.cp, self.s3, self.workdir = cp, s3, workdir
+    def __init__(self, cp, s3, workdir: Path, *args: str) -> None:  # type: ignore[no-untyped-def]
+        """`args`: more options of `olivekube operator`."""
+        self.cp, self.s3, self.workdir, self.args = cp, s3, workdir, args
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -39,6 +40,7 @@ class Operator:
                 "0",
                 "--retry-backoff-seconds",
                 "1",
+                *self.args,
             ],
             env=env,
             stdout=log,

@@ -14,7 +14,7 @@ import pytest
 
 from olivekube.api.workflow import parse_workflow
 from olivekube.runner.engine import WorkflowRunner
-from olivekube.storage import MANIFEST_NAME, build_manifest, store_for
+from olivekube.storage import MANIFEST_NAME, Manifest, StorageError, build_manifest, store_for
 from olivekube.storage.local import LocalStore
 from olivekube.storage.s3 import S3Store
 from tests.helpers.manifests import LORA, workflow_doc
@@ -89,7 +89,7 @@ def test_fetch_detects_corruption(tmp_path: Path) -> None:
     store = LocalStore()
     store.publish(src, str(tmp_path / "art"), build_manifest(src))
     (tmp_path / "art" / "w.bin").write_bytes(b"4321")
-    with pytest.raises(ValueError, match=r"w\.bin"):
+    with pytest.raises(StorageError, match=r"w\.bin"):
         store.fetch(str(tmp_path / "art"), tmp_path / "copy")
 
 
@@ -114,7 +114,7 @@ def test_workflow_on_s3_and_second_run_is_a_cache_hit(s3, tiny_models, tmp_path:
     )
     first, output = WorkflowRunner(parse_workflow(doc), tmp_path / "a").run()
     assert [r.status for r in first] == ["ran", "ran", "ran"]
-    assert all(r.uri and r.uri.startswith(f"s3://{s3.bucket}/cache/passes/") for r in first)
+    assert all(r.uri and r.uri.startswith(f"s3://{s3.bucket}/cache/passes/default/") for r in first)
     assert output == f"s3://{s3.bucket}/outputs/tone-int4"
     out_keys = keys(s3, "outputs/tone-int4/")
     assert {"model.onnx", "genai_config.json", MANIFEST_NAME} <= {k.rsplit("/", 1)[-1] for k in out_keys}
@@ -136,3 +136,46 @@ def test_store_for_refuses_unknown_schemes() -> None:
 
     with pytest.raises(StorageError, match=r"gs://"):
         store_for("gs://bucket/x")
+
+
+def _planted(files: dict[str, bytes]) -> Manifest:
+    import hashlib
+
+    return Manifest(files={k: {"sha256": hashlib.sha256(v).hexdigest(), "size": len(v)} for k, v in files.items()})
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x", "~/x", "a\\..\\x"])
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused_on_fetch(name: str, tmp_path: Path) -> None:
+    art = tmp_path / "cache" / "art"
+    art.mkdir(parents=True)
+    (art / MANIFEST_NAME).write_text(_planted({name: b"owned"}).to_json())
+    dest = tmp_path / "work" / "dest"
+    with pytest.raises(StorageError, match="inside its artifact"):
+        LocalStore().fetch(str(art), dest)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]
+    assert written == [], written
+
+
+def test_a_manifest_naming_a_link_out_of_its_folder_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("not yours")
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "weights.bin").symlink_to(secret)
+    (art / MANIFEST_NAME).write_text(_planted({"weights.bin": b"not yours"}).to_json())
+    with pytest.raises(StorageError, match="symbolic link"):
+        LocalStore().fetch(str(art), tmp_path / "dest")
+    assert not (tmp_path / "dest" / "weights.bin").exists()
+
+
+@pytest.mark.s3
+def test_an_s3_manifest_naming_a_file_outside_its_folder_is_refused(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key="planted/x/../../y", Body=b"owned")
+    client.put_object(
+        Bucket=s3.bucket, Key=f"planted/x/{MANIFEST_NAME}", Body=_planted({"../../y": b"owned"}).to_json().encode()
+    )
+    with pytest.raises(StorageError, match="inside its artifact"):
+        S3Store().fetch(f"s3://{s3.bucket}/planted/x", tmp_path / "a" / "b")
+    assert not (tmp_path / "y").exists() and not any(tmp_path.rglob("y"))

@@ -9,7 +9,9 @@ from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import OperatorSettings, build_job, job_name
 from tests.helpers.manifests import valid_manifest
 
-SETTINGS = OperatorSettings(runner_image="olivekube/runner:1.2.3")
+SETTINGS = OperatorSettings(
+    runner_image="olivekube/runner:1.2.3", scratch_request="2Gi", scratch_size_limit="20Gi"
+)
 
 
 def render(doc: dict[str, Any], pass_name: str = "lora", attempt: int = 0) -> dict[str, Any]:
@@ -46,9 +48,12 @@ def test_training_on_a_gpu_system_requests_a_gpu_and_builder_does_not() -> None:
     doc["spec"]["host"] = "gpu"
     doc["spec"]["systems"]["gpu"].pop("nodeSelector")
     assert render(doc)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
-        "limits": {"nvidia.com/gpu": 1}
+        "limits": {"nvidia.com/gpu": 1},
+        "requests": {"ephemeral-storage": "2Gi"},
     }
-    assert render(doc, "builder")["spec"]["template"]["spec"]["containers"][0]["resources"] == {}
+    assert render(doc, "builder")["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"ephemeral-storage": "2Gi"}
+    }
 
 
 def test_kubernetes_settings_reach_the_pod() -> None:
@@ -76,6 +81,42 @@ def test_kubernetes_settings_reach_the_pod() -> None:
     assert pod["nodeSelector"] == {"pool": "a100"} and pod["tolerations"][0]["key"] == "gpu"
     assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
     assert {"name": "OLIVEKUBE_PVC_MOUNTS", "value": '{"model-cache": "/cache"}'} in container["env"]
-    assert container["resources"] == {"limits": {"nvidia.com/gpu": 2}}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": 2}, "requests": {"ephemeral-storage": "2Gi"}}
+    assert pod["volumes"][1:] == [{"name": "cache", "persistentVolumeClaim": {"claimName": "model-cache"}}]
+    assert container["volumeMounts"][1:] == [{"name": "cache", "mountPath": "/cache"}]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a" and job["spec"]["suspend"] is True
     assert job["spec"]["activeDeadlineSeconds"] == 3600 and job["spec"]["ttlSecondsAfterFinished"] == 600
+
+
+def test_every_runner_pod_meets_the_restricted_pod_security_standard() -> None:
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    doc["spec"]["kubernetes"]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    pod = render(doc)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # The root file system is read-only: the scratch emptyDir at /tmp is where the runner writes.
+    assert pod["volumes"][0] == {"name": "olivekube-scratch", "emptyDir": {"sizeLimit": "20Gi"}}
+    assert container["volumeMounts"][0] == {"name": "olivekube-scratch", "mountPath": "/tmp"}
+    assert container["workingDir"] == "/tmp"
+    assert {"name": "HOME", "value": "/tmp"} in container["env"] and {
+        "name": "TMPDIR",
+        "value": "/tmp",
+    } in container["env"]
+    assert container["resources"]["requests"]["ephemeral-storage"] == "2Gi"
+    kinds = {k for v in pod["volumes"] for k in v if k != "name"}
+    assert kinds <= {"emptyDir", "persistentVolumeClaim", "configMap", "secret", "csi", "ephemeral", "projected"}
+
+
+def test_a_users_ephemeral_storage_request_is_kept() -> None:
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"]["resources"] = {"default": {"requests": {"ephemeral-storage": "50Gi", "cpu": 2}}}
+    container = render(doc)["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"ephemeral-storage": "50Gi", "cpu": 2}}

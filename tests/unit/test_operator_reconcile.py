@@ -6,12 +6,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
 
+from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import OperatorSettings
 from olivekube.operator.reconcile import Reconciler
 from tests.helpers.manifests import valid_manifest
@@ -186,3 +188,141 @@ def test_a_deleted_workflow_is_left_alone(parts) -> None:  # type: ignore[no-unt
     assert reconciler.reconcile("ml", "tone") is None
     assert batch.jobs == {} and workflows.patches == [] and body
     assert reconciler.reconcile("ml", "absent") is None
+
+
+def _cached_output(cache: Path, scope: str, name: str) -> tuple[str, str]:
+    """A published pass output in `scope`'s part of the cache: (uri, digest)."""
+    from olivekube.storage import build_manifest
+
+    folder = cache / "passes" / scope / name
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"weights of " + scope.encode())
+    manifest = build_manifest(folder, {"kind": "adapter"})
+    (folder / "olivekube-manifest.json").write_text(manifest.to_json())
+    return f"file://{folder}", manifest.digest
+
+
+def _index(cache: Path, scope: str, key: str, uri: str, digest: str) -> None:
+    entry = cache / "index" / scope / key
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(json.dumps({"uri": uri, "digest": digest, "sizeBytes": 1, "metrics": {"train_loss": 1.0}}))
+
+
+def _shared_cache_parts(
+    tmp_path: Path, lookups: bool = True
+) -> tuple[Reconciler, FakeWorkflows, FakeBatch, FakeCore]:
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    prefixes = (f"file://{tmp_path}",) if lookups else ()
+    settings = OperatorSettings(cache_lookup_prefixes=prefixes)
+    return (
+        Reconciler(settings, 0, workflows=workflows, batch=batch, core=core, clock=lambda: NOW),
+        workflows,
+        batch,
+        core,
+    )
+
+
+def _workflow_over(cache: Path) -> dict[str, Any]:
+    doc = valid_manifest()
+    doc["spec"]["cache_dir"] = f"file://{cache}"
+    doc["spec"]["passes"] = {"lora": doc["spec"]["passes"]["lora"]}
+    return doc
+
+
+def test_an_index_entry_of_the_workflows_own_namespace_completes_the_pass_without_a_job(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, _ = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    _index(cache, "ml", key, *_cached_output(cache, "ml", "mine"))
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert batch.jobs == {} and status["phase"] == "Succeeded" and status["passes"]["lora"]["cached"] is True
+
+
+def test_another_namespace_cannot_plant_a_cache_entry_that_this_one_uses(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, core = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    planted_uri, planted_digest = _cached_output(cache, "team-b", "planted")
+    _index(cache, "ml", key, planted_uri, planted_digest)  # B wrote an entry for A's key, pointing at B's output
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert len(batch.jobs) == 1 and status["passes"]["lora"].get("cached") is None
+    refused = [e.message for e in core.events if e.reason == "CacheEntryRefused"]
+    assert refused and "outside this namespace" in refused[0] and planted_uri in refused[0]
+
+
+def test_an_entry_whose_output_does_not_match_it_is_refused(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, core = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    uri, _ = _cached_output(cache, "ml", "swapped")
+    _index(cache, "ml", key, uri, "0" * 64)
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    assert len(batch.jobs) == 1 and "does not match" in " ".join(e.message for e in core.events)
+
+
+def test_the_operator_reads_no_cache_the_admin_did_not_name(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, _ = _shared_cache_parts(tmp_path, lookups=False)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    _index(cache, "ml", key, *_cached_output(cache, "ml", "mine"))
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    assert len(batch.jobs) == 1  # the pass's Job, with the workflow's own credentials, finds it instead
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image", "docker.io/evil/miner:1"),
+        ("serviceAccountName", "cluster-admin-sa"),
+        ("priorityClassName", "system-cluster-critical"),
+    ],
+)
+def test_what_the_admin_did_not_allow_fails_the_workflow_before_any_job(parts, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, core = parts
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"][field] = value
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert batch.jobs == {} and status["phase"] == "Failed"
+    assert f"spec.kubernetes.{field}: {value} is not allowed" in status["message"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert (
+        failed["status"] == "True"
+        and failed["reason"] == "NotAllowed"
+        and f"spec.kubernetes.{field}" in failed["message"]
+    )
+    assert reasons(core) == ["NotAllowed"]
+
+
+def test_what_the_admin_allowed_runs() -> None:
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    settings = OperatorSettings(
+        allowed_images=("registry.example.com/ml/",),
+        allowed_service_accounts=("trainer",),
+        allowed_priority_classes=("batch-low",),
+    )
+    reconciler = Reconciler(settings, 0, workflows=workflows, batch=batch, core=core, clock=lambda: NOW)
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"].update(
+        image="registry.example.com/ml/olivekube-runner:2",
+        serviceAccountName="trainer",
+        priorityClassName="batch-low",
+    )
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "trainer" and pod["containers"][0]["image"].startswith(
+        "registry.example.com/ml/"
+    )

@@ -45,6 +45,14 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def local_path(value: str, path_map: dict[str, str]) -> str:
+    """A value that is a path under a mount (HOME=/tmp, a workingDir), as the folder the mount maps to."""
+    for mount in sorted(path_map, key=len, reverse=True):
+        if value == mount or value.startswith(mount.rstrip("/") + "/"):
+            return str(Path(path_map[mount]) / value[len(mount) :].lstrip("/"))
+    return value
+
+
 class NodeAgent:
     def __init__(self, workdir: Path, gpus: int = 8) -> None:
         self.workdir = workdir
@@ -318,9 +326,10 @@ class NodeAgent:
             **host_env,
             "PATH": f"{VENV_BIN}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
             "HOSTNAME": pod.metadata.name,
-            **env,
+            **{k: local_path(v, path_map) for k, v in env.items()},
             "OLIVEKUBE_TEST_NODE_PATHS": json.dumps(path_map),
         }
+        cwd = local_path(container.working_dir, path_map) if container.working_dir else str(pod_dir)
         if SA_DIR in path_map:
             full_env.setdefault("KUBERNETES_SERVICE_HOST", os.environ.get("OLIVEKUBE_API_HOST", "127.0.0.1"))
             full_env.setdefault("KUBERNETES_SERVICE_PORT", os.environ.get("OLIVEKUBE_API_PORT", "443"))
@@ -337,7 +346,7 @@ class NodeAgent:
             proc = subprocess.Popen(
                 argv,
                 env=full_env,
-                cwd=str(pod_dir),
+                cwd=cwd,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -1,0 +1,63 @@
+"""The operator's own look into a workflow's cache: a pass whose output is in the cache's index
+completes without a Job.
+
+The operator reads a store with its own credentials, so it looks only where the cluster admin told
+it to (`--cache-lookup-prefix`, the chart's `policy.cacheLookupPrefixes`); elsewhere the pass gets a
+Job, and the runner, with the workflow's own credentials, finds the output in the cache itself. An
+index entry is trusted only when it lies in the workflow's namespace's part of the cache and points
+there: what another namespace wrote is never taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.core.keys import artifact_prefix, index_uri
+from olivekube.storage import store_for
+
+log = logging.getLogger("olivekube.operator")
+
+
+@dataclass
+class CacheLookup:
+    """`lookup(pass, chain_key)` for the planner; `refused` says which entries it would not take."""
+
+    workflow: OptimizationWorkflow
+    prefixes: tuple[str, ...]
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def cache_dir(self) -> str | None:
+        spec = self.workflow.spec
+        if spec.clean_cache or not spec.cache_dir or not spec.cache_dir.startswith(self.prefixes or ("\0",)):
+            return None
+        return spec.cache_dir
+
+    def __call__(self, pass_name: str, key: str) -> dict[str, Any] | None:
+        cache_dir = self.cache_dir
+        if cache_dir is None:
+            return None
+        scope = self.workflow.metadata.namespace or "default"
+        try:
+            text = store_for(cache_dir).read_text(index_uri(cache_dir, scope, key))
+            entry = json.loads(text) if text else None
+            if not entry:
+                return None
+            uri = str(entry.get("uri") or "")
+            if not uri.startswith(artifact_prefix(cache_dir, scope)):
+                self.refused.append(
+                    f"pass {pass_name}: the cache's index points outside this namespace's part ({uri})"
+                )
+                return None
+            manifest = store_for(uri).read_manifest(uri)
+            if manifest is None or manifest.digest != entry.get("digest"):
+                self.refused.append(f"pass {pass_name}: the cached output at {uri} does not match its index entry")
+                return None
+            return dict(entry)
+        except Exception as exc:  # no access to the store: run the pass
+            log.info("cache lookup for %s failed: %s", pass_name, exc)
+        return None

@@ -1,0 +1,54 @@
+"""What the cluster admin allows a workflow to ask of its pods, beyond what its schema allows.
+
+The chart's values become operator settings: image prefixes, ServiceAccounts and priority classes a
+workflow may name. A workflow that names anything else fails before any Job, with the field named.
+(Who may set those fields at all is the chart's ValidatingAdmissionPolicy's business.)
+"""
+
+from __future__ import annotations
+
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.operator.jobs import OperatorSettings
+
+Problem = tuple[str, str]  # field, message
+
+
+def _listed(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(values) or "none"
+
+
+def image_problem(image: str | None, settings: OperatorSettings) -> Problem | None:
+    if image is None or image == settings.runner_image or image.startswith(settings.allowed_images):
+        return None
+    allowed = [settings.runner_image, *(f"{p}*" for p in settings.allowed_images)]
+    return "spec.kubernetes.image", f"{image} is not allowed by the cluster admin (allowed: {_listed(allowed)})"
+
+
+def service_account_problem(name: str | None, settings: OperatorSettings) -> Problem | None:
+    allowed = [settings.service_account, *settings.allowed_service_accounts]
+    if name is None or name in allowed:
+        return None
+    return (
+        "spec.kubernetes.serviceAccountName",
+        f"{name} is not allowed by the cluster admin (allowed: {_listed(allowed)})",
+    )
+
+
+def priority_class_problem(name: str | None, settings: OperatorSettings) -> Problem | None:
+    if name is None or name in settings.allowed_priority_classes:
+        return None
+    allowed = _listed(settings.allowed_priority_classes)
+    return "spec.kubernetes.priorityClassName", f"{name} is not allowed by the cluster admin (allowed: {allowed})"
+
+
+def policy_problems(workflow: OptimizationWorkflow, settings: OperatorSettings) -> list[Problem]:
+    """Every field of the workflow that the admin's allowlists refuse."""
+    k8s = workflow.spec.kubernetes
+    if k8s is None:
+        return []
+    found = (
+        image_problem(k8s.image, settings),
+        service_account_problem(k8s.serviceAccountName, settings),
+        priority_class_problem(k8s.priorityClassName, settings),
+    )
+    return [p for p in found if p is not None]
