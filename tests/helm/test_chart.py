@@ -75,7 +75,8 @@ def test_templates_are_accepted_by_the_api_server(control_plane, name: str) -> N
     cp = control_plane
     for ns in (SYSTEM_NS, "team-a", "team-b"):
         cp.kubectl("create", "namespace", ns, check=False)
-    rendered = helm(cp, "template", RELEASE, str(CHART), "-n", SYSTEM_NS, *VALUE_SETS[name]).stdout
+    # A release name of its own: the dry run must not meet the objects of the installed release.
+    rendered = helm(cp, "template", "tmpl", str(CHART), "-n", SYSTEM_NS, *VALUE_SETS[name]).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     crds = [
         d
@@ -142,6 +143,25 @@ def install_release(cp) -> None:  # type: ignore[no-untyped-def]
         "--set",
         "runner.envFromSecrets={s3-credentials}",
     )
+    # The API server loads a new admission policy a moment after it is created: wait until it is enforced.
+    probe = {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": "policy-probe", "namespace": WORK_NS},
+        "spec": {
+            "input_model": {"model_path": "x"},
+            "passes": {"b": {"type": "ModelBuilder"}},
+            "kubernetes": {"image": "probe"},
+        },
+    }
+
+    def enforced() -> bool:
+        out = cp.kubectl(
+            "apply", "--dry-run=server", "--as=alice", "-f", "-", input=yaml.safe_dump(probe), check=False
+        )
+        return "ValidatingAdmissionPolicy" in out.stderr
+
+    wait_for(enforced, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ CONTROLLERS = [
     "serviceaccount-token-controller",
     "namespace-controller",
     "ttl-after-finished-controller",
+    "clusterrole-aggregation-controller",  # fills the built-in admin, edit and view roles
     "pod-garbage-collector-controller",
     "root-ca-certificate-publisher-controller",
 ]
