@@ -149,9 +149,10 @@ def _container(
         "image": k8s.image or settings.runner_image,
         "command": ["olivekube", "runner", "--workflow", workflow_ref, "--pass", pass_name],
         "env": env,
-        "resources": _with_scratch_request(
-            {} if on_azureml else _resources(workflow, pass_name, settings), settings
-        ),
+        # An Azure ML dispatcher pod asks nothing of the cluster (its scratch space has a sizeLimit).
+        "resources": {}
+        if on_azureml
+        else _with_scratch_request(_resources(workflow, pass_name, settings), settings),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "workingDir": SCRATCH_DIR,
         "securityContext": RESTRICTED_CONTAINER,

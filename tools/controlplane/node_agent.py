@@ -46,11 +46,9 @@ def now() -> str:
 
 
 def local_path(value: str, path_map: dict[str, str]) -> str:
-    """A value that is a path under a mount (HOME=/tmp, a workingDir), as the folder the mount maps to."""
-    for mount in sorted(path_map, key=len, reverse=True):
-        if value == mount or value.startswith(mount.rstrip("/") + "/"):
-            return str(Path(path_map[mount]) / value[len(mount) :].lstrip("/"))
-    return value
+    """A value that names a mount point (HOME=/tmp, a workingDir) as the folder the mount maps to.
+    Only the mount point itself: a longer path under it may be a host path the test passes in."""
+    return path_map.get(value.rstrip("/") or "/", path_map.get(value, value))
 
 
 class NodeAgent:
