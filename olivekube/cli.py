@@ -16,6 +16,7 @@ from olivekube.api.crd import crd_yaml
 from olivekube.api.olive_config import ConvertError, manifest_name, spec_to_olive, to_manifest
 from olivekube.api.validation import problems_from_error, validate_text
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
+from olivekube.api.yaml_text import load_yaml
 
 app = typer.Typer(
     help="Run Olive-style model optimization workflows on Kubernetes, or locally.",
@@ -32,7 +33,7 @@ def _load(path: Path) -> Any:
         err.print(f"[red]error:[/] cannot read {path}: {exc.strerror}")
         raise typer.Exit(2) from exc
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as exc:
         err.print(f"[red]error:[/] {path} is not valid JSON or YAML: {exc}")
         raise typer.Exit(2) from exc
@@ -274,13 +275,19 @@ def watch(
 
 @app.command()
 def generate(
-    model: Annotated[Path, typer.Argument(help="An ONNX model folder written by the ModelBuilder pass.")],
+    model: Annotated[
+        Path, typer.Argument(help="An ONNX model folder written by the ModelBuilder pass, or an output_dir.")
+    ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "Hello",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate after the prompt.")] = 16,
 ) -> None:
     """Greedy generation with onnxruntime-genai, to try a built model."""
     import onnxruntime_genai as og
 
+    from olivekube.storage.outputs import current_model
+
+    current = current_model(str(model))  # an output_dir: its current version
+    model = Path(current) if current else model
     if not (model / "genai_config.json").is_file():
         err.print(f"[red]error:[/] {model} is not an onnxruntime-genai model folder (no genai_config.json)")
         raise typer.Exit(1)

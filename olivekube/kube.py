@@ -50,7 +50,12 @@ class Workflows:
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch status; returns the workflow as the API server now holds it."""
-        patch = {"status": status}
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch status; returns the workflow as the API server now holds it. With
+        `resource_version`, only if the workflow has not changed since (else ApiException 409)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         return dict(self.api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, patch))

@@ -14,6 +14,7 @@ from olivekube.api.common import KEYED_ERRORS
 from olivekube.api.passes import PASS_TYPES
 from olivekube.api.systems import SYSTEM_TYPES
 from olivekube.api.workflow import parse_workflow
+from olivekube.api.yaml_text import load_all_yaml
 
 SIMPLE_KEY = re.compile(r"[A-Za-z0-9_\-/]+")
 
@@ -90,7 +91,7 @@ def validate_document(doc: Any) -> list[Problem]:
 def validate_text(text: str) -> list[Problem]:
     """Problems of every document in a YAML or JSON text."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in load_all_yaml(text) if d is not None]
     except yaml.YAMLError as exc:
         return [Problem("", f"not valid YAML: {exc}")]
     if not docs:

@@ -20,6 +20,7 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.artifact import is_hub_id
 from olivekube.core.constants import LABEL_ATTEMPT, LABEL_KEY, LABEL_PASS, LABEL_WORKFLOW, WORKFLOW_ENV
 from olivekube.core.errors import PassError
+from olivekube.storage.outputs import version_uri
 
 DEFAULT_DATASTORE = "workspaceblobstore"
 FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow")
@@ -124,10 +125,11 @@ def _data_inputs(at: PassAttempt, inputs: dict[str, dict[str, str]], args: list[
 
 
 def _output_uri(at: PassAttempt, workspace: AzureMLClient) -> str:
-    """output_dir for the last pass when it is an azureml:// path, else a datastore path keyed by the chain key."""
+    """For the last pass, a version folder of output_dir when it is an azureml:// path (the
+    dispatcher points to it once the job completed); else a datastore path keyed by the chain key."""
     spec, meta = at.workflow.spec, at.workflow.metadata
     if spec.is_last_pass(at.pass_name) and spec.output_dir and spec.output_dir.startswith("azureml://"):
-        return spec.output_dir.rstrip("/") + "/"
+        return version_uri(spec.output_dir, at.key[:16]) + "/"
     return (  # the full form, which the azureml:// store reads outside Azure ML too
         f"azureml://subscriptions/{workspace.subscription_id}/resourcegroups/{workspace.resource_group}"
         f"/workspaces/{workspace.workspace_name}/datastores/{DEFAULT_DATASTORE}/paths/olivekube/"

@@ -12,7 +12,9 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.azureml.dispatch import run_on_azureml
 from olivekube.azureml.job import PassAttempt
 from olivekube.core.constants import ATTEMPT_ENV
+from olivekube.core.errors import PassError, StorageError
 from olivekube.kube import Workflows
+from olivekube.storage.outputs import point_to, version_uri
 
 
 def dispatch_to_azureml(
@@ -48,5 +50,11 @@ def dispatch_to_azureml(
     )
     patch: dict[str, Any] = {"passes": {pass_name: fields}}
     if workflow.spec.is_last_pass(pass_name):
+        output_dir = workflow.spec.output_dir
+        if output_dir and uri.rstrip("/") == version_uri(output_dir, key[:16]):
+            try:
+                point_to(output_dir, key[:16], manifest)
+            except StorageError as exc:
+                raise PassError("spec.output_dir", str(exc)) from exc
         patch["outputs"] = {"uri": uri, "sha256": manifest.digest}
     api.patch_status(namespace, name, patch)

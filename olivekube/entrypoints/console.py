@@ -15,5 +15,5 @@ def pass_bars(console: Console, elapsed: bool) -> Progress:
     ]
     if elapsed:
         columns.append(TimeElapsedColumn())
-    columns.append(TextColumn("{task.fields[info]}"))
+    columns.append(TextColumn("{task.fields[info]}", markup=False))  # status text, printed as it is
     return Progress(*columns, console=console, transient=False)

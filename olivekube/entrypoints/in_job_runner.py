@@ -14,6 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
 from olivekube.api.status import finished_pass_fields
 from olivekube.api.workflow import parse_workflow
 from olivekube.azureml.job import azureml_system
@@ -58,8 +61,8 @@ def _previous_artifact(runner: WorkflowRunner, status: dict[str, Any], name: str
     return runner.from_artifact(uri, manifest, base)
 
 
-def _status_after(runner: WorkflowRunner, pass_name: str, out_model: ModelArtifact, result: PassResult) -> Any:
-    """The status patch of a finished pass: its fields, and the published output after the last pass."""
+def _status_after(runner: WorkflowRunner, pass_name: str, result: PassResult) -> dict[str, Any]:
+    """The status patch of a finished pass: the runner's own fields of it."""
     assert result.uri is not None and result.digest is not None
     fields = finished_pass_fields(
         result.uri,
@@ -69,12 +72,67 @@ def _status_after(runner: WorkflowRunner, pass_name: str, out_model: ModelArtifa
         runner.chain[pass_name],
         result.status == "cached",
     )
-    status: dict[str, Any] = {"passes": {pass_name: fields}}
+    return {"passes": {pass_name: fields}}
+
+
+class Superseded(Exception):
+    """The workflow's spec changed while the pass ran: its result is no longer wanted."""
+
+
+def current_chain_key(api: Workflows, namespace: str, name: str, pass_name: str) -> tuple[str | None, str]:
+    """The pass's chain key in the workflow as the API server holds it now, and its resourceVersion."""
+    body = api.get(namespace, name)
+    try:
+        workflow = parse_workflow(
+            {
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": body["spec"],
+            }
+        )
+    except ValidationError:
+        return None, body["metadata"]["resourceVersion"]
+    return workflow.spec.chain_keys().get(pass_name), body["metadata"]["resourceVersion"]
+
+
+def fenced_patch(
+    api: Workflows, namespace: str, name: str, pass_name: str, key: str, patch: dict[str, Any]
+) -> None:
+    """Patch status only while the workflow still wants this pass's result (its chain key is `key`):
+    a late run of an edited spec changes nothing. Raises Superseded otherwise."""
+    for _ in range(10):
+        current, version = current_chain_key(api, namespace, name, pass_name)
+        if current != key:
+            raise Superseded(f"pass {pass_name}: the workflow changed while it ran; its result is not recorded")
+        try:
+            api.patch_status(namespace, name, patch, resource_version=version)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise Superseded(f"pass {pass_name}: the workflow kept changing; its result is not recorded")
+
+
+def _finish(
+    api: Workflows,
+    namespace: str,
+    name: str,
+    pass_name: str,
+    runner: WorkflowRunner,
+    out_model: ModelArtifact,
+    result: PassResult,
+) -> None:
+    """Record the pass (and after the last pass, publish the output), unless the spec moved on."""
+    key = runner.chain[pass_name]
+    status = _status_after(runner, pass_name, result)
     if runner.spec.is_last_pass(pass_name):
+        if current_chain_key(api, namespace, name, pass_name)[0] != key:
+            raise Superseded(f"pass {pass_name}: the workflow changed while it ran; its output is not published")
         output = runner.publish_output(out_model)
         manifest = store_for(output).read_manifest(output)
         status["outputs"] = {"uri": output, "sha256": manifest.digest if manifest else None}
-    return status
+    fenced_patch(api, namespace, name, pass_name, key, status)
 
 
 def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> int:
@@ -102,9 +160,14 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
         runner.work_root = workdir / ".olivekube-work"
         model = _previous_artifact(runner, body.get("status") or {}, pass_name)
         runner.make_pass(pass_name, runner.work_root).preflight(model)
+        if workflow.spec.is_last_pass(pass_name):
+            runner.check_output_dir()
         out_model, result = runner.run_pass(pass_name, model)
         sink.flush()
-        api.patch_status(namespace, name, _status_after(runner, pass_name, out_model, result))
+        _finish(api, namespace, name, pass_name, runner, out_model, result)
+    except Superseded as exc:
+        log.warning("%s", exc)
+        return 0
     except (PassError, StorageError) as exc:
         write_termination_message(str(exc))
         log.error("%s", exc)

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
+from rich.text import Text
 
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.errors import PassError
@@ -58,12 +59,12 @@ def summary(results: list[PassResult], failed: tuple[str, str] | None = None) ->
             r.type,
             r.status,
             f"{r.seconds:.1f}s",
-            r.uri or "",
+            Text(r.uri or ""),
             f"{loss:.4f}" if loss is not None else "",
             f"{r.metrics['eval_loss']:.4f}" if "eval_loss" in r.metrics else "",
         )
     if failed:
-        table.add_row(failed[0], "", "[red]failed[/]", "", failed[1], "", "")
+        table.add_row(Text(failed[0]), "", Text("failed", "red"), "", Text(failed[1]), "", "")
     return table
 
 
@@ -107,12 +108,12 @@ def run_local(
             progress.stop()
             console.print(summary(done, (failing or "(before the passes)", str(exc))))
             where = f"pass {failing!r} failed" if failing else "the workflow cannot start"
-            console.print(f"[red]error:[/] {where}: {exc}", markup=True, highlight=False)
+            console.print(Text.assemble(("error:", "red"), f" {where}: {exc}"), highlight=False)
             if summary_json:
                 write_summary(summary_json, done, None, f"{where}: {exc}")
             return 1
     console.print(summary(results))
     if summary_json:
         write_summary(summary_json, results, output, None)
-    console.print(f"output: {output}  ({time.monotonic() - started:.1f}s)")
+    console.print(f"output: {output}  ({time.monotonic() - started:.1f}s)", markup=False, highlight=False)
     return 0

@@ -50,7 +50,7 @@ def watch_workflow(namespace: str, name: str, console: Console) -> int:
         ):
             body = event["object"]
             if event["type"] == "DELETED":
-                console.print(f"{namespace}/{name} was deleted")
+                console.print(f"{namespace}/{name} was deleted", markup=False)
                 return 1
             status = body.get("status") or {}
             for pass_name, ps in (status.get("passes") or {}).items():
@@ -64,9 +64,8 @@ def watch_workflow(namespace: str, name: str, console: Console) -> int:
             phase = status.get("phase")
             if phase in FINAL:
                 break
-    console.print(
-        f"{namespace}/{name}: {phase}" + (f" ({status.get('message')})" if status.get("message") else "")
-    )
+    message = f" ({status.get('message')})" if status.get("message") else ""
+    console.print(f"{namespace}/{name}: {phase}{message}", markup=False, highlight=False)
     if status.get("outputs"):
-        console.print(f"output: {status['outputs'].get('uri')}")
+        console.print(f"output: {status['outputs'].get('uri')}", markup=False, highlight=False)
     return 0 if phase == "Succeeded" else 1

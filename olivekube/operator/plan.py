@@ -34,7 +34,7 @@ class Decision:
 
     status: dict[str, Any]
     create: tuple[str, str, int] | None = None  # pass, chain key, attempt
-    delete: str | None = None  # a Job to delete (a suspended pass whose work runs on Azure ML)
+    delete: list[str] = field(default_factory=list)  # Jobs to delete: superseded, or suspended on Azure ML
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
@@ -216,7 +216,7 @@ def job_running(p: Planner, f: PassFacts) -> Answer:
             "message": "Azure ML job cancelled: suspended",
         }
         message = f"suspended: cancelling pass {f.name}"
-        return p.finish(WorkflowPhase.SUSPENDED, "Suspended", message, f.name, delete=job["metadata"]["name"])
+        return p.finish(WorkflowPhase.SUSPENDED, "Suspended", message, f.name, delete=[job["metadata"]["name"]])
     if f.seen.get("phase") != PassPhase.RUNNING or f.seen.get("jobName") != job["metadata"]["name"]:
         p.passes[f.name] = {
             "phase": PassPhase.RUNNING.value,
@@ -313,8 +313,27 @@ def decide(
     retry_backoff: float = 10.0,
     clock: Clock = utc_now,
 ) -> Decision:
-    """The next step for `workflow`. `cached(pass, key)` finds a published output in the store's
-    index; `failure_message(job)` reads why a Job failed (the pod's termination message)."""
+    """The next step for `workflow`: `_next_step`, and the deletion of every Job a spec edit superseded."""
+    decision = _next_step(workflow, generation, status, jobs, cached, failure_message, retry_backoff, clock)
+    for job in superseded_jobs(workflow, jobs):
+        if job not in decision.delete:
+            decision.delete.append(job)
+            decision.events.append(("Normal", "JobSuperseded", f"deleting Job {job}: the spec changed"))
+    return decision
+
+
+def _next_step(
+    workflow: OptimizationWorkflow,
+    generation: int,
+    status: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    cached: Callable[[str, str], dict[str, Any] | None],
+    failure_message: Callable[[dict[str, Any]], str],
+    retry_backoff: float,
+    clock: Clock,
+) -> Decision:
+    """`cached(pass, key)` finds a published output in the store's index; `failure_message(job)`
+    reads why a Job failed (the pod's termination message)."""
     if status.get("phase") == WorkflowPhase.FAILED and status.get("observedGeneration") == generation:
         return Decision({})  # a failed generation stays failed until the spec changes
     spec = workflow.spec
@@ -331,3 +350,14 @@ def decide(
     order = spec.ordered_pass_names()
     message = f"all {len(order)} passes succeeded"
     return planner.finish(WorkflowPhase.SUCCEEDED, "Succeeded", message, order[-1] if order else None)
+
+
+def superseded_jobs(workflow: OptimizationWorkflow, jobs: list[dict[str, Any]]) -> list[str]:
+    """Running Jobs of a spec that is no longer the workflow's: a pass removed, or its chain key changed."""
+    wanted = {(label_value(name), key[:16]) for name, key in workflow.spec.chain_keys().items()}
+    out = []
+    for job in jobs:
+        labels = job["metadata"].get("labels") or {}
+        if job_state(job) == PassPhase.RUNNING and (labels.get(LABEL_PASS), labels.get(LABEL_KEY)) not in wanted:
+            out.append(str(job["metadata"]["name"]))
+    return out

@@ -7,6 +7,7 @@ workflow may name. A workflow that names anything else fails before any Job, wit
 
 from __future__ import annotations
 
+from olivekube.api.systems import AzureMLSystem
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.operator.jobs import OperatorSettings
 
@@ -52,3 +53,37 @@ def policy_problems(workflow: OptimizationWorkflow, settings: OperatorSettings) 
         priority_class_problem(k8s.priorityClassName, settings),
     )
     return [p for p in found if p is not None]
+
+
+SHARED_STORES = ("s3://", "azureml://", "pvc://")
+
+
+def _mounted(path: str, workflow: OptimizationWorkflow) -> bool:
+    k8s = workflow.spec.kubernetes
+    mounts = [m.mountPath.rstrip("/") for m in (k8s.volumeMounts if k8s else None) or []]
+    return any(path == m or path.startswith(m + "/") for m in mounts)
+
+
+def pod_local_problems(workflow: OptimizationWorkflow) -> list[Problem]:
+    """cache_dir and output_dir that would live in a pod's own file system, which is gone when the
+    pod ends: in the cluster they must be shared stores. Passes hosted on Azure ML use neither."""
+    spec = workflow.spec
+    if all(isinstance(spec.host_system(p), AzureMLSystem) for p in spec.passes):
+        return []
+    problems: list[Problem] = []
+    for field in ("cache_dir", "output_dir"):
+        value: str | None = getattr(spec, field)
+        path = value.removeprefix("file://") if value else None
+        if value and (
+            value.startswith(SHARED_STORES) or (path and path.startswith("/") and _mounted(path, workflow))
+        ):
+            continue
+        problems.append(
+            (
+                f"spec.{field}",
+                f"{value or 'unset'}: a pass's pod would keep it in its own file system, lost when the pod "
+                "ends; in the cluster use s3://, azureml://, pvc://CLAIM/PATH or a path on a volume in "
+                "spec.kubernetes.volumeMounts",
+            )
+        )
+    return problems

@@ -24,7 +24,7 @@ from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
 from olivekube.operator.jobs import OperatorSettings, build_job, label_value
 from olivekube.operator.plan import Decision, conditions, decide
-from olivekube.operator.policy import policy_problems
+from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
 
 log = logging.getLogger("olivekube.operator")
@@ -135,6 +135,10 @@ class Reconciler:
         if refused:
             self._refuse(body, "NotAllowed", "not allowed: " + "; ".join(f"{f}: {m}" for f, m in refused))
             return None
+        local = pod_local_problems(workflow)
+        if local:
+            self._refuse(body, "PodLocalStore", "; ".join(f"{f}: {m}" for f, m in local))
+            return None
         return workflow
 
     def _refuse(self, body: dict[str, Any], reason: str, message: str) -> None:
@@ -162,15 +166,15 @@ class Reconciler:
         """Delete and create the Jobs the decision asks for. False when the Job to create exists
         already (409): the decision was made on a view that lacks it."""
         namespace = workflow.metadata.namespace or "default"
-        if decision.delete is not None:
+        for name in decision.delete:
             try:
                 self.batch.delete_namespaced_job(
-                    decision.delete, namespace, propagation_policy="Background", _preload_content=False
+                    name, namespace, propagation_policy="Background", _preload_content=False
                 )
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-            self.view.forget_job(uid, decision.delete)
+            self.view.forget_job(uid, name)
         if decision.create is None:
             return True
         pass_name, key, attempt = decision.create

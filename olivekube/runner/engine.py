@@ -29,6 +29,7 @@ from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.progress import ProgressSink, null_sink
 from olivekube.storage import build_manifest, is_uri, store_for
 from olivekube.storage.manifest import Manifest, file_sha256, verify
+from olivekube.storage.outputs import publish_version, read_pointer
 
 
 @dataclass
@@ -160,11 +161,19 @@ class WorkflowRunner:
 
     def _data_fingerprint(self, pass_name: str) -> list[Any]:
         out: list[Any] = []
+        configs = self.spec.data_configs or []
         for config in self.spec.pass_data_configs(pass_name):
+            field = f"spec.data_configs.{configs.index(config)}.load_dataset_config.data_files"
             digests = {}
             for f in config.load_dataset_config.listed_files():
                 local = Path(f) if Path(f).is_absolute() else self.base_dir / f
-                digests[f] = file_sha256(local) if not is_uri(f) and local.is_file() else f
+                if is_uri(f):  # the bytes behind the URI now, so that changed data trains again
+                    try:
+                        digests[f] = store_for(f).file_version(f) or f
+                    except StorageError as exc:
+                        raise PassError(field, str(exc)) from exc
+                else:
+                    digests[f] = file_sha256(local) if local.is_file() else f
             out.append({"config": config.dump(), "files": digests})
         return out
 
@@ -281,15 +290,19 @@ class WorkflowRunner:
         return self.from_artifact(uri, manifest, model, local), manifest
 
     def publish_output(self, model: ModelArtifact) -> str:
-        """Publish the final model at output_dir (all or nothing)."""
+        """Publish the final model as a new version under output_dir (all or nothing; nothing else
+        there is touched) and point to it. Returns the version's URI."""
         assert model.path is not None
         manifest = build_manifest(model.path, model.metadata)
-        store_for(self.output_dir).publish(model.path, self.output_dir, manifest)
-        return self.output_dir
+        try:
+            return publish_version(self.output_dir, model.path, manifest)
+        except StorageError as exc:
+            raise PassError("spec.output_dir", str(exc)) from exc
 
     def run(self, on_result: Callable[[PassResult], None] | None = None) -> tuple[list[PassResult], str]:
         """Run every pass in order. Raises PassError (with `results_so_far`) when a pass fails."""
         results: list[PassResult] = []
+        self.check_output_dir()
         model = self.input_model()
         self.preflight(model)
         for name in self.spec.ordered_pass_names():
@@ -298,6 +311,14 @@ class WorkflowRunner:
             if on_result is not None:
                 on_result(result)
             results.append(result)
-        output = self.publish_output(model)
+        with _failing_pass("output_dir", results):
+            output = self.publish_output(model)
         shutil.rmtree(self.work_root, ignore_errors=True)
         return results, output
+
+    def check_output_dir(self) -> None:
+        """Before any work: PassError naming output_dir when olivekube could not publish there."""
+        try:
+            read_pointer(self.output_dir)
+        except StorageError as exc:
+            raise PassError("spec.output_dir", str(exc)) from exc

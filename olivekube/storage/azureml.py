@@ -191,6 +191,19 @@ class AzureMLStore(ArtifactStore):
             raise
         return True
 
+    def file_version(self, uri: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        where = parse(uri)
+        blob = self._container(where, uri).get_blob_client(where.path)
+        try:
+            properties = self._call(uri, blob.get_blob_properties)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return None
+            raise
+        return f"etag:{properties.etag}:{properties.size}"
+
     def fetch_file(self, uri: str, dest: Path) -> Path:
         where = parse(uri)
         data = self._read(self._container(where, uri), where.path, uri)

@@ -61,6 +61,11 @@ class ArtifactStore(ABC):
     def write_text(self, uri: str, text: str) -> None:
         """Write a small text object in one step."""
 
+    def file_version(self, uri: str) -> str | None:
+        """What identifies the bytes of a single file (a data file) now: a digest or the server's
+        ETag; None when the store cannot tell. Enters the content key of the passes that read it."""
+        return None
+
     def local_path(self, uri: str) -> Path | None:
         """The folder of `uri` on this machine when the store is local (no copy needed), else None."""
         return None

@@ -13,7 +13,7 @@ from olivekube.core.constants import PVC_MOUNTS_ENV
 from olivekube.core.errors import StorageError
 from olivekube.core.pod_paths import pod_path
 from olivekube.storage.base import ArtifactStore, serves
-from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_links, verify
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_links, file_sha256, verify
 
 
 def resolve(uri: str) -> Path:
@@ -67,6 +67,9 @@ class LocalStore(ArtifactStore):
 
     def publish(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> None:
         final = resolve(uri)
+        existing = self.read_manifest(uri)
+        if existing is not None and existing.digest == manifest.digest:
+            return  # the same content is there already
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
         try:
@@ -88,6 +91,10 @@ class LocalStore(ArtifactStore):
 
     def exists_file(self, uri: str) -> bool:
         return resolve(uri).is_file()
+
+    def file_version(self, uri: str) -> str | None:
+        path = resolve(uri)
+        return f"sha256:{file_sha256(path)}" if path.is_file() else None
 
     def fetch_file(self, uri: str, dest: Path) -> Path:
         src = resolve(uri)

@@ -134,6 +134,16 @@ class S3Store(ArtifactStore):
             return False
         return True
 
+    def file_version(self, uri: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            return None
+        return f"etag:{head.get('ETag')}:{head.get('ContentLength')}:{head.get('VersionId') or ''}"
+
     def fetch_file(self, uri: str, dest: Path) -> Path:
         from botocore.exceptions import ClientError
 

@@ -391,7 +391,7 @@ def test_an_editor_may_use_an_allowlisted_image_and_their_own_claim(installed) -
     assert out.returncode == 0, out.stderr
     status = wait_for(lambda: finished(cp, "editor-own"), timeout=300)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert status["outputs"]["uri"] == "pvc://bob-models/onnx"
+    assert status["outputs"]["uri"].startswith("pvc://bob-models/onnx/versions/")
     (job,) = jobs_of(cp, "editor-own")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"{ALLOWED_IMAGE_PREFIX}:dev"
 
@@ -405,3 +405,13 @@ def test_an_image_outside_the_admins_allowlist_fails_before_any_job(installed) -
     assert failed["status"] == "True" and failed["reason"] == "NotAllowed"
     assert "spec.kubernetes.image: docker.io/library/python:3.11 is not allowed" in failed["message"]
     assert jobs_of(cp, "editor-foreign") == []
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [(["--set", "operator.replicaCount=2"], "ClusterKopfPeering"), (VALUE_SETS["namespaced"], "KopfPeering")],
+)
+def test_replicas_peer_with_the_peering_kind_their_mode_needs(control_plane, values: list[str], kind: str) -> None:  # type: ignore[no-untyped-def]
+    rendered = helm(control_plane, "template", "x", str(CHART), "--set", "operator.replicaCount=2", *values).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert kind in kinds and ({"ClusterKopfPeering", "KopfPeering"} - {kind}).isdisjoint(kinds)

@@ -98,7 +98,9 @@ def test_olivekube_run_reads_model_and_data_from_a_datastore_and_publishes_there
     (tmp_path / "wf.json").write_text(json.dumps(doc))
     run = olivekube_run(tmp_path / "wf.json")
     assert run.returncode == 0, run.stdout + run.stderr
-    manifest = json.loads(fake.blobs[(BLOB_CONTAINER, "outputs/tone-int4/olivekube-manifest.json")])
+    pointer = json.loads(fake.blobs[(BLOB_CONTAINER, "outputs/tone-int4/olivekube-output.json")])
+    version = f"outputs/tone-int4/{pointer['current']}"
+    manifest = json.loads(fake.blobs[(BLOB_CONTAINER, f"{version}/olivekube-manifest.json")])
     assert manifest["metadata"]["precision"] == "int4"
-    assert (BLOB_CONTAINER, "outputs/tone-int4/model.onnx") in fake.blobs
+    assert (BLOB_CONTAINER, f"{version}/model.onnx") in fake.blobs
     assert fake.client_secret not in run.stdout + run.stderr

@@ -17,7 +17,7 @@ from olivekube.runner.engine import WorkflowRunner
 from olivekube.storage import MANIFEST_NAME, Manifest, StorageError, build_manifest, store_for
 from olivekube.storage.local import LocalStore
 from olivekube.storage.s3 import S3Store
-from tests.helpers.manifests import LORA, workflow_doc
+from tests.helpers.manifests import DATA, LORA, workflow_doc
 
 
 def keys(s3, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -115,12 +115,11 @@ def test_workflow_on_s3_and_second_run_is_a_cache_hit(s3, tiny_models, tmp_path:
     first, output = WorkflowRunner(parse_workflow(doc), tmp_path / "a").run()
     assert [r.status for r in first] == ["ran", "ran", "ran"]
     assert all(r.uri and r.uri.startswith(f"s3://{s3.bucket}/cache/passes/default/") for r in first)
-    assert output == f"s3://{s3.bucket}/outputs/tone-int4"
-    out_keys = keys(s3, "outputs/tone-int4/")
+    assert output.startswith(f"s3://{s3.bucket}/outputs/tone-int4/versions/")
+    version = output.split(f"s3://{s3.bucket}/", 1)[1]
+    out_keys = keys(s3, f"{version}/")
     assert {"model.onnx", "genai_config.json", MANIFEST_NAME} <= {k.rsplit("/", 1)[-1] for k in out_keys}
-    manifest = json.loads(
-        client.get_object(Bucket=s3.bucket, Key=f"outputs/tone-int4/{MANIFEST_NAME}")["Body"].read()
-    )
+    manifest = json.loads(client.get_object(Bucket=s3.bucket, Key=f"{version}/{MANIFEST_NAME}")["Body"].read())
     assert manifest["metadata"]["precision"] == "int4"
 
     started = time.monotonic()
@@ -129,6 +128,13 @@ def test_workflow_on_s3_and_second_run_is_a_cache_hit(s3, tiny_models, tmp_path:
     assert [r.digest for r in second] == [r.digest for r in first]
     assert second[0].metrics["train_loss"] == first[0].metrics["train_loss"]
     assert time.monotonic() - started < sum(r.seconds for r in first) + 30
+
+    # Other bytes under the same data URI: the adapter is trained again, not taken from the cache.
+    rows = json.loads(DATA.read_text())
+    client.put_object(Bucket=s3.bucket, Key="data/tone.json", Body=json.dumps(rows[: len(rows) // 2]).encode())
+    third, _ = WorkflowRunner(parse_workflow(doc), tmp_path / "c").run()
+    client.put_object(Bucket=s3.bucket, Key="data/tone.json", Body=data)  # as the next test expects it
+    assert third[0].status == "ran" and third[0].digest != first[0].digest
 
 
 def test_store_for_refuses_unknown_schemes() -> None:

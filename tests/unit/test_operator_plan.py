@@ -93,7 +93,7 @@ def test_suspend_stops_a_pass_running_on_azure_ml_at_once() -> None:
     wf = workflow(suspend=True, systems={"aml": aml}, host="aml", target="aml")
     running = job(wf, "lora", 0, None)
     d = plan(wf, {}, [running])
-    assert d.delete == running["metadata"]["name"] and d.create is None
+    assert d.delete == [running["metadata"]["name"]] and d.create is None
     assert d.status["phase"] == "Suspended"
     assert d.status["passes"]["lora"]["phase"] == "Pending"
     resumed = workflow(systems={"aml": aml}, host="aml", target="aml")
@@ -117,3 +117,20 @@ def test_a_spec_change_reruns_from_the_first_changed_pass() -> None:
     d = plan(new, status, [])
     assert d.create is not None and d.create[0] == "builder"
     assert d.status["passes"]["builder"]["artifact"] is None  # the old output no longer applies
+
+
+def test_a_spec_edit_deletes_the_jobs_it_superseded() -> None:
+    before = workflow()
+    old = job(before, "lora", 0, None)  # running for the old spec
+    after = workflow(
+        passes={
+            **valid_manifest()["spec"]["passes"],
+            "lora": {**valid_manifest()["spec"]["passes"]["lora"], "r": 16},
+        }
+    )
+    d = plan(after, {}, [old])
+    assert d.delete == [old["metadata"]["name"]]
+    assert d.create == ("lora", after.spec.chain_keys()["lora"], 0)
+    assert ("Normal", "JobSuperseded", f"deleting Job {old['metadata']['name']}: the spec changed") in d.events
+    finished = job(before, "lora", 0, "Complete")  # a finished Job is history, not deleted
+    assert plan(after, {}, [finished]).delete == []

@@ -29,7 +29,10 @@ class FakeWorkflows:
         self.patches: list[dict[str, Any]] = []
 
     def add(self, doc: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+        """Store a workflow; its stores default to shared ones, as a workflow in a cluster needs."""
         body = copy.deepcopy(doc)
+        body["spec"].setdefault("cache_dir", "s3://models/cache")
+        body["spec"].setdefault("output_dir", "s3://models/out")
         meta = body["metadata"]
         meta.update(uid=f"uid-{meta['name']}", generation=generation, resourceVersion="1")
         self.items[(meta["namespace"], meta["name"])] = body
@@ -224,7 +227,9 @@ def _shared_cache_parts(
 
 def _workflow_over(cache: Path) -> dict[str, Any]:
     doc = valid_manifest()
-    doc["spec"]["cache_dir"] = f"file://{cache}"
+    doc["spec"]["cache_dir"] = f"file://{cache}"  # a shared file system, mounted in the pods
+    doc["spec"]["kubernetes"]["volumes"] = [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}]
+    doc["spec"]["kubernetes"]["volumeMounts"] = [{"name": "shared", "mountPath": str(cache)}]
     doc["spec"]["passes"] = {"lora": doc["spec"]["passes"]["lora"]}
     return doc
 
@@ -325,4 +330,29 @@ def test_what_the_admin_allowed_runs() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "trainer" and pod["containers"][0]["image"].startswith(
         "registry.example.com/ml/"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stores", "field"),
+    [
+        ({"cache_dir": None}, "spec.cache_dir"),
+        ({"output_dir": "outputs/tone"}, "spec.output_dir"),
+        ({"output_dir": "file:///models/tone"}, "spec.output_dir"),
+    ],
+)
+def test_stores_in_the_pods_own_file_system_are_refused_before_any_job(parts, stores, field) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, _ = parts
+    doc = valid_manifest()
+    doc["spec"].update({k: v for k, v in stores.items() if v is not None})
+    body = workflows.add(doc)
+    for key, value in stores.items():
+        if value is None:
+            workflows.items[("ml", "tone")]["spec"].pop(key)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert batch.jobs == {} and status["phase"] == "Failed" and body
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert (
+        failed["reason"] == "PodLocalStore" and f"{field}: " in failed["message"] and "pvc://" in failed["message"]
     )

@@ -75,3 +75,18 @@ def test_odd_keys_are_quoted_in_paths() -> None:
     doc["spec"]["passes"]["lora"]["a b"] = 1
     paths = {p.path for p in validate_document(doc)}
     assert {'"."', 'spec.passes.lora."a b"'} <= paths
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]" for i in range(8)]
+    bomb = "\n".join(lines) + "\n"
+    assert len(bomb) < 500
+    problems = validate_text(bomb)
+    assert len(problems) == 1 and "aliases" in problems[0].message
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    out = subprocess.run(
+        [sys.executable, "-m", "olivekube.cli", "run", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "aliases" in out.stderr

@@ -43,7 +43,7 @@ app.kubernetes.io/component: operator
   verbs: [create, patch]
 {{- if gt (int .Values.operator.replicaCount) 1 }}
 - apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
+  resources: [{{ if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
   verbs: [get, list, watch, patch]
 {{- end }}
 {{- end -}}

@@ -1,0 +1,112 @@
+"""output_dir never loses a user's files: each run publishes a version of its own and moves a
+pointer; whatever else is in output_dir stays, in every store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from olivekube.storage import StorageError, build_manifest
+from olivekube.storage.outputs import POINTER_NAME, current_model, publish_version
+from tests.helpers.manifests import write
+from tests.helpers.processes import olivekube_run
+from tools.fake_azureml import BLOB_CONTAINER, FakeAzureML
+
+AZURE_ROOT = "azureml://subscriptions/sub/resourcegroups/rg/workspaces/ws/datastores/workspaceblobstore/paths"
+
+
+def _model(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(text)
+    (folder / "weights.bin").write_bytes(os.urandom(1024))
+    return folder
+
+
+def _builder_workflow(model: Path, output_dir: str, precision: str) -> dict[str, object]:
+    return {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": "out"},
+        "spec": {
+            "input_model": {"type": "HfModel", "model_path": str(model)},
+            "passes": {"builder": {"type": "ModelBuilder", "precision": precision}},
+            "output_dir": output_dir,
+            "cache_dir": "cache",
+        },
+    }
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.runner
+@pytest.mark.parametrize("output_dir", ["models", "."])
+def test_a_run_into_a_folder_of_the_users_keeps_everything_there(
+    tiny_models, tmp_path: Path, output_dir: str
+) -> None:  # type: ignore[no-untyped-def]
+    users = tmp_path / output_dir
+    users.mkdir(exist_ok=True)
+    (users / "notes.txt").write_text("mine")
+    (users / "old-model").mkdir()
+    (users / "old-model" / "model.onnx").write_bytes(b"an older model, by hand")
+    before = _files(users)
+    first = olivekube_run(write(tmp_path / "wf.json", _builder_workflow(tiny_models["llama"], output_dir, "fp32")))
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = olivekube_run(
+        write(tmp_path / "wf.json", _builder_workflow(tiny_models["llama"], output_dir, "int4"))
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    after = _files(users)
+    assert {k: v for k, v in after.items() if k in before} == before, "a file of the user's changed or vanished"
+    pointer = json.loads((users / POINTER_NAME).read_text())
+    assert len(pointer["history"]) == 2 and pointer["current"] == f"versions/{pointer['history'][-1]['version']}"
+    for entry in pointer["history"]:  # both runs' models are still there, each complete
+        assert (users / "versions" / entry["version"] / "model.onnx").is_file()
+    current = current_model(str(users))
+    assert current is not None and Path(current) == users / pointer["current"]
+    assert json.loads((Path(current) / "olivekube-manifest.json").read_text())["metadata"]["precision"] == "int4"
+    assert current in second.stdout.replace("\n", "")
+
+
+def test_a_file_named_like_the_pointer_that_is_not_olivekubes_is_never_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / POINTER_NAME).write_text("my own notes")
+    src = _model(tmp_path / "src", "{}")
+    with pytest.raises(StorageError, match="not olivekube's output pointer"):
+        publish_version(str(out), src, build_manifest(src))
+    assert (out / POINTER_NAME).read_text() == "my own notes" and not (out / "versions").exists()
+
+
+@pytest.mark.s3
+def test_s3_versions_leave_the_users_objects_under_the_prefix(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key="team/models/readme.md", Body=b"mine")
+    client.put_object(Bucket=s3.bucket, Key="team/models/config.json", Body=b"also mine")
+    output_dir = f"s3://{s3.bucket}/team/models"
+    uris = []
+    for text in ("a", "b"):
+        src = _model(tmp_path / text, text)
+        uris.append(publish_version(output_dir, src, build_manifest(src)))
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix="team/models/")["Contents"]}
+    assert {"team/models/readme.md", "team/models/config.json"} <= keys
+    assert client.get_object(Bucket=s3.bucket, Key="team/models/config.json")["Body"].read() == b"also mine"
+    assert current_model(output_dir) == uris[1] and uris[0] != uris[1]
+    assert f"{uris[0].split(s3.bucket + '/')[1]}/weights.bin" in keys  # the first version is still there
+
+
+def test_azureml_versions_leave_the_users_blobs_under_the_path(fake_azureml: FakeAzureML, tmp_path: Path) -> None:
+    fake_azureml.blobs[(BLOB_CONTAINER, "team/models/readme.md")] = b"mine"
+    output_dir = f"{AZURE_ROOT}/team/models"
+    uris = []
+    for text in ("a", "b"):
+        src = _model(tmp_path / text, text)
+        uris.append(publish_version(output_dir, src, build_manifest(src)))
+    assert fake_azureml.blobs[(BLOB_CONTAINER, "team/models/readme.md")] == b"mine"
+    assert current_model(output_dir) == uris[1]
+    names = {n for _, n in fake_azureml.blobs}
+    assert any(n.startswith(uris[0].split("/paths/")[1]) for n in names)

@@ -1,0 +1,25 @@
+"""Status text reaches the terminal as it is: brackets in it are not rich markup."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from olivekube.entrypoints.console import pass_bars
+from olivekube.entrypoints.local_run import summary
+
+
+def test_progress_info_with_brackets_is_printed_literally() -> None:
+    out = io.StringIO()
+    with pass_bars(Console(file=out, width=200, force_terminal=False), elapsed=False) as bars:
+        task = bars.add_task("lora", total=None, info="")
+        bars.update(task, info="Failed: s3://b/[/x] and [red]not red[/]")
+        bars.refresh()
+    assert "[/x] and [red]not red[/]" in out.getvalue()
+
+
+def test_a_failure_message_with_brackets_fits_in_the_summary() -> None:
+    out = io.StringIO()
+    Console(file=out, width=300).print(summary([], ("lora", "spec.x: [/x] is [bold]odd")))
+    assert "[/x] is [bold]odd" in out.getvalue()
