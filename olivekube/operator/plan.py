@@ -25,6 +25,7 @@ from olivekube.core.constants import LABEL_ATTEMPT, LABEL_KEY, LABEL_PASS
 from olivekube.operator.jobs import job_name, label_value
 
 DEFAULT_BACKOFF_LIMIT = 2
+STARTUP_RECHECK_SECONDS = 10.0
 Event = tuple[str, str, str]  # type (Normal/Warning), reason, message
 
 
@@ -105,6 +106,7 @@ class Planner:
     failure_message: Callable[[dict[str, Any]], str]
     retry_backoff: float
     clock: Clock
+    start_problem: Callable[[dict[str, Any]], str | None] = lambda job: None
     passes: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     done: int = 0
@@ -202,6 +204,29 @@ def job_succeeded(p: Planner, f: PassFacts) -> Answer:
     return p.finish(WorkflowPhase.FAILED, "NoArtifact", message, f.name)
 
 
+def _started(job: dict[str, Any]) -> bool:
+    """Whether a pod of the Job is ready, or has ended."""
+    status = job.get("status") or {}
+    return bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
+
+
+def cannot_start(p: Planner, f: PassFacts) -> Answer:
+    """A running Job whose pods cannot be created or started (refused by admission, a missing
+    ServiceAccount, an image that cannot be pulled): the pass fails with the cluster's own words
+    instead of waiting for ever, and the Job goes."""
+    if PassPhase.RUNNING not in f.states:
+        return None
+    job = f.jobs[f.states.index(PassPhase.RUNNING)]
+    if _started(job):
+        return None
+    why = p.start_problem(job)
+    if why is None:
+        return None
+    p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": why, "finishedAt": p.now}
+    message = f"pass {f.name} cannot start: {why}"
+    return p.finish(WorkflowPhase.FAILED, "PodsNotStarting", message, f.name, delete=[job["metadata"]["name"]])
+
+
 def job_running(p: Planner, f: PassFacts) -> Answer:
     """A Job runs the pass: wait for it; a suspend stops one whose work bills on Azure ML."""
     if PassPhase.RUNNING not in f.states:
@@ -223,7 +248,9 @@ def job_running(p: Planner, f: PassFacts) -> Answer:
             "jobName": job["metadata"]["name"],
             "attempts": len(f.jobs),
         }
-    return p.finish(WorkflowPhase.RUNNING, "PassRunning", f"running pass {f.name}", f.name)
+    # Until a pod is ready nothing may change on the Job: look again, to catch pods that never start.
+    again = None if _started(job) else STARTUP_RECHECK_SECONDS
+    return p.finish(WorkflowPhase.RUNNING, "PassRunning", f"running pass {f.name}", f.name, requeue_after=again)
 
 
 def suspended(p: Planner, f: PassFacts) -> Answer:
@@ -283,6 +310,7 @@ PASS_RULES: tuple[PassRule, ...] = (
     already_succeeded,
     taken_from_cache,
     job_succeeded,
+    cannot_start,
     job_running,
     suspended,
     out_of_attempts,
@@ -312,9 +340,14 @@ def decide(
     failure_message: Callable[[dict[str, Any]], str],
     retry_backoff: float = 10.0,
     clock: Clock = utc_now,
+    start_problem: Callable[[dict[str, Any]], str | None] = lambda job: None,
 ) -> Decision:
-    """The next step for `workflow`: `_next_step`, and the deletion of every Job a spec edit superseded."""
-    decision = _next_step(workflow, generation, status, jobs, cached, failure_message, retry_backoff, clock)
+    """The next step for `workflow`: `_next_step`, and the deletion of every Job a spec edit superseded.
+    `start_problem(job)` says why a Job's pods cannot start, or None."""
+    planner = Planner(
+        workflow, generation, status, jobs, cached, failure_message, retry_backoff, clock, start_problem
+    )
+    decision = _next_step(planner)
     for job in superseded_jobs(workflow, jobs):
         if job not in decision.delete:
             decision.delete.append(job)
@@ -322,23 +355,14 @@ def decide(
     return decision
 
 
-def _next_step(
-    workflow: OptimizationWorkflow,
-    generation: int,
-    status: dict[str, Any],
-    jobs: list[dict[str, Any]],
-    cached: Callable[[str, str], dict[str, Any] | None],
-    failure_message: Callable[[dict[str, Any]], str],
-    retry_backoff: float,
-    clock: Clock,
-) -> Decision:
-    """`cached(pass, key)` finds a published output in the store's index; `failure_message(job)`
-    reads why a Job failed (the pod's termination message)."""
+def _next_step(planner: Planner) -> Decision:
+    """`planner.cached(pass, key)` finds a published output in the store's index;
+    `planner.failure_message(job)` reads why a Job failed (the pod's termination message)."""
+    status, generation, jobs = planner.status, planner.generation, planner.jobs
     if status.get("phase") == WorkflowPhase.FAILED and status.get("observedGeneration") == generation:
         return Decision({})  # a failed generation stays failed until the spec changes
-    spec = workflow.spec
+    spec = planner.workflow.spec
     current = dict(status.get("passes") or {})
-    planner = Planner(workflow, generation, status, jobs, cached, failure_message, retry_backoff, clock)
     planner.passes.update({name: None for name in current if name not in spec.passes})  # removed passes
     keys = spec.chain_keys()
     for name in spec.ordered_pass_names():

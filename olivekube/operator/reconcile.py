@@ -22,12 +22,43 @@ from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
-from olivekube.operator.jobs import OperatorSettings, build_job, label_value
+from olivekube.operator.jobs import OperatorSettings, build_job, job_name, label_value
 from olivekube.operator.plan import Decision, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
 
 log = logging.getLogger("olivekube.operator")
+CANNOT_START = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+)
+"""Container waiting reasons that no wait will cure."""
+
+
+class JobRefused(Exception):
+    """The API server will not create a pass's Job (admission, quota, validation)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message of a refusal."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def job_name_of(workflow: OptimizationWorkflow, decision: Decision) -> str:
+    assert decision.create is not None
+    pass_name, key, attempt = decision.create
+    return job_name(workflow.metadata.name, pass_name, key, attempt)
 
 
 class Reconciler:
@@ -102,12 +133,23 @@ class Reconciler:
             self._failure_message,
             retry_backoff=self.retry_backoff,
             clock=self.clock,
+            start_problem=self._start_problem,
         )
         if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
         decision.events += [("Warning", "CacheEntryRefused", why) for why in cache.refused]
-        if not self._act(workflow, uid, decision) and not fresh:
+        try:
+            created = self._act(workflow, uid, decision)
+        except JobRefused as exc:
+            self._refuse(body, exc.reason, exc.message)
+            return None
+        if not created and not fresh:
             return self._reconcile(namespace, name, fresh=True)  # a Job this process has not seen yet
+        if not created:  # still there after a fresh list of our own Jobs: the name is someone else's
+            taken = job_name_of(workflow, decision)
+            message = f"a Job named {taken} exists in {namespace} and is not this workflow's; delete it"
+            self._refuse(body, "JobNameTaken", message)
+            return None
         self._apply(body, decision)
         phase = decision.status.get("phase") or status.get("phase")
         if phase:
@@ -182,9 +224,14 @@ class Reconciler:
         try:
             answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
         except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return False
+            if exc.status == 409:
+                return False
+            if exc.status in (429,) or (exc.status or 500) >= 500:
+                raise  # the API server is busy or down: the next event or timer tries again
+            raise JobRefused(
+                "JobRefused",
+                f"the API server refused the Job of pass {pass_name} ({exc.status}): {api_message(exc)}",
+            ) from exc
         self.view.put_job(uid, json.loads(answer.data))
         pass_type = workflow.spec.passes[pass_name].type
         metrics.JOBS_CREATED.labels(pass_type).inc()
@@ -243,6 +290,31 @@ class Reconciler:
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
         except ApiException as exc:
             log.warning("event %s: %s", reason, exc.reason)
+
+    def _start_problem(self, job: dict[str, Any]) -> str | None:
+        """Why the Job's pods cannot be created or started, in the cluster's words; None when
+        nothing says so (yet)."""
+        meta = job["metadata"]
+        try:
+            events = self.core.list_namespaced_event(
+                meta["namespace"], field_selector=f"involvedObject.uid={meta.get('uid')},reason=FailedCreate"
+            ).items
+        except ApiException:
+            events = []
+        if meta.get("uid") and events:
+            return f"FailedCreate: {events[-1].message}"
+        try:
+            pods = self.core.list_namespaced_pod(
+                meta["namespace"], label_selector=f"job-name={meta['name']}"
+            ).items
+        except ApiException:
+            pods = []
+        for pod in pods:
+            for cs in pod.status.container_statuses or []:
+                waiting = cs.state.waiting if cs.state else None
+                if waiting is not None and waiting.reason in CANNOT_START:
+                    return f"{waiting.reason}: {waiting.message or ''}".strip()
+        return None
 
     def _failure_message(self, job: dict[str, Any]) -> str:
         meta = job["metadata"]

@@ -28,7 +28,8 @@ def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[n
     client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")
     s3.upload_folder(tiny_models["phi3"], "e2e/models/tiny-phi3")
     lookups = f"s3://{s3.bucket}/e2e/cache"  # the operator's own reads: this cache only
-    operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"), "--cache-lookup-prefix", lookups)
+    args = ("--cache-lookup-prefix", lookups, "--allowed-service-account", "ghost")
+    operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"), *args)
     operator.start()
     yield cp, s3, operator
     operator.stop()
@@ -222,3 +223,45 @@ def test_operator_killed_at_random_moments_still_finishes_with_one_job_per_attem
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     names = jobs(cp, "survivor")
     assert len(names) == 3 and len(set(names)) == 3
+
+
+def test_pods_whose_service_account_does_not_exist_fail_the_workflow_within_seconds(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    doc = manifest("ghostly", s3, passes={"builder": {"type": "ModelBuilder", "precision": "fp32"}})
+    doc["spec"]["kubernetes"]["serviceAccountName"] = "ghost"  # allowed by the admin, but not there
+    apply(cp, doc)
+    wait_for(lambda: phase(cp, "ghostly") == "Failed", timeout=90)
+    status = get(cp, "ghostly")["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "PodsNotStarting" and "ghost" in failed["message"], failed
+    events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=ghostly").stdout
+    assert "PodsNotStarting" in events
+    wait_for(lambda: not jobs(cp, "ghostly"), timeout=60)
+
+
+def test_a_job_refused_by_an_admission_policy_fails_the_workflow_with_its_message(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    policy = str(REPO / "tests/e2e/resources/refuse-jobs-policy.yaml")
+    cp.kubectl("apply", "-f", policy)
+    try:
+        probe = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "probe", "namespace": NS, "labels": {"olivekube.io/pass": "refused"}},
+            "spec": {
+                "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}
+            },
+        }
+
+        def enforced() -> bool:
+            out = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(probe), check=False)
+            return "not allowed here" in out.stderr
+
+        wait_for(enforced, timeout=30)
+        apply(cp, manifest("refusal", s3, passes={"refused": {"type": "ModelBuilder", "precision": "fp32"}}))
+        wait_for(lambda: phase(cp, "refusal") == "Failed", timeout=60)
+        failed = {c["type"]: c for c in get(cp, "refusal")["status"]["conditions"]}["Failed"]
+        assert failed["reason"] == "JobRefused" and "not allowed here" in failed["message"], failed
+        assert jobs(cp, "refusal") == []
+    finally:
+        cp.kubectl("delete", "-f", policy, "--ignore-not-found")

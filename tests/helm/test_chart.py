@@ -231,8 +231,8 @@ def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no
         ("optimizationworkflows.olivekube.io/status", "get patch"),
         ("jobs.batch", "get list watch create delete"),
         ("pods", "get list"),
-        ("events", "create patch"),
-        ("events.events.k8s.io", "create patch"),
+        ("events", "create patch list"),
+        ("events.events.k8s.io", "create patch list"),
         ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),
         ("namespaces", "list watch"),
     }

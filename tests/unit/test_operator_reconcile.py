@@ -64,14 +64,21 @@ def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeBatch:
-    """Jobs; `conflict` makes the next create answer 409 as for a Job the view has not seen."""
+    """Jobs; `conflict` makes the next create answer 409 as for a Job the view has not seen, `foreign`
+    holds names taken by Jobs of no workflow, `refusal` makes every create answer that ApiException."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.conflict = False
+        self.foreign: set[str] = set()
+        self.refusal: ApiException | None = None
 
     def create_namespaced_job(self, namespace: str, job: dict[str, Any], **_: Any) -> Any:
         name = job["metadata"]["name"]
+        if self.refusal is not None:
+            raise self.refusal
+        if name in self.foreign:
+            raise ApiException(status=409)
         if self.conflict or name in self.jobs:
             self.conflict = False
             self.jobs.setdefault(name, {**job, "metadata": {**job["metadata"], "uid": f"job-{name}"}})
@@ -93,14 +100,24 @@ class FakeCore:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.message = "data file missing"
+        self.failed_create: str | None = None
 
     def create_namespaced_event(self, namespace: str, event: Any, **_: Any) -> None:
         self.events.append(event)
 
+    def list_namespaced_event(self, namespace: str, field_selector: str) -> Any:
+        """The Job controller's FailedCreate events, as `failed_create` says."""
+        found = (
+            [SimpleNamespace(message=self.failed_create)]
+            if self.failed_create and "FailedCreate" in field_selector
+            else []
+        )
+        return SimpleNamespace(items=found)
+
     def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
         terminated = SimpleNamespace(message=self.message, exit_code=1, reason="Error")
         status = SimpleNamespace(
-            container_statuses=[SimpleNamespace(state=SimpleNamespace(terminated=terminated))]
+            container_statuses=[SimpleNamespace(state=SimpleNamespace(terminated=terminated, waiting=None))]
         )
         return SimpleNamespace(items=[SimpleNamespace(status=status)])
 
@@ -356,3 +373,47 @@ def test_stores_in_the_pods_own_file_system_are_refused_before_any_job(parts, st
     assert (
         failed["reason"] == "PodLocalStore" and f"{field}: " in failed["message"] and "pvc://" in failed["message"]
     )
+
+
+def test_a_job_the_api_server_refuses_fails_the_workflow_with_its_message(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, core = parts
+    refusal = ApiException(status=403)
+    refusal.body = json.dumps(
+        {"message": 'jobs "tone-lora" is forbidden: exceeded quota: compute, requested: cpu=4'}
+    )
+    batch.refusal = refusal
+    workflows.add(valid_manifest())
+    assert reconciler.reconcile("ml", "tone") is None
+    status = workflows.items[("ml", "tone")]["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert (
+        status["phase"] == "Failed" and failed["reason"] == "JobRefused" and "exceeded quota" in failed["message"]
+    )
+    assert reasons(core) == ["JobRefused"]
+
+
+def test_a_job_name_held_by_a_job_of_no_workflow_fails_the_workflow(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, core = parts
+    doc = valid_manifest()
+    workflows.add(doc)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    from olivekube.operator.jobs import job_name
+
+    batch.foreign.add(job_name("tone", "lora", key, 0))
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert status["phase"] == "Failed" and "is not this workflow's" in status["message"] and batch.jobs == {}
+    assert reasons(core) == ["JobNameTaken"]
+
+
+def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, core = parts
+    workflows.add(valid_manifest())
+    assert reconciler.reconcile("ml", "tone") is None
+    assert reconciler.reconcile("ml", "tone") == 10.0  # no pod ready yet: look again
+    core.failed_create = 'pods "tone-lora-x" is forbidden: error looking up service account ml/ghost'
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert status["phase"] == "Failed" and "service account ml/ghost" in status["message"]
+    assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "PodsNotStarting"
+    assert batch.jobs == {}, "the Job that cannot start is deleted"

@@ -40,7 +40,7 @@ app.kubernetes.io/component: operator
   verbs: [get, list]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list]
 {{- if gt (int .Values.operator.replicaCount) 1 }}
 - apiGroups: [kopf.dev]
   resources: [{{ if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
