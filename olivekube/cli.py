@@ -243,6 +243,8 @@ def operator(
     ] = None,
     scratch_size_limit: Annotated[str, typer.Option(help="sizeLimit of the runner's /tmp emptyDir.")] = "100Gi",
     scratch_request: Annotated[str, typer.Option(help="ephemeral-storage request of runner containers.")] = "10Gi",
+    cpu_request: Annotated[str, typer.Option(help="CPU request of a pass that names no resources.")] = "1",
+    memory_request: Annotated[str, typer.Option(help="Memory request of a pass that names no resources.")] = "4Gi",
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
     from olivekube.operator.jobs import OperatorSettings
@@ -253,6 +255,8 @@ def operator(
         service_account=runner_service_account,
         scratch_size_limit=scratch_size_limit,
         scratch_request=scratch_request,
+        cpu_request=cpu_request,
+        memory_request=memory_request,
         allowed_images=tuple(allowed_image_prefix or ()),
         allowed_service_accounts=tuple(allowed_service_account or ()),
         allowed_priority_classes=tuple(allowed_priority_class or ()),

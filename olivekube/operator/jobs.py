@@ -42,12 +42,16 @@ class OperatorSettings:
     gpu_resource: str = "nvidia.com/gpu"
     scratch_size_limit: str = "100Gi"  # the runner's emptyDir at /tmp (inputs, outputs, caches)
     scratch_request: str = "10Gi"  # ephemeral-storage request of every runner container
+    cpu_request: str = "1"  # requests of a pass whose workflow and system name no resources
+    memory_request: str = "4Gi"
     allowed_images: tuple[str, ...] = ()  # image prefixes a workflow may name; the runner image always
     allowed_service_accounts: tuple[str, ...] = ()  # besides service_account
     allowed_priority_classes: tuple[str, ...] = ()
     cache_lookup_prefixes: tuple[str, ...] = ()  # caches the operator itself may read (its credentials)
     runner_env_from_secrets: tuple[str, ...] = ()  # the admin's Secrets in every runner's env (store access)
 
+
+AZUREML_CANCEL_GRACE_SECONDS = 90
 
 RESTRICTED_POD = {
     "runAsNonRoot": True,
@@ -99,9 +103,10 @@ def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: Operato
     if isinstance(system, KubernetesSystem) and system.resources is not None:
         return system.resources.dump()
     wants_gpu = system is not None and any(a.device == "gpu" for a in system.accelerators or [])
+    defaults = {"requests": {"cpu": settings.cpu_request, "memory": settings.memory_request}}
     if wants_gpu and spec.passes[pass_name].trains:
-        return {"limits": {settings.gpu_resource: 1}}
-    return {}
+        return {**defaults, "limits": {settings.gpu_resource: 1}}
+    return defaults
 
 
 def job_labels(workflow: str, pass_name: str, key: str, attempt: int) -> dict[str, str]:
@@ -182,6 +187,8 @@ def _pod_spec(
     tolerations += [t.dump() for t in k8s.tolerations or []]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s).
+        "terminationGracePeriodSeconds": AZUREML_CANCEL_GRACE_SECONDS if isinstance(system, AzureMLSystem) else 30,
         "serviceAccountName": k8s.serviceAccountName or settings.service_account,
         "securityContext": RESTRICTED_POD,
         "containers": [container],

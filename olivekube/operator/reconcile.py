@@ -100,6 +100,10 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.view.forget_workflow((namespace, name))
         self.phases.pop((namespace, name), None)
+        lock = self.locks.get((namespace, name))
+        if lock is not None and lock.acquire(blocking=False):  # not in use: the map keeps no dead keys
+            self.locks.pop((namespace, name), None)
+            lock.release()
         self._export_phases()
 
     def _export_phases(self) -> None:

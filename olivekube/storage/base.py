@@ -27,8 +27,15 @@ STORE_MODULES = {
 _STORES: dict[str, Callable[[str], ArtifactStore]] = {}
 
 
+STALE_STAGING_SECONDS = 3600.0
+"""Staging leftovers older than this (a publish killed mid-upload) are removed by the next publish
+beside them; younger ones may belong to a publish still running."""
+
+
 class ArtifactStore(ABC):
     """Where artifacts live. URIs are folders; the manifest marks a complete artifact."""
+
+    stale_after: float = STALE_STAGING_SECONDS
 
     @abstractmethod
     def read_manifest(self, uri: str) -> Manifest | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -71,6 +72,7 @@ class LocalStore(ArtifactStore):
         if existing is not None and existing.digest == manifest.digest:
             return  # the same content is there already
         final.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_staging(final.parent)
         staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
         try:
             if consume and os.stat(src).st_dev == os.stat(final.parent).st_dev:
@@ -88,6 +90,13 @@ class LocalStore(ArtifactStore):
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def _remove_stale_staging(self, parent: Path) -> None:
+        """Staging and replaced folders that a killed publish left (olivekube's own names only)."""
+        cutoff = time.time() - self.stale_after
+        for leftover in [*parent.glob(".*.staging-*"), *parent.glob(".*.old-*")]:
+            if leftover.is_dir() and not leftover.is_symlink() and leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def exists_file(self, uri: str) -> bool:
         return resolve(uri).is_file()

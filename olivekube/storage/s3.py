@@ -10,6 +10,7 @@ publish.
 
 from __future__ import annotations
 
+import datetime
 import os
 import uuid
 from pathlib import Path
@@ -100,7 +101,9 @@ class S3Store(ArtifactStore):
 
     def publish(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> None:
         bucket, prefix = split(uri)
-        staging = f"{prefix.rsplit('/', 1)[0] + '/' if '/' in prefix else ''}.staging/{uuid.uuid4().hex}"
+        staging_root = f"{prefix.rsplit('/', 1)[0] + '/' if '/' in prefix else ''}.staging"
+        self._remove_stale_staging(bucket, staging_root)
+        staging = f"{staging_root}/{uuid.uuid4().hex}"
         try:
             for rel in manifest.files:
                 self.client.upload_file(str(src / rel), bucket, f"{staging}/{rel}", Config=self.transfer)
@@ -123,6 +126,15 @@ class S3Store(ArtifactStore):
         finally:
             for key in self._keys(bucket, staging):
                 self.client.delete_object(Bucket=bucket, Key=key)
+
+    def _remove_stale_staging(self, bucket: str, staging_root: str) -> None:
+        """Objects a killed publish left under the staging prefix beside this one."""
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=self.stale_after)
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{staging_root}/"):
+            for obj in page.get("Contents", []):
+                if obj["LastModified"] < cutoff:
+                    self.client.delete_object(Bucket=bucket, Key=obj["Key"])
 
     def exists_file(self, uri: str) -> bool:
         from botocore.exceptions import ClientError

@@ -185,3 +185,37 @@ def test_an_s3_manifest_naming_a_file_outside_its_folder_is_refused(s3, tmp_path
     with pytest.raises(StorageError, match="inside its artifact"):
         S3Store().fetch(f"s3://{s3.bucket}/planted/x", tmp_path / "a" / "b")
     assert not (tmp_path / "y").exists() and not any(tmp_path.rglob("y"))
+
+
+def test_the_next_publish_removes_staging_leftovers_of_a_killed_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / ".model.staging-deadbeef"
+    old.mkdir()
+    (old / "half.bin").write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    running = out / ".other.staging-cafe0001"  # a publish that may still be running: kept
+    running.mkdir()
+    mine = out / "notes.staging-1"  # not an olivekube name: kept
+    mine.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("x")
+    LocalStore().publish(src, str(out / "model"), build_manifest(src))
+    assert not old.exists() and running.exists() and mine.exists()
+
+
+@pytest.mark.s3
+def test_s3_publish_removes_old_staging_leftovers(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key="left/.staging/0123/part.bin", Body=b"half")
+    client.put_object(Bucket=s3.bucket, Key="left/keep.txt", Body=b"mine")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("x")
+    store = S3Store()
+    store.publish(src, f"s3://{s3.bucket}/left/model", build_manifest(src))
+    assert "left/.staging/0123/part.bin" in keys(s3, "left/"), "a young leftover may be a running publish"
+    store.stale_after = 0
+    store.publish(src, f"s3://{s3.bucket}/left/model2", build_manifest(src))
+    assert "left/.staging/0123/part.bin" not in keys(s3, "left/") and "left/keep.txt" in keys(s3, "left/")

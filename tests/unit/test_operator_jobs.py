@@ -49,10 +49,10 @@ def test_training_on_a_gpu_system_requests_a_gpu_and_builder_does_not() -> None:
     doc["spec"]["systems"]["gpu"].pop("nodeSelector")
     assert render(doc)["spec"]["template"]["spec"]["containers"][0]["resources"] == {
         "limits": {"nvidia.com/gpu": 1},
-        "requests": {"ephemeral-storage": "2Gi"},
+        "requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": "2Gi"},
     }
     assert render(doc, "builder")["spec"]["template"]["spec"]["containers"][0]["resources"] == {
-        "requests": {"ephemeral-storage": "2Gi"}
+        "requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": "2Gi"}
     }
 
 

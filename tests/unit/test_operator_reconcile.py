@@ -417,3 +417,12 @@ def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words(p
     assert status["phase"] == "Failed" and "service account ml/ghost" in status["message"]
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "PodsNotStarting"
     assert batch.jobs == {}, "the Job that cannot start is deleted"
+
+
+def test_a_deleted_workflows_lock_is_dropped(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, _, _ = parts
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    assert ("ml", "tone") in reconciler.locks
+    reconciler.forget("ml", "tone")
+    assert reconciler.locks == {}
