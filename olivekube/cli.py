@@ -217,9 +217,9 @@ def operator(
         list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (default: all).")
     ] = None,
     runner_image: Annotated[str, typer.Option(help="Default runner image.")] = "olivekube/runner:0.1.0",
-    runner_service_account: Annotated[str, typer.Option(help="Default service account of pass pods.")] = (
-        "olivekube-runner"
-    ),
+    runner_service_account: Annotated[
+        str, typer.Option(help="A ServiceAccount every workflow may name (passes run as their own by default).")
+    ] = ("olivekube-runner"),
     metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 8080,
     liveness_port: Annotated[int, typer.Option(help="kopf liveness /healthz port (0: off).")] = 8081,
     peering: Annotated[str | None, typer.Option(help="kopf peering name, for more than one replica.")] = None,

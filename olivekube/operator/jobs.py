@@ -45,7 +45,7 @@ class OperatorSettings:
     cpu_request: str = "1"  # requests of a pass whose workflow and system name no resources
     memory_request: str = "4Gi"
     allowed_images: tuple[str, ...] = ()  # image prefixes a workflow may name; the runner image always
-    allowed_service_accounts: tuple[str, ...] = ()  # besides service_account
+    allowed_service_accounts: tuple[str, ...] = ()  # besides service_account (passes run as their own)
     allowed_priority_classes: tuple[str, ...] = ()
     cache_lookup_prefixes: tuple[str, ...] = ()  # caches the operator itself may read (its credentials)
     runner_env_from_secrets: tuple[str, ...] = ()  # the admin's Secrets in every runner's env (store access)
@@ -107,6 +107,18 @@ def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: Operato
     if wants_gpu and spec.passes[pass_name].trains:
         return {**defaults, "limits": {settings.gpu_resource: 1}}
     return defaults
+
+
+def runner_account(workflow: OptimizationWorkflow) -> str:
+    """The ServiceAccount a workflow's passes run as."""
+    k8s = workflow.spec.kubernetes
+    if k8s is not None and k8s.serviceAccountName:
+        return k8s.serviceAccountName
+    return identity_name(workflow.metadata.name)
+
+
+def identity_name(workflow: str) -> str:
+    return f"olivekube-runner-{workflow}"[:253]
 
 
 def job_labels(workflow: str, pass_name: str, key: str, attempt: int) -> dict[str, str]:
@@ -189,7 +201,7 @@ def _pod_spec(
         "restartPolicy": "Never",
         # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s).
         "terminationGracePeriodSeconds": AZUREML_CANCEL_GRACE_SECONDS if isinstance(system, AzureMLSystem) else 30,
-        "serviceAccountName": k8s.serviceAccountName or settings.service_account,
+        "serviceAccountName": runner_account(workflow),
         "securityContext": RESTRICTED_POD,
         "containers": [container],
         "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}]

@@ -22,6 +22,7 @@ from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
+from olivekube.operator.identity import build_identity
 from olivekube.operator.jobs import OperatorSettings, build_job, job_name, label_value
 from olivekube.operator.plan import Decision, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
@@ -72,15 +73,17 @@ class Reconciler:
         workflows: Any = None,
         batch: Any = None,
         core: Any = None,
+        rbac: Any = None,
         clock: Clock = utc_now,
     ) -> None:
-        """`workflows`, `batch` and `core` default to the API clients (Workflows, BatchV1Api,
-        CoreV1Api); tests pass their own."""
+        """`workflows`, `batch`, `core` and `rbac` default to the API clients (Workflows, BatchV1Api,
+        CoreV1Api, RbacAuthorizationV1Api); tests pass their own."""
         self.settings = settings
         self.retry_backoff = retry_backoff
         self.workflows = workflows or Workflows()
         self.batch = batch or client.BatchV1Api()
         self.core = core or client.CoreV1Api()
+        self.rbac = rbac or client.RbacAuthorizationV1Api()
         self.clock = clock
         self.view = ClusterView()
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -224,6 +227,8 @@ class Reconciler:
         if decision.create is None:
             return True
         pass_name, key, attempt = decision.create
+        if not self.view.jobs(uid):  # the workflow's first Job: its runner identity first
+            self._ensure_identity(workflow, uid)
         job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
         try:
             answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
@@ -294,6 +299,28 @@ class Reconciler:
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
         except ApiException as exc:
             log.warning("event %s: %s", reason, exc.reason)
+
+    def _ensure_identity(self, workflow: OptimizationWorkflow, uid: str) -> None:
+        """Create the workflow's ServiceAccount, Role and RoleBinding (those there already stay)."""
+        namespace = workflow.metadata.namespace or "default"
+        create = {
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": self.rbac.create_namespaced_role,
+            "RoleBinding": self.rbac.create_namespaced_role_binding,
+        }
+        for obj in build_identity(workflow, uid):
+            try:
+                create[obj["kind"]](namespace, obj, _preload_content=False)
+            except ApiException as exc:
+                if exc.status == 409:
+                    continue
+                if exc.status in (429,) or (exc.status or 500) >= 500:
+                    raise
+                raise JobRefused(
+                    "IdentityRefused",
+                    f"the API server refused the runner's {obj['kind']} {obj['metadata']['name']} "
+                    f"({exc.status}): {api_message(exc)}",
+                ) from exc
 
     def _start_problem(self, job: dict[str, Any]) -> str | None:
         """Why the Job's pods cannot be created or started, in the cluster's words; None when

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers.azureml import HF_TOKEN, seed_aml_manifest
-from tests.helpers.operator import NS, RBAC, Operator
+from tests.helpers.operator import NS, Operator
 from tests.helpers.processes import wait_for
 from tools.fake_azureml import FakeAzureML
 
@@ -26,7 +26,6 @@ def aml_cluster(crd_installed, s3, tmp_path_factory) -> Iterator[tuple[Any, Fake
     cp = crd_installed
     fake = FakeAzureML(polls_to_finish=2).start()
     cp.kubectl("create", "namespace", NS, check=False)
-    cp.kubectl("apply", "-f", "-", input=RBAC)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",

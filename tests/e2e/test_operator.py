@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers.manifests import DATA, LORA, REPO
-from tests.helpers.operator import NS, RBAC, Operator
+from tests.helpers.operator import NS, Operator
 from tests.helpers.processes import wait_for
 
 
@@ -22,7 +22,6 @@ from tests.helpers.processes import wait_for
 def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
     cp = crd_installed
     cp.kubectl("create", "namespace", NS, check=False)
-    cp.kubectl("apply", "-f", "-", input=RBAC)
     s3.create_secret(cp, NS)
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")

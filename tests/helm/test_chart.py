@@ -220,7 +220,8 @@ def test_install_runs_the_operator_with_its_service_account_and_reconciles(insta
 
     assert wait_for(phase, timeout=600) == "Succeeded"
     jobs = json.loads(cp.kubectl("get", "jobs", "-n", WORK_NS, "-o", "json").stdout)["items"]
-    assert {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs} == {"olivekube-runner"}
+    jobs = [j for j in jobs if j["metadata"]["labels"].get("olivekube.io/workflow") == "helm-tone"]
+    assert {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs} == {"olivekube-runner-helm-tone"}
 
 
 def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]
@@ -233,14 +234,14 @@ def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no
         ("pods", "get list"),
         ("events", "create patch list"),
         ("events.events.k8s.io", "create patch list"),
+        ("serviceaccounts", "create"),
+        ("roles.rbac.authorization.k8s.io", "create"),
+        ("rolebindings.rbac.authorization.k8s.io", "create"),
         ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),
         ("namespaces", "list watch"),
     }
-    runner = f"system:serviceaccount:{WORK_NS}:olivekube-runner"
-    assert _can_i(cp, runner, WORK_NS) == {
-        ("optimizationworkflows.olivekube.io", "get"),
-        ("optimizationworkflows.olivekube.io/status", "patch"),
-    }
+    runner = f"system:serviceaccount:{WORK_NS}:olivekube-runner"  # the shared account: no rights of its own
+    assert _can_i(cp, runner, WORK_NS) == set()
     assert _can_i(cp, runner, "default") == set(), "the runner has rights outside its namespace"
     for account in (operator, runner):
         for namespace in (WORK_NS, SYSTEM_NS):
@@ -415,3 +416,43 @@ def test_replicas_peer_with_the_peering_kind_their_mode_needs(control_plane, val
     rendered = helm(control_plane, "template", "x", str(CHART), "--set", "operator.replicaCount=2", *values).stdout
     kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
     assert kind in kinds and ({"ClusterKopfPeering", "KopfPeering"} - {kind}).isdisjoint(kinds)
+
+
+def test_a_runners_identity_reaches_only_its_own_workflow(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    for name in ("ident-a", "ident-b"):
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(small_workflow(name, s3)))
+    account = f"system:serviceaccount:{WORK_NS}:olivekube-runner-ident-a"
+    wait_for(
+        lambda: (
+            cp.kubectl("get", "rolebinding", "olivekube-runner-ident-a", "-n", WORK_NS, check=False).returncode
+            == 0
+        )
+    )
+
+    def can(verb: str, what: str, *extra: str) -> str:
+        out = cp.kubectl("auth", "can-i", verb, what, *extra, f"--as={account}", "-n", WORK_NS, check=False)
+        return out.stdout.strip()
+
+    status = "--subresource=status"
+    assert can("patch", "optimizationworkflows.olivekube.io/ident-a", status) == "yes"
+    assert can("patch", "optimizationworkflows.olivekube.io/ident-b", status) == "no"
+    assert can("get", "optimizationworkflows.olivekube.io/ident-b") == "no"
+    assert can("get", "secrets") == "no" and can("create", "pods") == "no"
+    refused = cp.kubectl(
+        "patch",
+        "owf",
+        "ident-b",
+        "-n",
+        WORK_NS,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"message": "written by another workflow"}}',
+        f"--as={account}",
+        check=False,
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+    # Its own status it still writes: the pass runs to the end under this identity.
+    assert wait_for(lambda: finished(cp, "ident-a"), timeout=300)["phase"] == "Succeeded"
+    assert "another workflow" not in json.dumps(finished(cp, "ident-b") or {})

@@ -1,4 +1,5 @@
-"""The operator as a process of its own, and the namespace and runner identity it works in."""
+"""The operator as a process of its own, and the namespace it works in (each workflow gets its own
+runner identity from the operator)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from tests.helpers.manifests import REPO
 
 NS = "ml"
-RBAC = (REPO / "tests/e2e/resources/runner-rbac.yaml").read_text()
 
 
 class Operator:

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from olivekube.storage.outputs import current_model
 from tests.helpers.manifests import DATA
 from tests.helpers.processes import olivekube_run
 
@@ -25,7 +26,12 @@ def test_seed_legacy_config_runs_end_to_end(tiny_models, tmp_path: Path) -> None
     out = olivekube_run(folder / "olive-config.json")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "double_quant" in out.stderr  # dropped with a warning, as Olive ignored it
-    final = tmp_path / "model-cache" / "models" / "phi3-finetuned"  # engine.output_dir, relative to the config
+    output_dir = (
+        tmp_path / "model-cache" / "models" / "phi3-finetuned"
+    )  # engine.output_dir, relative to the config
+    current = current_model(str(output_dir))
+    assert current is not None
+    final = Path(current)
     genai = json.loads((final / "genai_config.json").read_text())
     assert "cuda" in json.dumps(genai["model"]["decoder"]["session_options"]).lower()
     manifest = json.loads((final / "olivekube-manifest.json").read_text())

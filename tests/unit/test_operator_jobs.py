@@ -32,7 +32,7 @@ def test_job_runs_the_runner_for_one_pass_with_an_owner() -> None:
         "blockOwnerDeletion": True,
     }
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner"
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner-tone"  # its own identity
     assert job["metadata"]["labels"]["olivekube.io/pass"] == "lora"
 
 

@@ -101,9 +101,13 @@ class FakeCore:
         self.events: list[Any] = []
         self.message = "data file missing"
         self.failed_create: str | None = None
+        self.accounts: list[dict[str, Any]] = []
 
     def create_namespaced_event(self, namespace: str, event: Any, **_: Any) -> None:
         self.events.append(event)
+
+    def create_namespaced_service_account(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self.accounts.append(body)
 
     def list_namespaced_event(self, namespace: str, field_selector: str) -> Any:
         """The Job controller's FailedCreate events, as `failed_create` says."""
@@ -122,11 +126,36 @@ class FakeCore:
         return SimpleNamespace(items=[SimpleNamespace(status=status)])
 
 
+class FakeRbac:
+    """Roles and RoleBindings by name."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def _create(self, body: dict[str, Any]) -> None:
+        key = f"{body['kind']}/{body['metadata']['name']}"
+        if key in self.objects:
+            raise ApiException(status=409)
+        self.objects[key] = body
+
+    def create_namespaced_role(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self._create(body)
+
+    def create_namespaced_role_binding(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self._create(body)
+
+
 @pytest.fixture
 def parts() -> tuple[Reconciler, FakeWorkflows, FakeBatch, FakeCore]:
     workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
     reconciler = Reconciler(
-        OperatorSettings(), retry_backoff=0, workflows=workflows, batch=batch, core=core, clock=lambda: NOW
+        OperatorSettings(),
+        retry_backoff=0,
+        workflows=workflows,
+        batch=batch,
+        core=core,
+        rbac=FakeRbac(),
+        clock=lambda: NOW,
     )
     return reconciler, workflows, batch, core
 
@@ -235,7 +264,7 @@ def _shared_cache_parts(
     prefixes = (f"file://{tmp_path}",) if lookups else ()
     settings = OperatorSettings(cache_lookup_prefixes=prefixes)
     return (
-        Reconciler(settings, 0, workflows=workflows, batch=batch, core=core, clock=lambda: NOW),
+        Reconciler(settings, 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: NOW),
         workflows,
         batch,
         core,
@@ -334,7 +363,9 @@ def test_what_the_admin_allowed_runs() -> None:
         allowed_service_accounts=("trainer",),
         allowed_priority_classes=("batch-low",),
     )
-    reconciler = Reconciler(settings, 0, workflows=workflows, batch=batch, core=core, clock=lambda: NOW)
+    reconciler = Reconciler(
+        settings, 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: NOW
+    )
     doc = valid_manifest()
     doc["spec"]["kubernetes"].update(
         image="registry.example.com/ml/olivekube-runner:2",
@@ -426,3 +457,17 @@ def test_a_deleted_workflows_lock_is_dropped(parts) -> None:  # type: ignore[no-
     assert ("ml", "tone") in reconciler.locks
     reconciler.forget("ml", "tone")
     assert reconciler.locks == {}
+
+
+def test_the_first_job_comes_with_an_identity_that_reaches_only_its_workflow(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, core = parts
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner-tone"
+    assert [a["metadata"]["name"] for a in core.accounts] == ["olivekube-runner-tone"]
+    role = reconciler.rbac.objects["Role/olivekube-runner-tone"]
+    assert {tuple(r["resourceNames"]) for r in role["rules"]} == {("tone",)}
+    binding = reconciler.rbac.objects["RoleBinding/olivekube-runner-tone"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "olivekube-runner-tone", "namespace": "ml"}]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-tone" for o in [role, binding, *core.accounts])

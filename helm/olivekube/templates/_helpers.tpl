@@ -41,6 +41,13 @@ app.kubernetes.io/component: operator
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch, list]
+# Each workflow's runner identity: a ServiceAccount and a Role that reaches only that workflow.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [create]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create]
 {{- if gt (int .Values.operator.replicaCount) 1 }}
 - apiGroups: [kopf.dev]
   resources: [{{ if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
