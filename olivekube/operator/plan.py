@@ -26,6 +26,7 @@ from olivekube.operator.jobs import job_name, label_value
 
 DEFAULT_BACKOFF_LIMIT = 2
 STARTUP_RECHECK_SECONDS = 10.0
+STARTUP_WATCH_SECONDS = 120.0
 Event = tuple[str, str, str]  # type (Normal/Warning), reason, message
 
 
@@ -205,9 +206,19 @@ def job_succeeded(p: Planner, f: PassFacts) -> Answer:
 
 
 def _started(job: dict[str, Any]) -> bool:
-    """Whether a pod of the Job is ready, or has ended."""
+    """Whether a pod of the Job is ready or has ended, or the Job waits on purpose (Kueue)."""
     status = job.get("status") or {}
-    return bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
+    queued = bool((job.get("spec") or {}).get("suspend"))
+    return queued or bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
+
+
+def _watching_startup(p: Planner, job: dict[str, Any]) -> bool:
+    """Whether a Job that has not started is young enough to look at again on a timer (later, its
+    Events and pod changes still bring it back): bounded work per workflow, no endless polling."""
+    created = (job.get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return True
+    return (p.clock() - parse_timestamp(created)).total_seconds() < STARTUP_WATCH_SECONDS
 
 
 def cannot_start(p: Planner, f: PassFacts) -> Answer:
@@ -249,7 +260,7 @@ def job_running(p: Planner, f: PassFacts) -> Answer:
             "attempts": len(f.jobs),
         }
     # Until a pod is ready nothing may change on the Job: look again, to catch pods that never start.
-    again = None if _started(job) else STARTUP_RECHECK_SECONDS
+    again = None if _started(job) or not _watching_startup(p, job) else STARTUP_RECHECK_SECONDS
     return p.finish(WorkflowPhase.RUNNING, "PassRunning", f"running pass {f.name}", f.name, requeue_after=again)
 
 

@@ -134,3 +134,21 @@ def test_a_spec_edit_deletes_the_jobs_it_superseded() -> None:
     assert ("Normal", "JobSuperseded", f"deleting Job {old['metadata']['name']}: the spec changed") in d.events
     finished = job(before, "lora", 0, "Complete")  # a finished Job is history, not deleted
     assert plan(after, {}, [finished]).delete == []
+
+
+def test_a_job_whose_pods_have_not_started_is_looked_at_again_for_a_while_only() -> None:
+    import datetime as dt
+
+    wf = workflow()
+    young = job(wf, "lora", 0, None)
+    now = dt.datetime(2026, 1, 1, 0, 2, tzinfo=dt.UTC)
+    young["metadata"]["creationTimestamp"] = "2026-01-01T00:01:30Z"
+    d = decide(wf, 1, {}, [young], no_cache, lambda j: "", retry_backoff=0, clock=lambda: now)
+    assert d.requeue_after == 10.0 and d.status["phase"] == "Running"
+    young["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"  # two minutes: events will tell
+    assert decide(wf, 1, {}, [young], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
+    young["status"]["ready"] = 1
+    young["metadata"]["creationTimestamp"] = "2026-01-01T00:01:30Z"
+    assert decide(wf, 1, {}, [young], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
+    queued = job(wf, "lora", 0, None) | {"spec": {"suspend": True}}  # Kueue holds it: no polling
+    assert decide(wf, 1, {}, [queued], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
