@@ -334,28 +334,25 @@ class Reconciler:
             events = []
         if meta.get("uid") and events:
             return f"FailedCreate: {events[-1].message}"
-        try:
-            pods = self.core.list_namespaced_pod(
-                meta["namespace"], label_selector=f"job-name={meta['name']}"
-            ).items
-        except ApiException:
-            pods = []
-        for pod in pods:
+        for pod in self._pods(job):
             for cs in pod.status.container_statuses or []:
                 waiting = cs.state.waiting if cs.state else None
                 if waiting is not None and waiting.reason in CANNOT_START:
                     return f"{waiting.reason}: {waiting.message or ''}".strip()
         return None
 
-    def _failure_message(self, job: dict[str, Any]) -> str:
+    def _pods(self, job: dict[str, Any]) -> list[Any]:
+        """The Job's pods; none when they cannot be read."""
         meta = job["metadata"]
         try:
-            pods = self.core.list_namespaced_pod(
-                meta["namespace"], label_selector=f"job-name={meta['name']}"
-            ).items
+            return list(
+                self.core.list_namespaced_pod(meta["namespace"], label_selector=f"job-name={meta['name']}").items
+            )
         except ApiException:
-            pods = []
-        for pod in pods:
+            return []
+
+    def _failure_message(self, job: dict[str, Any]) -> str:
+        for pod in self._pods(job):
             for cs in pod.status.container_statuses or []:
                 terminated = cs.state.terminated if cs.state else None
                 if terminated and terminated.message:

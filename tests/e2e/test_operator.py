@@ -228,6 +228,7 @@ def test_pods_whose_service_account_does_not_exist_fail_the_workflow_within_seco
     cp, s3, _ = cluster
     doc = manifest("ghostly", s3, passes={"builder": {"type": "ModelBuilder", "precision": "fp32"}})
     doc["spec"]["kubernetes"]["serviceAccountName"] = "ghost"  # allowed by the admin, but not there
+    doc["spec"]["clean_cache"] = True  # other tests published this pass's output: run it, do not take it
     apply(cp, doc)
     wait_for(lambda: phase(cp, "ghostly") == "Failed", timeout=90)
     status = get(cp, "ghostly")["status"]
@@ -257,7 +258,9 @@ def test_a_job_refused_by_an_admission_policy_fails_the_workflow_with_its_messag
             return "not allowed here" in out.stderr
 
         wait_for(enforced, timeout=30)
-        apply(cp, manifest("refusal", s3, passes={"refused": {"type": "ModelBuilder", "precision": "fp32"}}))
+        refused = manifest("refusal", s3, passes={"refused": {"type": "ModelBuilder", "precision": "fp32"}})
+        refused["spec"]["clean_cache"] = True  # other tests published this pass's output: run it, do not take it
+        apply(cp, refused)
         wait_for(lambda: phase(cp, "refusal") == "Failed", timeout=60)
         failed = {c["type"]: c for c in get(cp, "refusal")["status"]["conditions"]}["Failed"]
         assert failed["reason"] == "JobRefused" and "not allowed here" in failed["message"], failed

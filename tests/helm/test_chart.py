@@ -90,7 +90,8 @@ def test_templates_are_accepted_by_the_api_server(control_plane, name: str) -> N
     out = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
     assert out.returncode == 0, out.stderr
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "ServiceAccount", "Role", "RoleBinding"} <= kinds
+    assert {"Deployment", "ServiceAccount", "ValidatingAdmissionPolicy"} <= kinds
+    assert {"Role", "RoleBinding"} <= kinds or {"ClusterRole", "ClusterRoleBinding"} <= kinds
 
 
 def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]

@@ -283,10 +283,12 @@ def check_bitsandbytes(ctx: Any) -> None:
         raise PassError(field, f"QLoRA needs bitsandbytes, which is not installed here ({exc}); use LoRA") from exc
     device = pick_device(ctx)
     try:
-        weights = torch.randn(64, 64, device=device)
+        # A fixed draw, and a bound that nf4 always meets (half its widest step, 0.16 of a block's
+        # absmax): a random one failed now and then on a correct build.
+        weights = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).to(device)
         packed, state = bnbf.quantize_4bit(weights, quant_type="nf4")
         restored = bnbf.dequantize_4bit(packed, state, quant_type="nf4")
-        if not torch.allclose(weights, restored, atol=0.5):
+        if (weights - restored).abs().max() > 0.2 * weights.abs().max():
             raise RuntimeError("4-bit round trip is wrong")
     except Exception as exc:
         raise PassError(
