@@ -267,3 +267,42 @@ def test_a_job_refused_by_an_admission_policy_fails_the_workflow_with_its_messag
         assert jobs(cp, "refusal") == []
     finally:
         cp.kubectl("delete", "-f", policy, "--ignore-not-found")
+
+
+def test_an_index_entry_planted_by_another_namespace_is_refused_and_the_pass_runs(cluster) -> None:  # type: ignore[no-untyped-def]
+    from olivekube.api.workflow import parse_workflow
+    from olivekube.storage import build_manifest
+
+    cp, s3, _ = cluster
+    doc = manifest(
+        "planted", s3, passes={"builder": {"type": "ModelBuilder", "precision": "int4", "int4_block_size": 16}}
+    )
+    key = parse_workflow(doc).spec.chain_keys()["builder"]
+    # Team B, with the shared store's credentials, writes an output of its own and an index entry for A's key.
+    client = s3.client()
+    fake = Path(cp.workdir) / "planted-model"
+    fake.mkdir(exist_ok=True)
+    (fake / "model.onnx").write_bytes(b"not the model you asked for")
+    manifest_b = build_manifest(fake, {"kind": "onnx"})
+    client.put_object(
+        Bucket=s3.bucket, Key="e2e/cache/passes/team-b/planted/model.onnx", Body=b"not the model you asked for"
+    )
+    client.put_object(
+        Bucket=s3.bucket,
+        Key="e2e/cache/passes/team-b/planted/olivekube-manifest.json",
+        Body=manifest_b.to_json().encode(),
+    )
+    entry = {
+        "uri": f"s3://{s3.bucket}/e2e/cache/passes/team-b/planted",
+        "digest": manifest_b.digest,
+        "sizeBytes": 1,
+    }
+    client.put_object(Bucket=s3.bucket, Key=f"e2e/cache/index/{NS}/{key}", Body=json.dumps(entry).encode())
+    apply(cp, doc)
+    wait_for(lambda: phase(cp, "planted") in ("Succeeded", "Failed"), timeout=300)
+    status = get(cp, "planted")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert not status["passes"]["builder"].get("cached") and len(jobs(cp, "planted")) == 1
+    assert "/passes/team-b/" not in status["passes"]["builder"]["artifact"]["uri"]
+    events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=planted").stdout
+    assert "CacheEntryRefused" in events

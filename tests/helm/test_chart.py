@@ -457,3 +457,22 @@ def test_a_runners_identity_reaches_only_its_own_workflow(installed) -> None:  #
     # Its own status it still writes: the pass runs to the end under this identity.
     assert wait_for(lambda: finished(cp, "ident-a"), timeout=300)["phase"] == "Succeeded"
     assert "another workflow" not in json.dumps(finished(cp, "ident-b") or {})
+
+
+def test_no_secret_value_reaches_a_job_spec_status_event_or_log(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    doc = small_workflow("leak-check", s3, envFrom=[{"secretRef": {"name": "team-secret"}}])  # the admin may
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    assert wait_for(lambda: finished(cp, "leak-check"), timeout=300)["phase"] == "Succeeded"
+    secrets = ["do-not-leak", s3.env()["AWS_SECRET_ACCESS_KEY"]]
+    seen = [
+        cp.kubectl("get", "jobs", "-n", WORK_NS, "-o", "json").stdout,
+        cp.kubectl("get", "owf", "-n", WORK_NS, "-o", "json").stdout,
+        cp.kubectl("get", "events", "-n", WORK_NS, "-o", "json").stdout,
+    ]
+    logs = sorted((Path(cp.workdir) / "node" / "pods" / WORK_NS).glob("*/container.log"))
+    assert logs, "no pod logs to read"
+    seen += [log.read_text(errors="replace") for log in logs]
+    for text in seen:
+        for secret in secrets:
+            assert secret not in text
