@@ -20,7 +20,7 @@ def _meta(workflow: OptimizationWorkflow, uid: str) -> dict[str, Any]:
     name = workflow.metadata.name
     owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "blockOwnerDeletion": True}
     return {
-        "name": identity_name(name),
+        "name": identity_name(name, uid),
         "namespace": workflow.metadata.namespace or "default",
         "labels": {**MANAGED_BY, LABEL_WORKFLOW: label_value(name)},
         "ownerReferences": [owner],
@@ -31,7 +31,7 @@ def build_identity(workflow: OptimizationWorkflow, uid: str) -> list[dict[str, A
     """The ServiceAccount (unless the workflow names its own), Role and RoleBinding of a workflow."""
     meta = _meta(workflow, uid)
     name = workflow.metadata.name
-    account = runner_account(workflow)
+    account = runner_account(workflow, uid)
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -54,6 +54,6 @@ def build_identity(workflow: OptimizationWorkflow, uid: str) -> list[dict[str, A
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": meta["namespace"]}],
     }
     objects: list[dict[str, Any]] = [role, binding]
-    if account == identity_name(name):
+    if account == identity_name(name, uid):
         objects.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta})
     return objects

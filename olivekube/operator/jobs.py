@@ -109,16 +109,18 @@ def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: Operato
     return defaults
 
 
-def runner_account(workflow: OptimizationWorkflow) -> str:
+def runner_account(workflow: OptimizationWorkflow, uid: str) -> str:
     """The ServiceAccount a workflow's passes run as."""
     k8s = workflow.spec.kubernetes
     if k8s is not None and k8s.serviceAccountName:
         return k8s.serviceAccountName
-    return identity_name(workflow.metadata.name)
+    return identity_name(workflow.metadata.name, uid)
 
 
-def identity_name(workflow: str) -> str:
-    return f"olivekube-runner-{workflow}"[:253]
+def identity_name(workflow: str, uid: str) -> str:
+    """Named for this incarnation of the workflow (its uid): one deleted and created again under the
+    same name never meets the old identity, which the garbage collector is still removing."""
+    return f"olivekube-runner-{workflow[:200]}-{uid[:8]}"
 
 
 def job_labels(workflow: str, pass_name: str, key: str, attempt: int) -> dict[str, str]:
@@ -189,7 +191,7 @@ def _with_scratch_request(resources: dict[str, Any], settings: OperatorSettings)
 
 
 def _pod_spec(
-    workflow: OptimizationWorkflow, pass_name: str, container: dict[str, Any], settings: OperatorSettings
+    workflow: OptimizationWorkflow, uid: str, pass_name: str, container: dict[str, Any], settings: OperatorSettings
 ) -> Any:
     """The pod: its service account, and scheduling from the host system and spec.kubernetes."""
     k8s = workflow.spec.kubernetes or KubernetesSettings()
@@ -201,7 +203,7 @@ def _pod_spec(
         "restartPolicy": "Never",
         # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s).
         "terminationGracePeriodSeconds": AZUREML_CANCEL_GRACE_SECONDS if isinstance(system, AzureMLSystem) else 30,
-        "serviceAccountName": runner_account(workflow),
+        "serviceAccountName": runner_account(workflow, uid),
         "securityContext": RESTRICTED_POD,
         "containers": [container],
         "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size_limit}}]
@@ -251,5 +253,5 @@ def build_job(
             "labels": {**labels, KUEUE_QUEUE: k8s.queueName} if k8s.queueName else dict(labels),
             "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": _job_spec(workflow, labels, _pod_spec(workflow, pass_name, container, settings)),
+        "spec": _job_spec(workflow, labels, _pod_spec(workflow, uid, pass_name, container, settings)),
     }

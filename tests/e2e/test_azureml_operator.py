@@ -76,10 +76,17 @@ def _finished(cp: Any, name: str) -> dict[str, Any] | None:
     return status if status.get("phase") in ("Succeeded", "Failed") else None
 
 
-def test_the_seeds_aml_workflow_succeeds_through_azure_ml(aml_cluster) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def seed_aml(aml_cluster) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The seed's workflow, applied once per module (by whichever test needs it first) and finished."""
     cp, fake, _, conda = aml_cluster
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(_manifest("seed-aml", fake, conda)))
-    status = wait_for(lambda: _finished(cp, "seed-aml"), 240)
+    return dict(wait_for(lambda: _finished(cp, "seed-aml"), 240))
+
+
+def test_the_seeds_aml_workflow_succeeds_through_azure_ml(aml_cluster, seed_aml) -> None:  # type: ignore[no-untyped-def]
+    cp, fake, _, _ = aml_cluster
+    status = seed_aml
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     jobs = _jobs_of(fake, "seed-aml")
     order = [j["properties"]["tags"]["olivekube.io/pass"] for j in jobs]
@@ -135,7 +142,7 @@ def test_deleting_a_workflow_cancels_its_azure_ml_job(aml_cluster) -> None:  # t
         fake.polls_to_finish = 2
 
 
-def test_no_secret_reaches_logs_events_or_status(aml_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_no_secret_reaches_logs_events_or_status(aml_cluster, seed_aml) -> None:  # type: ignore[no-untyped-def]
     cp, fake, operator, _ = aml_cluster
     assert fake.tokens_issued > 0
     texts = {

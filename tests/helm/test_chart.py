@@ -222,7 +222,9 @@ def test_install_runs_the_operator_with_its_service_account_and_reconciles(insta
     assert wait_for(phase, timeout=600) == "Succeeded"
     jobs = json.loads(cp.kubectl("get", "jobs", "-n", WORK_NS, "-o", "json").stdout)["items"]
     jobs = [j for j in jobs if j["metadata"]["labels"].get("olivekube.io/workflow") == "helm-tone"]
-    assert {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs} == {"olivekube-runner-helm-tone"}
+    uid = cp.kubectl("get", "owf", "helm-tone", "-n", WORK_NS, "-o", "jsonpath={.metadata.uid}").stdout
+    accounts = {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs}
+    assert accounts == {f"olivekube-runner-helm-tone-{uid[:8]}"}
 
 
 def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]
@@ -423,13 +425,10 @@ def test_a_runners_identity_reaches_only_its_own_workflow(installed) -> None:  #
     cp, s3 = installed
     for name in ("ident-a", "ident-b"):
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(small_workflow(name, s3)))
-    account = f"system:serviceaccount:{WORK_NS}:olivekube-runner-ident-a"
-    wait_for(
-        lambda: (
-            cp.kubectl("get", "rolebinding", "olivekube-runner-ident-a", "-n", WORK_NS, check=False).returncode
-            == 0
-        )
-    )
+    uid = cp.kubectl("get", "owf", "ident-a", "-n", WORK_NS, "-o", "jsonpath={.metadata.uid}").stdout
+    identity = f"olivekube-runner-ident-a-{uid[:8]}"
+    account = f"system:serviceaccount:{WORK_NS}:{identity}"
+    wait_for(lambda: cp.kubectl("get", "rolebinding", identity, "-n", WORK_NS, check=False).returncode == 0)
 
     def can(verb: str, what: str, *extra: str) -> str:
         out = cp.kubectl("auth", "can-i", verb, what, *extra, f"--as={account}", "-n", WORK_NS, check=False)

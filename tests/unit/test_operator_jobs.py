@@ -32,7 +32,9 @@ def test_job_runs_the_runner_for_one_pass_with_an_owner() -> None:
         "blockOwnerDeletion": True,
     }
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner-tone"  # its own identity
+    assert (
+        job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner-tone-uid-1"
+    )  # its own identity
     assert job["metadata"]["labels"]["olivekube.io/pass"] == "lora"
 
 

@@ -464,10 +464,12 @@ def test_the_first_job_comes_with_an_identity_that_reaches_only_its_workflow(par
     workflows.add(valid_manifest())
     reconciler.reconcile("ml", "tone")
     (job,) = batch.jobs.values()
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner-tone"
-    assert [a["metadata"]["name"] for a in core.accounts] == ["olivekube-runner-tone"]
-    role = reconciler.rbac.objects["Role/olivekube-runner-tone"]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "olivekube-runner-tone-uid-tone"
+    assert [a["metadata"]["name"] for a in core.accounts] == ["olivekube-runner-tone-uid-tone"]
+    role = reconciler.rbac.objects["Role/olivekube-runner-tone-uid-tone"]
     assert {tuple(r["resourceNames"]) for r in role["rules"]} == {("tone",)}
-    binding = reconciler.rbac.objects["RoleBinding/olivekube-runner-tone"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "olivekube-runner-tone", "namespace": "ml"}]
+    binding = reconciler.rbac.objects["RoleBinding/olivekube-runner-tone-uid-tone"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "olivekube-runner-tone-uid-tone", "namespace": "ml"}
+    ]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-tone" for o in [role, binding, *core.accounts])
