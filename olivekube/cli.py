@@ -11,6 +11,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from olivekube.api.crd import crd_yaml
 from olivekube.api.olive_config import ConvertError, manifest_name, spec_to_olive, to_manifest
@@ -35,7 +36,7 @@ def _load(path: Path) -> Any:
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:
-        err.print(f"[red]error:[/] {path} is not valid JSON or YAML: {exc}")
+        err.print(Text.assemble(("error:", "red"), f" {path} is not valid JSON or YAML: {exc}"))  # text as it is
         raise typer.Exit(2) from exc
 
 
