@@ -23,3 +23,13 @@ def test_a_failure_message_with_brackets_fits_in_the_summary() -> None:
     out = io.StringIO()
     Console(file=out, width=300).print(summary([], ("lora", "spec.x: [/x] is [bold]odd")))
     assert "[/x] is [bold]odd" in out.getvalue()
+
+
+def test_a_yaml_error_quoting_brackets_is_reported_not_crashed_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("a: [/x]\n  b: c\n")
+    out = subprocess.run([sys.executable, "-m", "olivekube.cli", "run", str(path)], capture_output=True, text=True)
+    assert out.returncode == 2 and "not valid JSON or YAML" in out.stderr and "MarkupError" not in out.stderr
