@@ -11,6 +11,8 @@ from pydantic_core import PydanticCustomError
 
 from olivekube.api import unsupported
 from olivekube.api.common import (
+    API_VERSION,
+    KIND,
     MAX_DATA_CONFIGS,
     MAX_NAME_LEN,
     MAX_PASSES,
@@ -313,6 +315,20 @@ class OptimizationWorkflow(ApiModel):
 def parse_workflow(doc: Any) -> OptimizationWorkflow:
     """Validate a parsed manifest (raises pydantic.ValidationError)."""
     return OptimizationWorkflow.model_validate_json(json.dumps(doc, default=str))
+
+
+def workflow_of_object(body: dict[str, Any]) -> OptimizationWorkflow:
+    """A workflow as the API server returns it: its spec, and of its metadata only the name and
+    namespace (the rest is the server's). Raises pydantic.ValidationError."""
+    meta = body["metadata"]
+    return parse_workflow(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+            "spec": body.get("spec"),
+        }
+    )
 
 
 def _accept_new_pass_type() -> None:

@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from olivekube.api.status import finished_pass_fields
-from olivekube.api.workflow import parse_workflow
+from olivekube.api.workflow import workflow_of_object
 from olivekube.azureml.job import azureml_system
 from olivekube.core.artifact import ModelArtifact
 from olivekube.core.constants import TERMINATION_LOG
@@ -83,14 +83,7 @@ def current_chain_key(api: Workflows, namespace: str, name: str, pass_name: str)
     """The pass's chain key in the workflow as the API server holds it now, and its resourceVersion."""
     body = api.get(namespace, name)
     try:
-        workflow = parse_workflow(
-            {
-                "apiVersion": body["apiVersion"],
-                "kind": body["kind"],
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": body["spec"],
-            }
-        )
+        workflow = workflow_of_object(body)
     except ValidationError:
         return None, body["metadata"]["resourceVersion"]
     return workflow.spec.chain_keys().get(pass_name), body["metadata"]["resourceVersion"]
@@ -140,10 +133,7 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
     load_config()
     api = Workflows()
     body = api.get(namespace, name)
-    workflow = parse_workflow(
-        {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-        | {"metadata": {"name": body["metadata"]["name"], "namespace": namespace}}
-    )
+    workflow = workflow_of_object(body)
 
     def progress(pass_name: str, progress: dict[str, Any]) -> None:
         api.patch_status(namespace, name, {"passes": {pass_name: {"progress": progress}}})

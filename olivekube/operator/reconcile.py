@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from olivekube.api.common import API_VERSION, KIND
 from olivekube.api.status import WorkflowPhase
 from olivekube.api.validation import problems_from_error
-from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
+from olivekube.api.workflow import OptimizationWorkflow, workflow_of_object
 from olivekube.core.clock import Clock, timestamp, utc_now
 from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import Workflows
@@ -167,15 +167,8 @@ class Reconciler:
     def _admit(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
         """The workflow, or None after marking it Failed (once per generation) when its spec is
         invalid or asks what the admin does not allow."""
-        meta = body["metadata"]
-        doc = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-            "spec": body.get("spec"),
-        }
         try:
-            workflow = parse_workflow(doc)
+            workflow = workflow_of_object(body)
         except ValidationError as exc:
             problems = "; ".join(str(p) for p in problems_from_error(exc))
             self._refuse(body, "InvalidSpec", f"invalid spec: {problems}")

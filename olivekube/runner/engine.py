@@ -60,10 +60,6 @@ def _failing_pass(name: str, results: list[PassResult]) -> Iterator[None]:
         raise
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
 def _kwargs(workflow: OptimizationWorkflow) -> dict[str, Any]:
     load = workflow.spec.input_model.load_kwargs
     return load.dump() if load else {}
