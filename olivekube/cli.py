@@ -246,6 +246,9 @@ def operator(
     scratch_request: Annotated[str, typer.Option(help="ephemeral-storage request of runner containers.")] = "10Gi",
     cpu_request: Annotated[str, typer.Option(help="CPU request of a pass that names no resources.")] = "1",
     memory_request: Annotated[str, typer.Option(help="Memory request of a pass that names no resources.")] = "4Gi",
+    job_ttl_seconds: Annotated[
+        int, typer.Option(help="ttlSecondsAfterFinished of Jobs whose workflow names none (negative: keep them).")
+    ] = 86400,
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
     from olivekube.operator.jobs import OperatorSettings
@@ -258,6 +261,7 @@ def operator(
         scratch_request=scratch_request,
         cpu_request=cpu_request,
         memory_request=memory_request,
+        job_ttl_seconds=job_ttl_seconds if job_ttl_seconds >= 0 else None,
         allowed_images=tuple(allowed_image_prefix or ()),
         allowed_service_accounts=tuple(allowed_service_account or ()),
         allowed_priority_classes=tuple(allowed_priority_class or ()),

@@ -83,7 +83,15 @@ class PassStatus(ApiModel):
 
     phase: PassPhase | None = Field(None, description="Pass phase.")
     jobName: str | None = Field(None, max_length=253, description="Job of the current attempt.")
-    attempts: int | None = Field(None, ge=0, description="Attempts started.")
+    attempts: int | None = Field(
+        None, ge=0, description="Attempts started for chainKey; never lowered, so no Job name is used twice."
+    )
+    failedJobs: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="Failed attempts' Jobs for chainKey, kept after the Jobs are gone (TTL, deleted by hand): "
+        "the retry limit counts them.",
+    )
     startedAt: str | None = Field(None, description="Start of the first attempt (RFC 3339).")
     finishedAt: str | None = Field(None, description="End of the pass (RFC 3339).")
     progress: Progress | None = Field(None, description="Progress of the running attempt.")
@@ -94,7 +102,7 @@ class PassStatus(ApiModel):
     chainKey: str | None = Field(
         None,
         max_length=64,
-        description="Chain key of the run that wrote artifact: a hash of the runner version, the pass's "
+        description="Chain key the attempts and the artifact belong to: a hash of the runner version, the pass's "
         "options, the previous pass's chain key (or the input model) and its data configs.",
     )
     cacheKey: str | None = Field(

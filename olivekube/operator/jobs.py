@@ -44,6 +44,7 @@ class OperatorSettings:
     scratch_request: str = "10Gi"  # ephemeral-storage request of every runner container
     cpu_request: str = "1"  # requests of a pass whose workflow and system name no resources
     memory_request: str = "4Gi"
+    job_ttl_seconds: int | None = 86400  # ttlSecondsAfterFinished of a Job whose workflow names none
     allowed_images: tuple[str, ...] = ()  # image prefixes a workflow may name; the runner image always
     allowed_service_accounts: tuple[str, ...] = ()  # besides service_account (passes run as their own)
     allowed_priority_classes: tuple[str, ...] = ()
@@ -220,7 +221,9 @@ def _pod_spec(
     return pod_spec
 
 
-def _job_spec(workflow: OptimizationWorkflow, labels: dict[str, str], pod_spec: dict[str, Any]) -> Any:
+def _job_spec(
+    workflow: OptimizationWorkflow, labels: dict[str, str], pod_spec: dict[str, Any], settings: OperatorSettings
+) -> Any:
     k8s = workflow.spec.kubernetes or KubernetesSettings()
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # the operator retries, one Job per attempt
@@ -228,8 +231,9 @@ def _job_spec(workflow: OptimizationWorkflow, labels: dict[str, str], pod_spec: 
     }
     if k8s.activeDeadlineSeconds:
         job_spec["activeDeadlineSeconds"] = k8s.activeDeadlineSeconds
-    if k8s.ttlSecondsAfterFinished is not None:
-        job_spec["ttlSecondsAfterFinished"] = k8s.ttlSecondsAfterFinished
+    ttl = k8s.ttlSecondsAfterFinished if k8s.ttlSecondsAfterFinished is not None else settings.job_ttl_seconds
+    if ttl is not None:  # finished Jobs go; status keeps what the planner needs (attempts, failed Jobs)
+        job_spec["ttlSecondsAfterFinished"] = ttl
     if k8s.queueName:
         job_spec["suspend"] = True  # Kueue admits it
     return job_spec
@@ -253,5 +257,5 @@ def build_job(
             "labels": {**labels, KUEUE_QUEUE: k8s.queueName} if k8s.queueName else dict(labels),
             "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": _job_spec(workflow, labels, _pod_spec(workflow, uid, pass_name, container, settings)),
+        "spec": _job_spec(workflow, labels, _pod_spec(workflow, uid, pass_name, container, settings), settings),
     }

@@ -2,7 +2,8 @@
 
 Level-triggered: the decision depends only on what the cluster holds now, so an operator killed at
 any moment decides the same after a restart and creates no duplicate Job (Job names are
-deterministic, and the attempt number is the count of this pass's Jobs for its chain key).
+deterministic). Attempts and failed Jobs are counted in status as well as from the Jobs there are, so
+a Job removed by its TTL or by hand neither resets the retry limit nor frees its name for reuse.
 
 The decision walks the passes in run order and asks each pass a chain of small named rules
 (`PASS_RULES`, in the manner of cert-manager's trigger policies): the first rule that has an answer
@@ -156,6 +157,25 @@ class PassFacts:
         return [job_state(j) for j in self.jobs]
 
     @property
+    def counted_here(self) -> bool:
+        """Whether status's attempt counts belong to this chain key (the operator writes it at each start)."""
+        return recorded_chain_key(self.seen) == self.key
+
+    @property
+    def failed_jobs(self) -> list[str]:
+        """This chain key's failed attempts: those status recorded (their Jobs may be gone) and those seen."""
+        recorded = [str(n) for n in self.seen.get("failedJobs") or []] if self.counted_here else []
+        failed_now = [str(j["metadata"]["name"]) for j in self.jobs if job_state(j) == PassPhase.FAILED]
+        return recorded + [n for n in failed_now if n not in recorded]
+
+    @property
+    def next_attempt(self) -> int:
+        """The number of the next attempt: past every attempt started, whether its Job is there or not."""
+        started = int(self.seen.get("attempts") or 0) if self.counted_here else 0
+        labelled = [int((j["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0")) + 1 for j in self.jobs]
+        return max([started, *labelled])
+
+    @property
     def recorded(self) -> bool:
         """Whether status holds this chain key's artifact (written by the runner)."""
         return recorded_chain_key(self.seen) == self.key and bool(self.seen.get("artifact"))
@@ -168,7 +188,16 @@ PassRule = Callable[[Planner, PassFacts], Answer]
 
 
 def already_succeeded(p: Planner, f: PassFacts) -> Answer:
-    return DONE if f.seen.get("phase") == PassPhase.SUCCEEDED and f.recorded else None
+    """Status holds this chain key's output, and its Job finished (or is gone: TTL, deleted by hand)."""
+    if not f.recorded:
+        return None
+    if f.seen.get("phase") == PassPhase.SUCCEEDED:
+        return DONE
+    if f.jobs:
+        return None
+    p.passes[f.name] = {"phase": PassPhase.SUCCEEDED.value, "finishedAt": f.seen.get("finishedAt") or p.now}
+    p.events.append(("Normal", "PassSucceeded", f"pass {f.name} succeeded"))
+    return DONE
 
 
 def taken_from_cache(p: Planner, f: PassFacts) -> Answer:
@@ -257,7 +286,7 @@ def job_running(p: Planner, f: PassFacts) -> Answer:
         p.passes[f.name] = {
             "phase": PassPhase.RUNNING.value,
             "jobName": job["metadata"]["name"],
-            "attempts": len(f.jobs),
+            "attempts": f.next_attempt,
         }
     # Until a pod is ready nothing may change on the Job: look again, to catch pods that never start.
     again = None if _started(job) or not _watching_startup(p, job) else STARTUP_RECHECK_SECONDS
@@ -271,47 +300,54 @@ def suspended(p: Planner, f: PassFacts) -> Answer:
 
 
 def out_of_attempts(p: Planner, f: PassFacts) -> Answer:
-    failures = f.states.count(PassPhase.FAILED)
+    failed = f.failed_jobs
+    failures = len(failed)
     if failures <= p.backoff_limit():
         return None
-    why = p.failure_message(f.jobs[-1]) or "the pass's Job failed"
-    p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": why, "finishedAt": p.now, "attempts": failures}
+    last = f.jobs[-1] if f.jobs and f.states[-1] == PassPhase.FAILED else None
+    why = (p.failure_message(last) if last else f.seen.get("message")) or "the pass's Job failed"
+    p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": why, "finishedAt": p.now, "failedJobs": failed}
     message = f"pass {f.name} failed after {failures} attempts: {why}"
     return p.finish(WorkflowPhase.FAILED, "PassFailed", message, f.name)
 
 
 def backing_off(p: Planner, f: PassFacts) -> Answer:
     """After a failure, wait retry_backoff * 2^(failures-1) from the failed Job's end."""
-    failures = f.states.count(PassPhase.FAILED)
-    finished = _finished_at(f.jobs[-1]) if failures else None
+    failures = len(f.failed_jobs)
+    finished = _finished_at(f.jobs[-1]) if f.jobs and f.states[-1] == PassPhase.FAILED else None
     if finished is None:
         return None
     wait = p.retry_backoff * 2 ** (failures - 1)
     remaining = wait - (p.clock() - finished).total_seconds()
     if remaining <= 0:
         return None
-    p.passes[f.name] = {"phase": PassPhase.PENDING.value, "message": f"retrying in {remaining:.0f}s"}
+    p.passes[f.name] = {
+        "phase": PassPhase.PENDING.value,
+        "message": f"retrying in {remaining:.0f}s: {p.failure_message(f.jobs[-1]) or 'the Job failed'}"[:4096],
+        "failedJobs": f.failed_jobs,
+    }
     message = f"pass {f.name} failed; retrying"
     return p.finish(WorkflowPhase.RUNNING, "PassRetrying", message, f.name, requeue_after=remaining)
 
 
 def start_attempt(p: Planner, f: PassFacts) -> Answer:
     """Create the Job of the next attempt."""
-    failures = f.states.count(PassPhase.FAILED)
-    if failures:
-        p.events.append(("Warning", "PassRetry", f"pass {f.name} failed; attempt {failures + 1}"))
-    fresh = recorded_chain_key(f.seen) != f.key
-    attempt = len(f.jobs)
+    failed = f.failed_jobs
+    if failed:
+        p.events.append(("Warning", "PassRetry", f"pass {f.name} failed; attempt {len(failed) + 1}"))
+    fresh = not f.counted_here
+    attempt = f.next_attempt
     p.passes[f.name] = {
         "phase": PassPhase.RUNNING.value,
         "jobName": job_name(p.workflow.metadata.name, f.name, f.key, attempt),
         "attempts": attempt + 1,
+        "failedJobs": failed or None,
+        "chainKey": f.key,
         "startedAt": f.seen.get("startedAt") if not fresh and f.seen.get("startedAt") else p.now,
     }
     if fresh:  # a new chain key: the runner's fields of an older run no longer apply
-        p.passes[f.name].update(
-            artifact=None, metrics=None, cached=None, progress=None, message=None, chainKey=None, cacheKey=None
-        )
+        cleared = ("artifact", "metrics", "cached", "progress", "message", "cacheKey")
+        p.passes[f.name].update(dict.fromkeys(cleared))
     return p.finish(
         WorkflowPhase.RUNNING, "PassStarted", f"running pass {f.name}", f.name, create=(f.name, f.key, attempt)
     )

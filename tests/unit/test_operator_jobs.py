@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 from olivekube.api.workflow import parse_workflow
@@ -122,3 +123,13 @@ def test_a_users_ephemeral_storage_request_is_kept() -> None:
     doc["spec"]["kubernetes"]["resources"] = {"default": {"requests": {"ephemeral-storage": "50Gi", "cpu": 2}}}
     container = render(doc)["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {"requests": {"ephemeral-storage": "50Gi", "cpu": 2}}
+
+
+def test_finished_jobs_go_after_a_default_ttl_unless_the_workflow_names_one() -> None:
+    doc = valid_manifest()
+    assert render(doc)["spec"]["ttlSecondsAfterFinished"] == SETTINGS.job_ttl_seconds == 86400
+    doc["spec"]["kubernetes"]["ttlSecondsAfterFinished"] = 0
+    assert render(doc)["spec"]["ttlSecondsAfterFinished"] == 0
+    keep = dataclasses.replace(SETTINGS, job_ttl_seconds=None)
+    job = build_job(parse_workflow(valid_manifest()), "uid-1", "lora", "k" * 64, 0, keep)
+    assert "ttlSecondsAfterFinished" not in job["spec"]

@@ -40,6 +40,19 @@ def plan(wf, status: dict[str, Any], jobs: list[dict[str, Any]], cached=no_cache
     return decide(wf, 1, status, jobs, cached, lambda j: "data file missing", retry_backoff=0)
 
 
+def merged(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`status` after the merge patch `patch` (RFC 7386), as the API server applies a decision."""
+    out = dict(status)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def done(wf, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return {"phase": "Succeeded", "chainKey": wf.spec.chain_keys()[name], "artifact": {"uri": f"s3://b/{name}"}}
 
@@ -97,7 +110,11 @@ def test_suspend_stops_a_pass_running_on_azure_ml_at_once() -> None:
     assert d.status["phase"] == "Suspended"
     assert d.status["passes"]["lora"]["phase"] == "Pending"
     resumed = workflow(systems={"aml": aml}, host="aml", target="aml")
-    assert plan(resumed, d.status, []).create == ("lora", resumed.spec.chain_keys()["lora"], 0)
+    started = plan(resumed, {}, []).status  # what status held while attempt 0 ran
+    after_cancel = merged(started, d.status)
+    again = plan(resumed, after_cancel, [])
+    assert again.create == ("lora", resumed.spec.chain_keys()["lora"], 1)  # not the cancelled Job's name
+    assert not [e for e in again.events if e[1] == "PassRetry"]  # a cancel is not a failure
 
 
 def test_a_cache_hit_skips_the_job() -> None:
@@ -152,3 +169,30 @@ def test_a_job_whose_pods_have_not_started_is_looked_at_again_for_a_while_only()
     assert decide(wf, 1, {}, [young], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
     queued = job(wf, "lora", 0, None) | {"spec": {"suspend": True}}  # Kueue holds it: no polling
     assert decide(wf, 1, {}, [queued], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
+
+
+def test_a_failed_job_deleted_by_hand_still_counts_and_its_name_is_not_reused() -> None:
+    wf = workflow(kubernetes={"backoffLimit": 1})
+    status = merged({}, plan(wf, {}, []).status)  # attempt 0 started
+    first = plan(wf, status, [job(wf, "lora", 0, "Failed")])
+    assert first.create is not None and first.create[2] == 1
+    status = merged(status, first.status)
+    assert status["passes"]["lora"]["failedJobs"] == [job(wf, "lora", 0, None)["metadata"]["name"]]
+    # Job 0 is deleted (by hand, or its TTL); attempt 1 fails: two failures, the limit is reached.
+    last = plan(wf, status, [job(wf, "lora", 1, "Failed")])
+    assert last.create is None and last.status["phase"] == "Failed"
+    assert "failed after 2 attempts" in last.status["message"]
+    # Both Jobs gone, and no failure seen yet: the next attempt still gets a name never used.
+    status = merged({}, plan(wf, {}, []).status)
+    status = merged(status, plan(wf, status, [job(wf, "lora", 0, None)]).status)
+    assert plan(wf, status, []).create == ("lora", wf.spec.chain_keys()["lora"], 1)
+
+
+def test_a_succeeded_job_removed_before_the_operator_saw_it_is_a_finished_pass() -> None:
+    wf = workflow()
+    status = merged({}, plan(wf, {}, []).status)
+    key = wf.spec.chain_keys()["lora"]
+    runner_wrote = {"passes": {"lora": {"chainKey": key, "artifact": {"uri": "s3://b/lora"}}}}
+    d = plan(wf, merged(status, runner_wrote), [])  # the Job's TTL removed it meanwhile
+    assert d.create is not None and d.create[0] == "merge"
+    assert d.status["passes"]["lora"]["phase"] == "Succeeded"
