@@ -212,42 +212,47 @@ def _run_standalone(
         raise typer.Exit(1) from exc
 
 
+Names = list[str] | None
+
+
+def _opt(help_text: str) -> Any:
+    """A typer option with its help (keeps long signatures to one line per option)."""
+    return typer.Option(help=help_text)
+
+
 @app.command()
 def operator(
     namespace: Annotated[
-        list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (default: all).")
+        Names, typer.Option("--namespace", "-n", help="Watch these namespaces (default all).")
     ] = None,
-    runner_image: Annotated[str, typer.Option(help="Default runner image.")] = "olivekube/runner:0.1.0",
+    runner_image: Annotated[str, _opt("Default runner image.")] = "olivekube/runner:0.1.0",
     runner_service_account: Annotated[
-        str, typer.Option(help="A ServiceAccount every workflow may name (passes run as their own by default).")
-    ] = ("olivekube-runner"),
-    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 8080,
-    liveness_port: Annotated[int, typer.Option(help="kopf liveness /healthz port (0: off).")] = 8081,
-    peering: Annotated[str | None, typer.Option(help="kopf peering name, for more than one replica.")] = None,
-    retry_backoff_seconds: Annotated[float, typer.Option(help="First retry delay; doubles per failure.")] = 10.0,
+        str, _opt("A ServiceAccount every workflow may name (passes run as their own by default).")
+    ] = "olivekube-runner",
+    metrics_port: Annotated[int, _opt("Prometheus /metrics port (0: off).")] = 8080,
+    liveness_port: Annotated[int, _opt("kopf liveness /healthz port (0: off).")] = 8081,
+    peering: Annotated[str | None, _opt("kopf peering name, for more than one replica.")] = None,
+    peering_lifetime: Annotated[int, _opt("Seconds a replica's keep-alive lasts (failover time).")] = 60,
+    retry_backoff_seconds: Annotated[float, _opt("First retry delay; doubles per failure.")] = 10.0,
     allowed_image_prefix: Annotated[
-        list[str] | None, typer.Option(help="An image prefix workflows may name besides the runner image.")
+        Names, _opt("An image prefix workflows may name (and the runner image).")
     ] = None,
     allowed_service_account: Annotated[
-        list[str] | None, typer.Option(help="A ServiceAccount workflows may name besides the runner's.")
+        Names, _opt("A ServiceAccount workflows may name (and the runner's).")
     ] = None,
-    allowed_priority_class: Annotated[
-        list[str] | None, typer.Option(help="A priority class workflows may name (default: none).")
-    ] = None,
+    allowed_priority_class: Annotated[Names, _opt("A priority class workflows may name (default: none).")] = None,
     runner_env_from_secret: Annotated[
-        list[str] | None,
-        typer.Option(help="A Secret (in the workflow's namespace) whose keys every runner gets as env."),
+        Names, _opt("A Secret (in the workflow's namespace) whose keys every runner gets as env.")
     ] = None,
     cache_lookup_prefix: Annotated[
-        list[str] | None,
-        typer.Option(help="A cache URI prefix the operator may read itself (its own credentials) to skip Jobs."),
+        Names, _opt("A cache URI prefix the operator may read itself (its own credentials) to skip Jobs.")
     ] = None,
-    scratch_size_limit: Annotated[str, typer.Option(help="sizeLimit of the runner's /tmp emptyDir.")] = "100Gi",
-    scratch_request: Annotated[str, typer.Option(help="ephemeral-storage request of runner containers.")] = "10Gi",
-    cpu_request: Annotated[str, typer.Option(help="CPU request of a pass that names no resources.")] = "1",
-    memory_request: Annotated[str, typer.Option(help="Memory request of a pass that names no resources.")] = "4Gi",
+    scratch_size_limit: Annotated[str, _opt("sizeLimit of the runner's /tmp emptyDir.")] = "100Gi",
+    scratch_request: Annotated[str, _opt("ephemeral-storage request of runner containers.")] = "10Gi",
+    cpu_request: Annotated[str, _opt("CPU request of a pass that names no resources.")] = "1",
+    memory_request: Annotated[str, _opt("Memory request of a pass that names no resources.")] = "4Gi",
     job_ttl_seconds: Annotated[
-        int, typer.Option(help="ttlSecondsAfterFinished of Jobs whose workflow names none (negative: keep them).")
+        int, _opt("ttlSecondsAfterFinished of Jobs whose workflow names none (negative: keep them).")
     ] = 86400,
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
@@ -268,7 +273,9 @@ def operator(
         cache_lookup_prefixes=tuple(cache_lookup_prefix or ()),
         runner_env_from_secrets=tuple(runner_env_from_secret or ()),
     )
-    run_operator(namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds)
+    run_operator(
+        namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds, peering_lifetime
+    )
 
 
 @app.command()

@@ -6,6 +6,12 @@ it to (`--cache-lookup-prefix`, the chart's `policy.cacheLookupPrefixes`); elsew
 Job, and the runner, with the workflow's own credentials, finds the output in the cache itself. An
 index entry is trusted only when it lies in the workflow's namespace's part of the cache and points
 there: what another namespace wrote is never taken.
+
+The chain key names a pass's options and place in the chain, not the bytes it read, so an entry is
+also checked against what the pass would read now: the previous pass's current index entry (its
+output digest), and the version of each data file and adapter the entry recorded. Whatever the
+operator may not or cannot check (a file outside its prefixes, an older entry that recorded
+nothing) makes the pass run its Job, whose runner keys its cache by content.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.keys import artifact_prefix, index_uri
-from olivekube.storage import store_for
+from olivekube.storage import is_uri, store_for
 
 log = logging.getLogger("olivekube.operator")
 
@@ -57,7 +63,33 @@ class CacheLookup:
             if manifest is None or manifest.digest != entry.get("digest"):
                 self.refused.append(f"pass {pass_name}: the cached output at {uri} does not match its index entry")
                 return None
-            return dict(entry)
+            return dict(entry) if self._inputs_unchanged(pass_name, entry) else None
         except Exception as exc:  # no access to the store: run the pass
             log.info("cache lookup for %s failed: %s", pass_name, exc)
         return None
+
+    def _readable(self, uri: str | None) -> bool:
+        return bool(uri) and is_uri(str(uri)) and str(uri).startswith(self.prefixes)
+
+    def _inputs_unchanged(self, pass_name: str, entry: dict[str, Any]) -> bool:
+        """Whether the pass would read now what it read when the entry was written."""
+        if "input" not in entry or "data" not in entry:
+            return False  # written before olivekube recorded inputs
+        spec = self.workflow.spec
+        previous = spec.previous_pass(pass_name)
+        if previous is not None:
+            assert self.cache_dir is not None
+            scope = self.workflow.metadata.namespace or "default"
+            before = index_uri(self.cache_dir, scope, spec.chain_keys()[previous])
+            text = store_for(self.cache_dir).read_text(before)
+            if not text or json.loads(text).get("digest") != entry["input"]:
+                return False
+        for path, version in dict(entry["data"]).items():
+            if not self._readable(path) or store_for(path).file_version(path) != version:
+                return False
+        adapter = entry.get("adapter")
+        if adapter:
+            where = adapter.get("path")
+            manifest = store_for(where).read_manifest(where) if self._readable(where) else None
+            return manifest is not None and manifest.digest == adapter.get("digest")
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 
 import kopf
 from prometheus_client import start_http_server
@@ -22,8 +23,14 @@ def run_operator(
     liveness_port: int,
     peering: str | None,
     retry_backoff: float,
+    peering_lifetime: int = 60,
 ) -> None:
-    """Block running the operator (cluster-wide when `namespaces` is empty)."""
+    """Block running the operator (cluster-wide when `namespaces` is empty).
+
+    With `peering`, replicas take a random peering priority each: kopf pauses every operator that
+    sees a live peer of higher priority and, on a tie, all of them, so equal priorities would leave
+    no replica working. The highest runs; when it dies, the next takes over once its keep-alive
+    (`peering_lifetime` seconds) runs out, and decides from the cluster as it is (no duplicate Job)."""
     logging.basicConfig(
         level=getattr(logging, os.environ.get("OLIVEKUBE_LOG_LEVEL", "INFO")),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -39,6 +46,8 @@ def run_operator(
             namespaces=namespaces,
             standalone=peering is None,
             peering_name=peering,
+            priority=secrets.randbelow(2**31) if peering else None,
+            memo=kopf.Memo(peering_lifetime=peering_lifetime),
             liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
         )
     )

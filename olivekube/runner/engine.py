@@ -155,6 +155,24 @@ class WorkflowRunner:
             runner_pass.ctx.execution_provider()[1] if options.builds_for_target else None,
         )
 
+    def with_pass_adapter(self, name: str, model: ModelArtifact) -> ModelArtifact:
+        """ModelBuilder's `adapter_path`: the adapter's bytes (fetched when given by URI) join the
+        pass's input, so that its digest enters the content key and a changed adapter builds again."""
+        path = getattr(self.spec.passes[name], "adapter_path", None)
+        if not path:
+            return model
+        kwargs = dict(model.metadata.get("load_kwargs") or {})
+        adapter = self._resolve_model(path, f"spec.passes.{name}.adapter_path", kwargs)
+        base = model.base if model.kind == "adapter" and model.base is not None else model
+        meta = model.metadata
+        return ModelArtifact("adapter", adapter.digest, adapter.path, uri=adapter.uri, base=base, metadata=meta)
+
+    def data_versions(self, pass_name: str) -> dict[str, str]:
+        """Each data file a training pass reads, and what identifies its bytes now (digest or ETag)."""
+        if not self.spec.passes[pass_name].trains:
+            return {}
+        return {f: str(v) for entry in self._data_fingerprint(pass_name) for f, v in entry["files"].items()}
+
     def _data_fingerprint(self, pass_name: str) -> list[Any]:
         out: list[Any] = []
         configs = self.spec.data_configs or []
@@ -211,7 +229,8 @@ class WorkflowRunner:
 
     def run_pass(self, name: str, model: ModelArtifact) -> tuple[ModelArtifact, PassResult]:
         """Run (or take from the cache) one pass, and record it in the chain-key index."""
-        out_model, result = self._run_pass(name, model)
+        used = self.with_pass_adapter(name, model)
+        out_model, result = self._run_pass(name, used)
         entry = {
             "uri": result.uri,
             "digest": result.digest,
@@ -219,6 +238,10 @@ class WorkflowRunner:
             "contentKey": result.content_key,
             "kind": out_model.kind,
             "metrics": result.metrics,
+            # What the operator checks before it takes this entry without a Job (cache_lookup.py).
+            "input": model.digest,
+            "adapter": {"path": used.uri, "digest": used.digest} if used is not model else None,
+            "data": self.data_versions(name),
         }
         store_for(self.cache_dir).write_text(self.index_uri(name), json.dumps(entry))
         return out_model, result

@@ -26,7 +26,7 @@ def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[n
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")
     s3.upload_folder(tiny_models["phi3"], "e2e/models/tiny-phi3")
-    lookups = f"s3://{s3.bucket}/e2e/cache"  # the operator's own reads: this cache only
+    lookups = f"s3://{s3.bucket}/e2e/"  # the operator's own reads: the cache, and the data it checks
     args = ("--cache-lookup-prefix", lookups, "--allowed-service-account", "ghost")
     operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"), *args)
     operator.start()

@@ -251,10 +251,22 @@ def _cached_output(cache: Path, scope: str, name: str) -> tuple[str, str]:
     return f"file://{folder}", manifest.digest
 
 
-def _index(cache: Path, scope: str, key: str, uri: str, digest: str) -> None:
+def _data_uri(cache: Path) -> str:
+    return f"file://{cache.parent / 'data' / 'tone.json'}"
+
+
+def _index(cache: Path, scope: str, key: str, uri: str, digest: str, **recorded: Any) -> None:
+    """An index entry as the runner writes it, with the data versions it read (those of now by default)."""
+    from olivekube.storage import store_for
+
+    data = _data_uri(cache)
     entry = cache / "index" / scope / key
     entry.parent.mkdir(parents=True, exist_ok=True)
-    entry.write_text(json.dumps({"uri": uri, "digest": digest, "sizeBytes": 1, "metrics": {"train_loss": 1.0}}))
+    fields = {"input": "digest-of-the-input-model", "data": {data: store_for(data).file_version(data)}}
+    fields.update(recorded)
+    entry.write_text(
+        json.dumps({"uri": uri, "digest": digest, "sizeBytes": 1, "metrics": {"train_loss": 1.0}, **fields})
+    )
 
 
 def _shared_cache_parts(
@@ -277,6 +289,10 @@ def _workflow_over(cache: Path) -> dict[str, Any]:
     doc["spec"]["kubernetes"]["volumes"] = [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}]
     doc["spec"]["kubernetes"]["volumeMounts"] = [{"name": "shared", "mountPath": str(cache)}]
     doc["spec"]["passes"] = {"lora": doc["spec"]["passes"]["lora"]}
+    data = cache.parent / "data" / "tone.json"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text('[{"phrase": "hi", "tone": "Joy"}]')
+    doc["spec"]["data_configs"][0]["load_dataset_config"]["data_files"] = _data_uri(cache)
     return doc
 
 
@@ -473,3 +489,43 @@ def test_the_first_job_comes_with_an_identity_that_reaches_only_its_workflow(par
         {"kind": "ServiceAccount", "name": "olivekube-runner-tone-uid-tone", "namespace": "ml"}
     ]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-tone" for o in [role, binding, *core.accounts])
+
+
+def test_an_entry_is_not_taken_once_the_data_it_was_trained_on_changed(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, _ = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    _index(cache, "ml", key, *_cached_output(cache, "ml", "mine"))
+    (tmp_path / "data" / "tone.json").write_text('[{"phrase": "hi", "tone": "Sad"}]')  # same URI, new bytes
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    assert len(batch.jobs) == 1  # the pass trains again
+
+
+def test_an_entry_is_not_taken_when_its_data_lies_where_the_operator_may_not_read(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, _ = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    _index(cache, "ml", key, *_cached_output(cache, "ml", "mine"), data={"s3://elsewhere/d.json": "etag:1"})
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    assert len(batch.jobs) == 1
+
+
+def test_a_later_pass_is_not_taken_when_the_pass_before_it_produced_something_else(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, _ = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    doc["spec"]["passes"]["merge"] = {"type": "MergeAdapterWeights"}
+    keys = parse_workflow(doc).spec.chain_keys()
+    lora_uri, lora_digest = _cached_output(cache, "ml", "lora-retrained")
+    _index(cache, "ml", keys["lora"], lora_uri, lora_digest)
+    merged_uri, merged_digest = _cached_output(cache, "ml", "merged-from-the-old-adapter")
+    _index(cache, "ml", keys["merge"], merged_uri, merged_digest, input="digest-of-the-old-adapter", data={})
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert status["passes"]["lora"]["cached"] is True
+    assert [job["metadata"]["labels"]["olivekube.io/pass"] for job in batch.jobs.values()] == ["merge"]

@@ -70,7 +70,7 @@ class ModelBuilderPass(RunnerPass, pass_type="ModelBuilder"):
             pairs["op_types_to_quantize"] = "/".join(opts.int4_op_types_to_quantize)
         if opts.int4_nodes_to_exclude:
             pairs["nodes_to_exclude"] = ",".join(opts.int4_nodes_to_exclude)
-        adapter = opts.adapter_path or (str(model.path) if model.kind == "adapter" else None)
+        adapter = model.model_ref if model.kind == "adapter" else None  # adapter_path: resolved by the engine
         if adapter:
             pairs["adapter_path"] = adapter
         for key, value in (opts.extra_options or {}).items():
