@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,15 @@ from tools.controlplane.harness import bin_dir, free_port
 class S3Server:
     endpoint: str
     bucket: str
+    proc: subprocess.Popen[bytes] | None = None
+    relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
+
+    def restart(self, down_seconds: float = 2.0) -> None:
+        """SIGKILL the server, keep it down a while, and start it again on the same port and files."""
+        assert self.proc is not None and self.relaunch is not None
+        _stop(self.proc, signal.SIGKILL)
+        time.sleep(down_seconds)
+        self.proc = self.relaunch()
 
     def env(self) -> dict[str, str]:
         """Variables that point boto3 (and so the runner) at this server."""
@@ -57,41 +66,42 @@ class S3Server:
         )
 
 
-@contextlib.contextmanager
-def s3_server(workdir: Path, bucket: str = "olivekube") -> Iterator[S3Server]:
+def _launch(workdir: Path, port: int, bucket: str) -> subprocess.Popen[bytes]:
     exe = bin_dir() / "gofakes3"
     if not exe.exists():
         raise RuntimeError(f"{exe} is missing: run tools/controlplane/build.sh")
-    port = free_port()
-    log = open(workdir / "gofakes3.log", "wb")  # noqa: SIM115 - the process owns it
+    log = open(workdir / "gofakes3.log", "ab")  # noqa: SIM115 - the process owns it
+    command = [str(exe), "-host", f"127.0.0.1:{port}", "-backend", "fs", "-fs.path", str(workdir / "s3")]
     proc = subprocess.Popen(
-        [
-            str(exe),
-            "-host",
-            f"127.0.0.1:{port}",
-            "-backend",
-            "fs",
-            "-fs.path",
-            str(workdir / "s3"),
-            "-fs.create",
-            "-initialbucket",
-            bucket,
-            "-autobucket",
-        ],
+        [*command, "-fs.create", "-initialbucket", bucket, "-autobucket"],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gofakes3 exited: {(workdir / 'gofakes3.log').read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return proc
+        time.sleep(0.05)
+    raise RuntimeError(f"gofakes3 did not listen on {port}")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def s3_server(workdir: Path, bucket: str = "olivekube") -> Iterator[S3Server]:
+    port = free_port()
+    server = S3Server(f"http://127.0.0.1:{port}", bucket)
+    server.relaunch = lambda: _launch(workdir, port, bucket)
+    server.proc = server.relaunch()
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gofakes3 exited: {(workdir / 'gofakes3.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-            time.sleep(0.05)
-        yield S3Server(f"http://127.0.0.1:{port}", bucket)
+        yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        if server.proc is not None:
+            _stop(server.proc)

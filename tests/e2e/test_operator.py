@@ -151,6 +151,30 @@ def test_reapplied_identical_workflow_completes_from_the_cache_without_jobs(clus
     assert jobs(cp, "tone-again") == []
 
 
+def test_data_changed_under_the_same_uri_trains_again_and_unchanged_data_is_taken_from_the_cache(cluster) -> None:  # type: ignore[no-untyped-def]
+    cp, s3, _ = cluster
+    client, key = s3.client(), "e2e/data/tone-changing.json"
+    client.upload_file(str(DATA), s3.bucket, key)
+    lora = {**LORA, "training_args": {**LORA["training_args"], "seed": 21, "max_steps": 5}}
+
+    def run(name: str) -> dict[str, Any]:
+        doc = manifest(name, s3, passes={"lora": lora})
+        doc["spec"]["data_configs"][0]["load_dataset_config"]["data_files"] = f"s3://{s3.bucket}/{key}"
+        apply(cp, doc)
+        wait_for(lambda: phase(cp, name) in ("Succeeded", "Failed"), timeout=300)
+        return dict(get(cp, name)["status"]["passes"]["lora"])
+
+    first = run("data-first")
+    same = run("data-same")
+    rows = json.loads(DATA.read_text())
+    client.put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(rows[: len(rows) // 2]).encode())
+    changed = run("data-changed")
+    assert first["artifact"] and not first.get("cached") and len(jobs(cp, "data-first")) == 1
+    assert same["cached"] is True and jobs(cp, "data-same") == []  # the operator took it: no Job
+    assert not changed.get("cached") and len(jobs(cp, "data-changed")) == 1
+    assert changed["artifact"]["sha256"] != first["artifact"]["sha256"]
+
+
 def test_missing_data_file_fails_with_its_message_after_retries(cluster) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
     doc = manifest("broken", s3, passes={"lora": LORA})

@@ -16,9 +16,10 @@ NS = "ml"
 class Operator:
     """The operator as its own process (outside the cluster, with the admin kubeconfig)."""
 
-    def __init__(self, cp, s3, workdir: Path, *args: str) -> None:  # type: ignore[no-untyped-def]
-        """`args`: more options of `olivekube operator`."""
+    def __init__(self, cp, s3, workdir: Path, *args: str, namespace: str | None = NS) -> None:  # type: ignore[no-untyped-def]
+        """`args`: more options of `olivekube operator`; `namespace` None: cluster-wide."""
         self.cp, self.s3, self.workdir, self.args = cp, s3, workdir, args
+        self.namespaces = ("--namespace", namespace) if namespace else ()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -30,8 +31,7 @@ class Operator:
             [
                 str(REPO / ".venv/bin/olivekube"),
                 "operator",
-                "--namespace",
-                NS,
+                *self.namespaces,
                 "--runner-image",
                 "olivekube/runner:test",
                 "--metrics-port",

@@ -119,3 +119,25 @@ def test_embeddings_of_tokenizer_and_model_agree(tiny_models: dict[str, Path]) -
 
     for arch, path in tiny_models.items():
         assert len(AutoTokenizer.from_pretrained(path)) == AutoConfig.from_pretrained(path).vocab_size, arch
+
+
+def test_a_changed_adapter_under_the_same_adapter_path_builds_again(
+    tiny_models: dict[str, Path], workspace: Path
+) -> None:
+    import shutil
+
+    def train(seed: int) -> Path:
+        lora = {**LORA, "training_args": {**LORA["training_args"], "seed": seed, "max_steps": 3}}
+        _, results, _ = run(workspace, tiny_models["phi3"], {"lora": lora})
+        return Path(results[0].uri)
+
+    adapter = workspace / "my-adapter"  # the user's folder, given by path
+    shutil.copytree(train(0), adapter)
+    build = {"builder": {"type": "ModelBuilder", "precision": "fp32", "adapter_path": str(adapter)}}
+    _, first, _ = run(workspace, tiny_models["phi3"], build)
+    _, again, _ = run(workspace, tiny_models["phi3"], build)
+    shutil.rmtree(adapter)
+    shutil.copytree(train(1), adapter)  # other weights, same path
+    _, changed, _ = run(workspace, tiny_models["phi3"], build)
+    assert [r.status for r in (first[0], again[0], changed[0])] == ["ran", "cached", "ran"]
+    assert changed[0].digest != first[0].digest

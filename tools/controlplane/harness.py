@@ -167,13 +167,15 @@ class ControlPlane:
     server: str = ""
     kubeconfig: Path = Path()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
     startup_seconds: float = 0.0
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         exe = Path(args[0]) if Path(args[0]).is_absolute() else self.bin / args[0]
         if not exe.exists():
             raise ControlPlaneError(f"{exe} is missing: run {BUILD_SCRIPT}")
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the process owns it
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it
+        self.commands[name] = (args, env)
         self.processes[name] = subprocess.Popen(
             [str(exe), *args[1:]],
             stdout=log,
@@ -271,6 +273,21 @@ class ControlPlane:
             self.start_node_agent()
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def crash(self, name: str) -> None:
+        """SIGKILL one component, as a crash or a node failure would."""
+        proc = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def restart(self, name: str, down_seconds: float = 2.0, timeout: float = 60) -> None:
+        """Crash one component (kine, kube-apiserver, ...), keep it down a while, start it again with
+        the same command, and wait until the API server answers ready (with its storage) again."""
+        self.crash(name)
+        time.sleep(down_seconds)
+        self._start(name, *self.commands[name])
+        self._wait_ready(time.monotonic() + timeout)
 
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():

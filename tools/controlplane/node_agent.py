@@ -166,11 +166,23 @@ class NodeAgent:
         log.info("stopped %s", key)
 
     def patch_status(self, pod: client.V1Pod, status: dict[str, Any]) -> None:
-        try:
-            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("status %s: %s", pod.metadata.name, exc.reason)
+        """Like the kubelet's status manager: retried while the API server is away (restarting)."""
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                meta = pod.metadata
+                self.core.patch_namespaced_pod_status(meta.name, meta.namespace, {"status": status})
+                return
+            except ApiException as exc:
+                if exc.status == 404 or exc.status < 500 or time.monotonic() > deadline:
+                    if exc.status != 404:
+                        log.warning("status %s: %s", pod.metadata.name, exc.reason)
+                    return
+            except Exception as exc:  # no connection: the API server is restarting
+                if time.monotonic() > deadline:
+                    log.warning("status %s: %s", pod.metadata.name, exc)
+                    return
+            time.sleep(1)
 
     def fail(self, pod: client.V1Pod, reason: str, message: str) -> None:
         container = pod.spec.containers[0]
@@ -423,12 +435,12 @@ class NodeAgent:
         threading.Thread(target=self.heartbeat, daemon=True).start()
         resource_version = ""
         while True:
-            if not resource_version:
-                pods = self.core.list_pod_for_all_namespaces()
-                for pod in pods.items:
-                    self.handle(pod)
-                resource_version = pods.metadata.resource_version
             try:
+                if not resource_version:
+                    pods = self.core.list_pod_for_all_namespaces()
+                    for pod in pods.items:
+                        self.handle(pod)
+                    resource_version = pods.metadata.resource_version
                 for event in watch.Watch().stream(
                     self.core.list_pod_for_all_namespaces, resource_version=resource_version, timeout_seconds=300
                 ):
@@ -447,6 +459,9 @@ class NodeAgent:
                 else:
                     log.warning("watch: %s", exc.reason)
                     time.sleep(1)
+            except Exception as exc:  # the connection dropped (API server restarting): watch again
+                log.warning("watch: %s", exc)
+                time.sleep(1)
 
     def shutdown(self, *_: object) -> None:
         for proc in list(self.running.values()):
