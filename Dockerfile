@@ -1,36 +1,59 @@
 # syntax=docker/dockerfile:1
-# Two images from one file:
-#   docker build --target operator -t olivekube/operator:0.1.0 .   (slim: kopf, kubernetes, boto3; no torch)
-#   docker build --target runner   -t olivekube/runner:0.1.0 .     (CUDA, torch, transformers, peft, onnxruntime-genai)
+# Three images from one file (public bases by default; tools/images.sh passes local ones):
+#   docker build --target operator   -t olivekube/operator:0.1.0 .    (slim: kopf, kubernetes, boto3; no torch)
+#   docker build --target runner     -t olivekube/runner:0.1.0 .      (CUDA, torch, transformers, peft, onnxruntime-genai)
+#   docker build --target runner-cpu -t olivekube/runner-cpu:0.1.0 .  (the same passes on CPU nodes)
+ARG PYTHON_BASE=python:3.11.9-slim-bookworm
+ARG CUDA_BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
-FROM python:3.11.9-slim-bookworm AS operator
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# The package and a non-root user, in a virtualenv at /opt/venv (Debian's python3 refuses system-wide pip).
+FROM ${PYTHON_BASE} AS python
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH HF_HOME=/tmp/hf
+RUN python3 -m venv /opt/venv \
+    && useradd --uid 65532 --user-group --create-home --shell /usr/sbin/nologin olivekube
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY olivekube ./olivekube
-RUN pip install --no-cache-dir . \
-    && useradd --uid 65532 --create-home --shell /usr/sbin/nologin olivekube
+
+FROM python AS operator
+# A private CA for PyPI behind a TLS-inspecting proxy (tools/images.sh mounts the host's): build-time only.
+ARG PIP_CERT
+RUN pip install --no-cache-dir . && rm -rf /app
 USER 65532:65532
+WORKDIR /tmp
 ENTRYPOINT ["olivekube"]
 CMD ["operator"]
 
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS runner
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+FROM python AS runner-cpu
+ARG PIP_CERT
+# The runner extra's versions are pinned in pyproject.toml, which hadolint cannot see.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[runner,azure]" && rm -rf /app
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["olivekube"]
+CMD ["--help"]
+
+FROM ${CUDA_BASE} AS runner
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH HF_HOME=/tmp/hf
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12=3.12.* python3.12-venv=3.12.* \
     && rm -rf /var/lib/apt/lists/* \
     && python3.12 -m venv /opt/venv \
-    && useradd --uid 65532 --create-home --shell /usr/sbin/nologin olivekube
+    && useradd --uid 65532 --user-group --create-home --shell /usr/sbin/nologin olivekube
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY olivekube ./olivekube
+ARG PIP_CERT
 # onnxruntime-genai-cuda replaces the CPU build of the runner extra on GPU nodes. The extra's versions
 # are pinned in pyproject.toml, which hadolint cannot see.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[runner,azure]" \
     && pip uninstall -y onnxruntime onnxruntime-genai \
-    && pip install --no-cache-dir onnxruntime-gpu==1.31.1 onnxruntime-genai-cuda==0.18.0
+    && pip install --no-cache-dir onnxruntime-gpu==1.31.1 onnxruntime-genai-cuda==0.18.0 \
+    && rm -rf /app
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["olivekube"]

@@ -178,5 +178,7 @@ def test_suspend_cancels_the_azure_ml_job_and_resume_submits_it_again(aml_cluste
     status = wait_for(lambda: _finished(cp, "seed-aml-pause"), 240)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     names = [j["name"] for j in _jobs_of(fake, "seed-aml-pause")]
-    assert names[:2] == [first, f"{first}-r1"]  # the cancelled job is not followed again
+    # The cancelled job is not followed again: the resumed pass is a new attempt (a Job name never used),
+    # and so a new Azure ML job.
+    assert names[:2] == [first, first.removesuffix("-0") + "-1"]
     assert len(names) == 4

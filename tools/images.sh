@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build the operator and CPU runner images from the Dockerfile with buildah, with no registry: the
+# Python base is made here from Debian packages (mmdebstrap) and imported. Images live in podman's
+# storage under ~/.cache/olivekube/containers (CONTAINERS_STORAGE_CONF), tagged by a digest of the
+# Dockerfile, pyproject.toml and the package's sources, so a warm run only finds them (seconds).
+# Prints the two image references as its last two lines: operator first, runner second.
+#   OLIVEKUBE_IMAGES_TIMES=FILE  also appends "name seconds" per built part (for benchmarks/images.py)
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+
+CACHE="${HOME}/.cache/olivekube/containers"
+export CONTAINERS_STORAGE_CONF="${CACHE}/storage.conf"
+TIMES="${OLIVEKUBE_IMAGES_TIMES:-/dev/null}"
+BASE_PACKAGES="python3,python3-venv,passwd,ca-certificates"
+SUITE=bookworm
+
+need() { command -v "$1" >/dev/null; }
+if ! need podman || ! need buildah || ! need mmdebstrap || ! need runc; then
+  echo "[images] installing podman, buildah, mmdebstrap and runc from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah mmdebstrap runc >/dev/null
+fi
+mkdir -p "${CACHE}"
+if [[ ! -f "${CONTAINERS_STORAGE_CONF}" ]]; then
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "/run/olivekube-containers"\n' \
+    "${CACHE}/storage" >"${CONTAINERS_STORAGE_CONF}"
+fi
+
+timed() {  # NAME COMMAND...: run it, and note how long it took
+  local name="$1" began
+  shift
+  began=$(date +%s.%N)
+  "$@"
+  echo "${name} $(echo "$(date +%s.%N) - ${began}" | bc)" >>"${TIMES}"
+}
+
+have() { podman image exists "$1"; }
+
+base_key=$(echo "${SUITE} ${BASE_PACKAGES}" | sha256sum | cut -c1-12)
+base="localhost/olivekube-base:${base_key}"
+if ! have "${base}"; then
+  echo "[images] making the Python base from Debian ${SUITE} (${BASE_PACKAGES})" >&2
+  tar="$(mktemp -d)/base.tar"
+  timed base mmdebstrap --quiet --variant=minbase --include="${BASE_PACKAGES}" "${SUITE}" "${tar}"
+  podman import -q "${tar}" "${base}" >/dev/null
+  rm -rf "$(dirname "${tar}")"
+fi
+
+key=$( (cat Dockerfile pyproject.toml README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
+  | sha256sum | cut -c1-12)
+trust=()  # the host's CA bundle, for a PyPI reached through a TLS-inspecting proxy
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+  trust=(--volume /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
+fi
+build() {  # TARGET: build one target of the Dockerfile unless its image is there already
+  local ref="localhost/olivekube/$1:${key}"
+  if ! have "${ref}"; then
+    echo "[images] building $1" >&2
+    timed "$1" buildah bud --quiet --layers --runtime runc --network host \
+      --ulimit nofile=8192:8192 --ulimit nproc=4096:4096 "${trust[@]}" \
+      --build-arg "PYTHON_BASE=${base}" --target "$1" --tag "${ref}" . >/dev/null
+  fi
+  echo "${ref}"
+}
+operator=$(build operator)
+runner=$(build runner-cpu)
+echo "${operator}"
+echo "${runner}"
