@@ -19,7 +19,7 @@ COPY olivekube ./olivekube
 FROM python AS operator
 # A private CA for PyPI behind a TLS-inspecting proxy (tools/images.sh mounts the host's): build-time only.
 ARG PIP_CERT
-RUN pip install --no-cache-dir . && rm -rf /app
+RUN pip install --no-cache-dir . && pip uninstall -y pip setuptools && rm -rf /app
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["olivekube"]

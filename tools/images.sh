@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 CACHE="${HOME}/.cache/olivekube/containers"
 export CONTAINERS_STORAGE_CONF="${CACHE}/storage.conf"
 TIMES="${OLIVEKUBE_IMAGES_TIMES:-/dev/null}"
-BASE_PACKAGES="python3,python3-venv,passwd,ca-certificates"
+BASE_PACKAGES="python3,python3-venv,passwd,ca-certificates,libstdc++6"
 SUITE=bookworm
 
 need() { command -v "$1" >/dev/null; }
@@ -36,17 +36,23 @@ timed() {  # NAME COMMAND...: run it, and note how long it took
 
 have() { podman image exists "$1"; }
 
-base_key=$(echo "${SUITE} ${BASE_PACKAGES}" | sha256sum | cut -c1-12)
+base_key=$(echo "${SUITE} ${BASE_PACKAGES} essential merged-usr slim" | sha256sum | cut -c1-12)
 base="localhost/olivekube-base:${base_key}"
 if ! have "${base}"; then
   echo "[images] making the Python base from Debian ${SUITE} (${BASE_PACKAGES})" >&2
   tar="$(mktemp -d)/base.tar"
-  timed base mmdebstrap --quiet --variant=minbase --include="${BASE_PACKAGES}" "${SUITE}" "${tar}"
+  # essential (no apt), merged /usr without the usrmerge package (which pulls perl), no docs or locales
+  timed base mmdebstrap --quiet --variant=essential --include="${BASE_PACKAGES}" \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*' \
+    "${SUITE}" "${tar}"
   podman import -q "${tar}" "${base}" >/dev/null
   rm -rf "$(dirname "${tar}")"
 fi
 
-key=$( (cat Dockerfile pyproject.toml README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
+key=$( (echo "${base}"; cat Dockerfile pyproject.toml README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
   | sha256sum | cut -c1-12)
 trust=()  # the host's CA bundle, for a PyPI reached through a TLS-inspecting proxy
 if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
@@ -64,5 +70,9 @@ build() {  # TARGET: build one target of the Dockerfile unless its image is ther
 }
 operator=$(build operator)
 runner=$(build runner-cpu)
+# Images of other sources than these go, so the cache holds one runner (about 7 GB), not one per change.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^localhost/olivekube(/|-base:)' \
+  | grep -v -x -e "${operator}" -e "${runner}" -e "${base}" | xargs -r podman rmi -f >/dev/null 2>&1 || true
+podman image prune -f >/dev/null 2>&1 || true
 echo "${operator}"
 echo "${runner}"

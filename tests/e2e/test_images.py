@@ -1,0 +1,113 @@
+"""The images, built from the Dockerfile by tools/images.sh, run in real OCI containers (podman with
+runc) under the restricted Pod Security settings the chart gives every pod: uid 65532, read-only
+root file system, all capabilities dropped, no new privileges, a writable /tmp only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.manifests import DATA, LORA, REPO, workflow_doc, write
+
+STORAGE_CONF = Path.home() / ".cache/olivekube/containers/storage.conf"
+RESTRICTED = [
+    "--runtime", "runc", "--network", "host",
+    "--ulimit", "nofile=8192:8192", "--ulimit", "nproc=4096:4096",
+    "--read-only", "--user", "65532:65532", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+]  # fmt: skip
+
+
+def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)}
+    return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def images() -> tuple[str, str]:
+    """(operator, runner): built, or found in the cache, by tools/images.sh."""
+    out = subprocess.run(["bash", str(REPO / "tools/images.sh")], capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    operator, runner = out.stdout.strip().splitlines()[-2:]
+    return operator, runner
+
+
+def test_the_operator_image_runs_olivekube_as_65532_on_a_read_only_root(images) -> None:  # type: ignore[no-untyped-def]
+    operator, _ = images
+    who = podman("run", "--rm", *RESTRICTED, "--entrypoint", "id", operator)
+    assert who.returncode == 0 and who.stdout.startswith("uid=65532"), who.stdout + who.stderr
+    run = podman("run", "--rm", *RESTRICTED, operator, "operator", "--help")
+    assert run.returncode == 0 and "--runner-image" in run.stdout, run.stdout + run.stderr
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", operator).stdout)
+    assert size <= 250 * 1000**2, f"the operator image is {size / 1e6:.0f} MB"
+
+
+def _workflow_in(folder: Path, tiny_models, passes: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """A workflow whose paths are relative to its own folder (mounted at /work in the container)."""
+    shutil.copytree(tiny_models["phi3"], folder / "model")
+    shutil.copy(DATA, folder / "tone.json")
+    doc = workflow_doc("model", "tone.json", passes, cache_dir="/out/cache", output_dir="/out/model")
+    write(folder / "workflow.json", doc)
+    for path in [folder, *folder.rglob("*")]:  # readable by the container's user, as a ConfigMap or PVC would be
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_the_runner_image_runs_a_whole_workflow_and_its_int4_model_generates(  # type: ignore[no-untyped-def]
+    images, tiny_models, tmp_path
+) -> None:
+    _, runner = images
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    os.chown(out, 65532, 65532)
+    passes = {
+        "lora": LORA,
+        "merge": {"type": "MergeAdapterWeights"},
+        "builder": {"type": "ModelBuilder", "precision": "int4"},
+    }
+    _workflow_in(work, tiny_models, passes)
+    run = podman(
+        "run", "--rm", *RESTRICTED, "--tmpfs", "/tmp:rw,size=2g,mode=1777",
+        "-v", f"{work}:/work:ro", "-v", f"{out}:/out", runner, "run", "/work/workflow.json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    pointer = json.loads((out / "model" / "olivekube-output.json").read_text())
+    model = out / "model" / pointer["current"]
+    generated = subprocess.run(
+        [str(REPO / ".venv/bin/olivekube"), "generate", str(model), "-p", "### Text: hi"],
+        capture_output=True,
+        text=True,
+    )
+    assert generated.returncode == 0 and generated.stdout.startswith("### Text: hi"), generated.stderr
+
+
+def test_a_runner_under_a_memory_limit_too_small_is_oom_killed(images, tiny_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, runner = images
+    work = tmp_path / "work"
+    work.mkdir()
+    _workflow_in(work, tiny_models, {"lora": LORA})
+    name = f"olivekube-oom-{os.getpid()}"
+    run = podman(
+        "run", "--name", name, *RESTRICTED, "--memory", "150m", "--memory-swap", "150m",
+        "--tmpfs", "/tmp:rw,size=1g,mode=1777", "--tmpfs", "/out:rw,size=1g,mode=1777",
+        "-v", f"{work}:/work:ro", runner, "run", "/work/workflow.json",
+    )  # fmt: skip
+    try:
+        inspected = json.loads(podman("inspect", name).stdout)[0]
+    finally:
+        podman("rm", "-f", name)
+    assert run.returncode == 137, (run.returncode, run.stderr[-2000:])
+    assert oom_killed(inspected), "exit 137, but no OOM kill of the container's memory cgroup was recorded"
+
+
+def oom_killed(container: dict) -> bool:  # type: ignore[type-arg]
+    """Whether the kernel's memory-cgroup OOM killer ended the container. podman 4.3 with runc on these
+    hybrid cgroups does not set State.OOMKilled; the kernel log names the container's cgroup."""
+    if container["State"].get("OOMKilled"):
+        return True
+    kernel = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return any("oom-kill" in line and f"libpod-{container['Id']}" in line for line in kernel.splitlines())
