@@ -118,3 +118,16 @@ def fake_azureml(no_network: None, monkeypatch: pytest.MonkeyPatch):  # type: ig
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def images() -> tuple[str, str]:
+    """(operator, runner): the images built from the Dockerfile, or found in the cache, by tools/images.sh."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "tools" / "images.sh"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    operator, runner = out.stdout.strip().splitlines()[-2:]
+    return operator, runner

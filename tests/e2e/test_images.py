@@ -10,8 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.helpers.manifests import DATA, LORA, REPO, workflow_doc, write
 
 STORAGE_CONF = Path.home() / ".cache/olivekube/containers/storage.conf"
@@ -25,15 +23,6 @@ RESTRICTED = [
 def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)}
     return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def images() -> tuple[str, str]:
-    """(operator, runner): built, or found in the cache, by tools/images.sh."""
-    out = subprocess.run(["bash", str(REPO / "tools/images.sh")], capture_output=True, text=True, timeout=3000)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    operator, runner = out.stdout.strip().splitlines()[-2:]
-    return operator, runner
 
 
 def test_the_operator_image_runs_olivekube_as_65532_on_a_read_only_root(images) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ from tools.controlplane.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "olivekube"
+STORAGE_CONF = Path.home() / ".cache/olivekube/containers/storage.conf"  # tools/images.sh's image store
 SYSTEM_NS = "olivekube-system"
 WORK_NS = "tuning"
 RELEASE = "okube"
@@ -106,8 +108,10 @@ def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: i
     return rules
 
 
-def install_release(cp) -> None:  # type: ignore[no-untyped-def]
-    """Adopt the CRD that came from crds/ (as a cluster admin would) and install the release."""
+def install_release(cp, images: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Adopt the CRD that came from crds/ (as a cluster admin would) and install the release, with
+    the images built from the Dockerfile: the operator and every pass run in real containers."""
+    (operator_repo, operator_tag), (runner_repo, runner_tag) = (ref.rsplit(":", 1) for ref in images)
     crd = "crd/optimizationworkflows.olivekube.io"
     cp.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
     cp.kubectl(
@@ -143,6 +147,14 @@ def install_release(cp) -> None:  # type: ignore[no-untyped-def]
         f"policy.allowedImagePrefixes={{{ALLOWED_IMAGE_PREFIX}}}",
         "--set",
         "runner.envFromSecrets={s3-credentials}",
+        "--set",
+        f"operator.image.repository={operator_repo}",
+        "--set",
+        f"operator.image.tag={operator_tag}",
+        "--set",
+        f"runner.image.repository={runner_repo}",
+        "--set",
+        f"runner.image.tag={runner_tag}",
     )
     # The API server loads a new admission policy a moment after it is created: wait until it is enforced.
     probe = {
@@ -166,7 +178,7 @@ def install_release(cp) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
+def installed(crd_installed, s3, tiny_models, images, tmp_path_factory):  # type: ignore[no-untyped-def]
     cp = crd_installed
     for ns in (SYSTEM_NS, WORK_NS):
         cp.kubectl("create", "namespace", ns, check=False)
@@ -177,11 +189,13 @@ def installed(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
     s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
-    install_release(cp)
+    install_release(cp, images)
     yield cp, s3
 
 
-def test_install_runs_the_operator_with_its_service_account_and_reconciles(installed) -> None:  # type: ignore[no-untyped-def]
+def test_install_runs_the_operator_and_every_pass_in_their_images(  # type: ignore[no-untyped-def]
+    installed, images, tmp_path: Path
+) -> None:
     cp, s3 = installed
     pods = json.loads(cp.kubectl("get", "pods", "-n", SYSTEM_NS, "-o", "json").stdout)["items"]
     operator = [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
@@ -225,6 +239,38 @@ def test_install_runs_the_operator_with_its_service_account_and_reconciles(insta
     uid = cp.kubectl("get", "owf", "helm-tone", "-n", WORK_NS, "-o", "jsonpath={.metadata.uid}").stdout
     accounts = {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs}
     assert accounts == {f"olivekube-runner-helm-tone-{uid[:8]}"}
+    # Every pass ran in the runner image, in a container (the node agent reports podman's id).
+    selector = "olivekube.io/workflow=helm-tone"
+    pods = json.loads(cp.kubectl("get", "pods", "-n", WORK_NS, "-l", selector, "-o", "json").stdout)
+    statuses = [p["status"]["containerStatuses"][0] for p in pods["items"]]
+    assert len(statuses) == 3 and all(s["containerID"].startswith("podman://") for s in statuses), statuses
+    assert {s["image"] for s in statuses} == {images[1]}
+    # The operator runs in the operator image as uid 65532, on a read-only root, with no capabilities.
+    status = operator[0]["status"]["containerStatuses"][0]
+    assert status["image"] == images[0] and status["containerID"].startswith("podman://")
+    inspected = json.loads(
+        subprocess.run(
+            ["podman", "inspect", status["containerID"].removeprefix("podman://")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)},
+        ).stdout
+    )[0]
+    assert inspected["Config"]["User"] == "65532:65532" and inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert inspected["State"]["Running"] is True
+    # The int4 model the containers built generates.
+    from olivekube.storage.outputs import current_model
+    from olivekube.storage.s3 import S3Store
+
+    model = current_model(f"s3://{s3.bucket}/helm/outputs/tone")
+    assert model is not None
+    S3Store().fetch(model, tmp_path / "int4")
+    generated = subprocess.run(
+        [str(REPO / ".venv/bin/olivekube"), "generate", str(tmp_path / "int4"), "-p", "great"],
+        capture_output=True,
+        text=True,
+    )
+    assert generated.returncode == 0 and generated.stdout.startswith("great"), generated.stderr
 
 
 def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]
@@ -256,7 +302,7 @@ def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no
             )
 
 
-def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, images, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cp, _ = installed
     chart = tmp_path / "olivekube"
     shutil.copytree(CHART, chart)
@@ -289,7 +335,7 @@ def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, tmp_pat
         "-f",
         str(REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"),
     )
-    install_release(cp)
+    install_release(cp, images)
 
 
 def small_workflow(name: str, s3, **kubernetes: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -6,8 +6,12 @@ API fields our Jobs use), in a working folder that maps the pod's volume mounts.
 pod's status (Running, then Succeeded or Failed with exit code and termination message) through
 the API, and ends a pod's process when the pod is deleted.
 
-It runs only images named as the project's own (`.../olivekube...`): the `olivekube` command inside
-them is this checkout's. Other pods are marked Failed with reason ImageNotRunnable.
+It runs only images named as the project's own (`.../olivekube...`). An image that podman holds
+(built by tools/images.sh, `localhost/olivekube/...`) runs in a real OCI container (podman with runc,
+host network, see `container_command`): the pod's user, read-only root, dropped capabilities, no new
+privileges, memory limit, mounts, env and termination message, and OOMKilled as a kubelet reports
+it. Any other `olivekube` image runs this checkout's `olivekube` as a local process. Other pods are
+marked Failed with reason ImageNotRunnable.
 
 Processes see their mounts through OLIVEKUBE_TEST_NODE_PATHS, a JSON map of container path to local
 folder (there is no mount namespace); the runner resolves container paths with it.
@@ -39,6 +43,9 @@ NODE_NAME = "olivekube-test-node"
 IMAGE_PATTERN = re.compile(r"(^|/)olivekube[\w.-]*(/|:|@|$)")
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 VENV_BIN = Path(sys.executable).parent
+STORAGE_CONF = Path.home() / ".cache/olivekube/containers/storage.conf"  # where tools/images.sh keeps images
+PODMAN_ENV = {**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)}
+PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--network", "host", "--ulimit", "nofile=8192:8192"]
 
 
 def now() -> str:
@@ -121,6 +128,11 @@ class NodeAgent:
 
     def stop(self, pod: client.V1Pod, key: str) -> None:
         proc = self.running.pop(pod.metadata.uid, None)
+        if proc is not None and proc.poll() is None and self.in_podman(pod.spec.containers[0].image):
+            grace = str(pod.metadata.deletion_grace_period_seconds or 5)  # SIGTERM, then SIGKILL after grace
+            name = self.container_name(pod)
+            subprocess.run(["podman", "stop", "-t", grace, name], env=PODMAN_ENV, capture_output=True)
+            subprocess.run(["podman", "rm", "-f", name], env=PODMAN_ENV, capture_output=True)
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -308,6 +320,90 @@ class NodeAgent:
                 for item in source.downward_api.items or []:
                     (local / item.path).write_text(self._field(pod, item.field_ref.field_path))
 
+    # -- containers -------------------------------------------------------------------------
+    @staticmethod
+    def in_podman(image: str | None) -> bool:
+        """Whether `image` is one podman holds here (tools/images.sh built it): run it in a container."""
+        if not image or not image.startswith("localhost/"):
+            return False
+        found = subprocess.run(["podman", "image", "exists", image], env=PODMAN_ENV, capture_output=True)
+        return found.returncode == 0
+
+    @staticmethod
+    def container_name(pod: client.V1Pod) -> str:
+        return f"k8s-{pod.metadata.namespace}-{pod.metadata.name}-{pod.metadata.uid[:8]}"
+
+    def container_command(
+        self,
+        pod: client.V1Pod,
+        container: client.V1Container,
+        env: dict[str, str],
+        mounts: dict[str, str],
+        pod_dir: Path,
+    ) -> list[str]:
+        """`podman run` for the pod's container, as a kubelet would configure it."""
+        from kubernetes.utils import parse_quantity
+
+        pod_sc, sc = pod.spec.security_context, container.security_context
+        user = (sc and sc.run_as_user) if sc and sc.run_as_user is not None else (pod_sc and pod_sc.run_as_user)
+        group = (sc and sc.run_as_group) or (pod_sc and pod_sc.run_as_group) or user
+        fs_group = pod_sc.fs_group if pod_sc and pod_sc.fs_group is not None else group
+        command = [*PODMAN_RUN, "--ulimit", "nproc=4096:4096", "--name", self.container_name(pod)]
+        command += ["--hostname", pod.metadata.name]
+        if user is not None:
+            command += ["--user", f"{user}:{group}"]
+            if fs_group is not None:
+                command += ["--group-add", str(fs_group)]
+        if sc and sc.read_only_root_filesystem:
+            command.append("--read-only")
+        for cap in (sc and sc.capabilities and sc.capabilities.drop) or []:
+            command.append(f"--cap-drop={cap}")
+        if sc and sc.allow_privilege_escalation is False:
+            command += ["--security-opt", "no-new-privileges"]
+        memory = ((container.resources and container.resources.limits) or {}).get("memory")
+        if memory:
+            size = int(parse_quantity(memory))
+            command += ["--memory", str(size), "--memory-swap", str(size)]
+        read_only = {m.mount_path for m in container.volume_mounts or [] if m.read_only}
+        for path, local in mounts.items():
+            if user is not None and Path(local).is_relative_to(self.workdir):  # the agent's volumes: fsGroup
+                for item in [Path(local), *Path(local).rglob("*")]:
+                    os.chown(item, user, fs_group if fs_group is not None else -1)
+            command += ["-v", f"{local}:{path}{':ro' if path in read_only else ''}"]
+        env_file = pod_dir / "container.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items() if "\n" not in v))
+        env_file.chmod(0o600)
+        command += ["--env-file", str(env_file)]
+        if container.working_dir:
+            command += ["--workdir", container.working_dir]
+        if container.command:
+            command += ["--entrypoint", json.dumps(container.command)]
+        return [*command, container.image, *(container.args or [])]
+
+    def container_id(self, pod: client.V1Pod, proc: subprocess.Popen[bytes]) -> str:
+        """`podman://ID` of the pod's container once podman has created it (as a kubelet reports it)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            command = ["podman", "inspect", "--format", "{{.Id}}", self.container_name(pod)]
+            found = subprocess.run(command, env=PODMAN_ENV, capture_output=True, text=True)
+            if found.returncode == 0:
+                return f"podman://{found.stdout.strip()}"
+            time.sleep(0.2)
+        return "podman://unknown"
+
+    def end_container(self, pod: client.V1Pod, code: int) -> bool:
+        """Remove the pod's container; whether the kernel's memory-cgroup OOM killer ended it."""
+        name = self.container_name(pod)
+        out = subprocess.run(["podman", "inspect", name], env=PODMAN_ENV, capture_output=True, text=True)
+        subprocess.run(["podman", "rm", "-f", name], env=PODMAN_ENV, capture_output=True)
+        if code != 137 or out.returncode != 0:
+            return False
+        info = json.loads(out.stdout)[0]
+        if info["State"].get("OOMKilled"):
+            return True
+        kernel = subprocess.run(["dmesg"], capture_output=True, text=True).stdout  # podman 4.3 + runc, cgroup v1
+        return any("oom-kill" in line and f"libpod-{info['Id']}" in line for line in kernel.splitlines())
+
     # -- running ----------------------------------------------------------------------------
     def run_pod(self, pod: client.V1Pod, key: str) -> None:
         container = pod.spec.containers[0]
@@ -341,14 +437,19 @@ class NodeAgent:
         }
         cwd = local_path(container.working_dir, path_map) if container.working_dir else str(pod_dir)
         if SA_DIR in path_map:
-            full_env.setdefault("KUBERNETES_SERVICE_HOST", os.environ.get("OLIVEKUBE_API_HOST", "127.0.0.1"))
-            full_env.setdefault("KUBERNETES_SERVICE_PORT", os.environ.get("OLIVEKUBE_API_PORT", "443"))
+            for env_map in (full_env, env):
+                env_map.setdefault("KUBERNETES_SERVICE_HOST", os.environ.get("OLIVEKUBE_API_HOST", "127.0.0.1"))
+                env_map.setdefault("KUBERNETES_SERVICE_PORT", os.environ.get("OLIVEKUBE_API_PORT", "443"))
         argv = [*(container.command or []), *(container.args or [])]
-        if not argv:
+        in_container = self.in_podman(container.image)
+        if not argv and not in_container:
             self.fail(pod, "CreateContainerConfigError", "the node agent needs the container's command")
             return
         argv = [re.sub(r"\$\((\w+)\)", lambda m: full_env.get(m.group(1), m.group(0)), a) for a in argv]
-        if argv[0] in ("python", "python3"):
+        if in_container:
+            argv = self.container_command(pod, container, env, path_map, pod_dir)
+            full_env, cwd = PODMAN_ENV, str(pod_dir)
+        elif argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         started = now()
         log_file = open(pod_dir / "container.log", "ab")  # noqa: SIM115 - the child owns it
@@ -366,6 +467,8 @@ class NodeAgent:
             return
         self.running[pod.metadata.uid] = proc
         base = {"name": container.name, "image": container.image, "imageID": container.image, "restartCount": 0}
+        if in_container:
+            base["containerID"] = self.container_id(pod, proc)
         self.patch_status(
             pod,
             {
@@ -390,6 +493,7 @@ class NodeAgent:
         log_file.close()
         if self.running.pop(pod.metadata.uid, None) is None:
             return  # deleted: stop() owns the pod now
+        oom = in_container and self.end_container(pod, code)
         message = term_file.read_text(errors="replace")[-4096:]
         if not message and code != 0 and container.termination_message_policy == "FallbackToLogsOnError":
             lines = (pod_dir / "container.log").read_text(errors="replace").splitlines()[-80:]
@@ -397,7 +501,7 @@ class NodeAgent:
         finished = now()
         terminated = {
             "exitCode": code if code >= 0 else 128 - code,
-            "reason": "Completed" if code == 0 else "Error",
+            "reason": "Completed" if code == 0 else "OOMKilled" if oom else "Error",
             "startedAt": started,
             "finishedAt": finished,
         }
