@@ -348,6 +348,8 @@ class Reconciler:
         for pod in self._pods(job):
             for cs in pod.status.container_statuses or []:
                 terminated = cs.state.terminated if cs.state else None
+                if terminated and terminated.reason == "OOMKilled":
+                    return _oom_message(pod)
                 if terminated and terminated.message:
                     return str(terminated.message).strip()
                 if terminated:
@@ -358,6 +360,15 @@ class Reconciler:
         return (
             next((c.get("message") or c.get("reason") for c in conditions if c.get("type") == "Failed"), "") or ""
         )
+
+
+def _oom_message(pod: Any) -> str:
+    resources = pod.spec.containers[0].resources
+    limit = ((resources.limits or {}) if resources else {}).get("memory", "none set")
+    return (
+        f"OOMKilled: the pass needed more memory than its limit ({limit}); "
+        "raise the memory limit in spec.kubernetes.resources"
+    )
 
 
 def _changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:

@@ -521,3 +521,20 @@ def test_no_secret_value_reaches_a_job_spec_status_event_or_log(installed) -> No
     for text in seen:
         for secret in secrets:
             assert secret not in text
+
+
+def test_a_pass_over_its_memory_limit_is_oom_killed_and_the_workflow_says_so(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    doc = small_workflow("too-little-memory", s3, backoffLimit=0)
+    doc["spec"]["kubernetes"]["resources"] = {"passes": {"builder": {"limits": {"memory": "150Mi"}}}}
+    doc["spec"]["cache_dir"] = f"s3://{s3.bucket}/helm/cache-oom"  # nothing to take from a cache: it builds
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+    def status() -> dict[str, Any] | None:
+        out = cp.kubectl("get", "owf", "too-little-memory", "-n", WORK_NS, "-o", "json").stdout
+        found = json.loads(out).get("status") or {}
+        return found if found.get("phase") in ("Succeeded", "Failed") else None
+
+    result = wait_for(status, timeout=300)
+    assert result["phase"] == "Failed", result
+    assert "OOMKilled" in result["message"] and "150Mi" in result["message"], result["message"]
