@@ -17,7 +17,7 @@ from typing import Any
 from olivekube.api import unsupported
 from olivekube.api.common import API_VERSION, KIND
 from olivekube.api.passes import PASS_TYPES, stage_of
-from olivekube.api.validation import Problem
+from olivekube.api.validation import Problem, validate_document
 
 Json = dict[str, Any]
 
@@ -40,12 +40,11 @@ UNSUPPORTED_TOP = {
     "workflow_host": unsupported.WORKFLOW_HOST,
 }
 UNSUPPORTED_MODEL = {
-    "model_script": unsupported.USER_CODE,
-    "script_dir": unsupported.USER_CODE,
     "components": unsupported.COMPONENTS,
-    "io_config": unsupported.IO_CONFIG,
-    "dummy_inputs_func": unsupported.USER_CODE,
+    "model_loader": unsupported.USER_CODE,
 }
+UNUSED_MODEL_KEYS = ("model_script", "script_dir", "io_config", "dummy_inputs_func")
+"""Olive's ONNX export (OnnxConversion) reads these; no olivekube pass does, so Olive would ignore them too."""
 PASS_HINTS = {
     "OnnxConversion": "use ModelBuilder, which converts (and quantizes) causal LMs to ONNX",
     "OnnxMatMul4Quantizer": "use ModelBuilder with precision int4",
@@ -63,6 +62,38 @@ DROPPED_PASS_KEYS = {
     "evaluator": "olivekube has no evaluators",
 }
 RENAMED_TEXT_GEN = {"source_max_len": "max_seq_len", "corpus_strategy": "strategy"}
+LOAD_KEYS = ("data_name", "subset", "split", "data_files", "data_dir", "col_filters", "trust_remote_code")
+"""Keys of Olive's load_dataset component (huggingface_dataset)."""
+PRE_PROCESS_KEYS = (
+    "text_template",
+    "text_cols",
+    "strategy",
+    "max_seq_len",
+    "max_samples",
+    "add_special_tokens",
+    "pad_to_max_len",
+    "use_attention_mask",
+    "stride",
+    "joiner",
+    "dataset_type",
+    *RENAMED_TEXT_GEN,
+)
+"""Keys of Olive's text-generation pre_process component, current and legacy names."""
+UNUSED_DATA_KEYS = {
+    "model_name": "the runner tokenizes with the input model's tokenizer",
+    "task": "the task is the input model's (text-generation)",
+    "batch_size": "the trainer batches by training_args.per_device_train_batch_size",
+    "input_cols": "used only by Olive's evaluators",
+    "label_cols": "used only by Olive's evaluators",
+}
+"""Legacy params_config keys that meant something to another component or to evaluation only."""
+BUILTIN_COMPONENTS = {
+    "load_dataset": ("huggingface_dataset",),
+    "pre_process_data": ("text_generation_huggingface_pre_process", "huggingface_pre_process"),
+    "post_process_data": ("text_generation_post_process", "default_post_process"),
+    "dataloader": ("default_dataloader", "no_auto_batch_dataloader"),
+}
+"""The components of Olive's HuggingfaceContainer for causal LMs, which olivekube implements."""
 
 
 class ConvertError(ValueError):
@@ -85,6 +116,79 @@ class _Conversion:
         self.warnings.append(Problem(path, message))
 
 
+@dataclass(frozen=True)
+class _OneOf:
+    """A node that may take either shape, chosen by its Python type (a list, a mapping, a string)."""
+
+    shapes: tuple[Any, ...]
+
+
+_KWARGS: Json = {}
+_MODEL: Json = {
+    "type": str,
+    "hf_config": {"model_loading_args": _KWARGS, "from_pretrained_args": _KWARGS, "load_kwargs": _KWARGS},
+    "model_loading_args": _KWARGS,
+    "from_pretrained_args": _KWARGS,
+    "load_kwargs": _KWARGS,
+}
+_DATA: Json = {
+    "type": str,
+    "name": str,
+    "load_dataset_config": {"params": _KWARGS},
+    "pre_process_data_config": {"params": _KWARGS},
+    "params_config": {"component_kwargs": {"*": _KWARGS}},
+    "components": {"*": _OneOf((str, {"params": _KWARGS}))},
+}
+_PASS: Json = {"type": str, "training_args": {"extra_args": _KWARGS}, "train_data_config": _OneOf((str, _DATA))}
+_PASS["eval_data_config"] = _PASS["train_data_config"]
+_SYSTEM: Json = {"type": str, "accelerators": [_OneOf((str, {}))]}
+SHAPES: Json = {
+    "input_model": {**_MODEL, "config": _MODEL},
+    "systems": {"*": {**_SYSTEM, "config": _SYSTEM}},
+    "data_configs": _OneOf(([_DATA], {"*": _DATA})),
+    "passes": {"*": _OneOf(({**_PASS, "config": _PASS}, [{**_PASS, "config": _PASS}]))},
+    "pass_flows": [[str]],
+    "engine": {"execution_providers": [_OneOf((str, [None]))], "host": str, "target": str},
+    "host": str,
+    "target": str,
+    "azureml_client": {},
+}
+"""The containers the conversion walks, checked first so that a config of the wrong shape is an error
+naming the key, never a crash: a dict is a mapping (its listed keys checked when present, "*" every
+key), a list a list of the one shape in it, `str` a string, None anything."""
+
+
+def _check_shape(value: Any, shape: Any, path: str, conv: _Conversion) -> None:
+    if shape is None:
+        return
+    if isinstance(shape, _OneOf):
+        kinds: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
+        for option in shape.shapes:
+            kind = option if isinstance(option, type) else type(option)
+            if isinstance(value, kind):
+                _check_shape(value, option, path, conv)
+                return
+        allowed = " or ".join(kinds[o if isinstance(o, type) else type(o)] for o in shape.shapes)
+        conv.error(path, f"must be {allowed}, not {type(value).__name__}")
+    elif shape is str:
+        if not isinstance(value, str):
+            conv.error(path, f"must be a string, not {type(value).__name__}")
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            conv.error(path, f"must be a list, not {type(value).__name__}")
+            return
+        for i, item in enumerate(value):
+            _check_shape(item, shape[0], f"{path}[{i}]", conv)
+    elif not isinstance(value, dict):
+        conv.error(path, f"must be a mapping, not {type(value).__name__}")
+    else:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                conv.error(path, f"keys must be strings, not {type(key).__name__} ({key!r})")
+            elif key in shape or "*" in shape:
+                _check_shape(item, shape.get(key, shape.get("*")), f"{path}.{key}" if path else key, conv)
+
+
 def _flatten_config(node: Json) -> Json:
     """Lift a legacy {"type": X, "config": {...}} node into the flat current form."""
     out = {k: v for k, v in node.items() if k != "config"}
@@ -104,12 +208,27 @@ def _azureml_datastore_uri(cfg: Json, default_client: Json | None) -> str:
     )
 
 
+RESOURCE_PATH_KEYS = {
+    "azureml_datastore": ("datastore_name", "relative_path"),
+    "azureml_registry_model": ("registry_name", "name", "version"),
+    "azureml_model": ("name", "version"),
+}
+
+
 def _resource_path(value: Any, path: str, conv: _Conversion, client: Json | None) -> Any:
     """Map Olive's typed resource paths ({"type": "azureml_datastore", ...}) to URIs."""
     if not isinstance(value, dict) or "type" not in value:
         return value
     kind = value["type"]
     cfg = value.get("config", {k: v for k, v in value.items() if k != "type"})
+    if not isinstance(kind, str) or not isinstance(cfg, dict):
+        conv.error(path, "a resource path is a URI string, or a mapping with a type and its config")
+        return value
+    needs = RESOURCE_PATH_KEYS.get(kind, ())
+    missing = [key for key in needs if key not in cfg]
+    if missing or (kind == "azureml_datastore" and not isinstance(cfg.get("azureml_client", client) or {}, dict)):
+        conv.error(path, f"a {kind} resource path needs {', '.join(needs)} (missing: {', '.join(missing)})")
+        return value
     if kind == "azureml_datastore":
         return _azureml_datastore_uri(cfg, client)
     if kind == "azureml_registry_model":
@@ -133,6 +252,14 @@ def _input_model(raw: Json, conv: _Conversion, client: Json | None) -> Json:
     for key, why in UNSUPPORTED_MODEL.items():
         if key in node:
             conv.error(f"{path}.{key}", f"not supported: {why}")
+    for key in UNUSED_MODEL_KEYS:
+        if key in node:
+            node.pop(key)
+            conv.warn(
+                f"{path}.{key}",
+                "dropped: no pass of this workflow uses it (ModelBuilder loads the model and derives its "
+                "inputs and outputs itself)",
+            )
     hf = node.pop("hf_config", None) or {}
     out: Json = {"type": "HfModel"}
     model_path = _resource_path(node.pop("model_path", None), f"{path}.model_path", conv, client)
@@ -200,7 +327,10 @@ def _device_for(ep: str) -> str:
 
 def _apply_execution_providers(spec: Json, eps: list[Any], conv: _Conversion) -> None:
     """engine.execution_providers (legacy) → accelerators of the target system."""
-    names = [e if isinstance(e, str) else e[0] for e in eps]
+    names = [e if isinstance(e, str) else e[0] for e in eps if e]
+    if not names or not all(isinstance(n, str) for n in names):
+        conv.error("engine.execution_providers", "must list execution provider names, e.g. [CPUExecutionProvider]")
+        return
     systems = spec.setdefault("systems", {})
     target = spec.get("target") or spec.get("host")
     if target is None:
@@ -217,6 +347,53 @@ def _apply_execution_providers(spec: Json, eps: list[Any], conv: _Conversion) ->
     system["accelerators"] = accelerators
 
 
+def _legacy_components(node: Json, conv: _Conversion, path: str) -> None:
+    """Olive's legacy `components` (a type per component): only its built-in causal-LM ones run here."""
+    for component, spec in (node.pop("components", None) or {}).items():
+        kind = spec.get("type") if isinstance(spec, dict) else spec
+        if kind not in BUILTIN_COMPONENTS.get(component, ()):
+            conv.error(
+                f"{path}.components.{component}.type",
+                f"{kind!r} is not a built-in Olive component (it comes from user_script): {unsupported.USER_CODE}",
+            )
+        elif isinstance(spec, dict) and spec.get("params"):
+            node.setdefault("params_config", {}).setdefault("component_kwargs", {}).setdefault(component, {})
+            node["params_config"]["component_kwargs"][component] = {
+                **spec["params"],
+                **node["params_config"]["component_kwargs"][component],
+            }
+
+
+def _legacy_params(node: Json, conv: _Conversion, path: str) -> None:
+    """Olive's legacy data form: `params_config` (keys matched to components by parameter name) and
+    `component_kwargs` (per component) become load_dataset_config and pre_process_data_config."""
+    params = dict(node.pop("params_config", None) or {})
+    kwargs = dict(params.pop("component_kwargs", None) or {})
+    load = {k: params.pop(k) for k in LOAD_KEYS if k in params}
+    pre = {k: params.pop(k) for k in PRE_PROCESS_KEYS if k in params}
+    load.update(kwargs.pop("load_dataset", None) or {})
+    pre.update(kwargs.pop("pre_process_data", None) or {})
+    for component in ("post_process_data", "dataloader"):
+        if kwargs.pop(component, None):
+            conv.warn(
+                f"{path}.params_config.component_kwargs.{component}",
+                "dropped: used only by Olive's evaluators and dataloaders; the trainer builds its own batches",
+            )
+    for key, why in UNUSED_DATA_KEYS.items():
+        for source, where in ((params, "params_config"), (pre, "params_config.component_kwargs.pre_process_data")):
+            if key in source:
+                source.pop(key)
+                conv.warn(f"{path}.{where}.{key}", f"dropped: {why}")
+    for key in params:
+        conv.error(f"{path}.params_config.{key}", "unknown data parameter for a HuggingfaceContainer")
+    for key in kwargs:
+        conv.error(f"{path}.params_config.component_kwargs.{key}", "unknown data component")
+    if load:
+        node["load_dataset_config"] = {**load, **(node.get("load_dataset_config") or {})}
+    if pre:
+        node["pre_process_data_config"] = {**pre, **(node.get("pre_process_data_config") or {})}
+
+
 def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -> Json:
     node = dict(raw)
     kind = node.get("type", "HuggingfaceContainer")
@@ -225,6 +402,9 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
     for key in ("user_script", "script_dir"):
         if key in node:
             conv.error(f"{path}.{key}", f"not supported: {unsupported.USER_CODE}")
+    _legacy_components(node, conv, path)
+    if "params_config" in node:
+        _legacy_params(node, conv, path)
     for key in ("post_process_data_config", "dataloader_config"):
         if key in node:
             conv.warn(f"{path}.{key}", "dropped: used only by Olive's evaluators, which olivekube does not run")
@@ -237,6 +417,12 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
             load["data_files"] = _resource_path(
                 load["data_files"], f"{path}.load_dataset_config.data_files", conv, client
             )
+        if "max_samples" in load:  # Olive's loader passed it on to datasets, which has no such option
+            conv.warn(f"{path}.load_dataset_config.max_samples", "moved to pre_process_data_config.max_samples")
+            node["pre_process_data_config"] = {
+                "max_samples": load.pop("max_samples"),
+                **(node.get("pre_process_data_config") or {}),
+            }
         node["load_dataset_config"] = load
     pre = node.get("pre_process_data_config")
     if isinstance(pre, dict):
@@ -257,17 +443,63 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
     return node
 
 
-def _data_configs(raw: Any, conv: _Conversion, client: Json | None) -> list[Json]:
+def _data_configs(raw: Any, client: Json | None) -> list[tuple[Json, _Conversion]]:
+    """Each data config converted on its own: one that no pass uses may be dropped with its problems."""
     # The legacy form may give data configs as a map of name -> config.
     items = [{"name": name, **cfg} for name, cfg in raw.items()] if isinstance(raw, dict) else list(raw)
-    return [_data_config(item, conv, f"data_configs[{i}]", client) for i, item in enumerate(items)]
+    out = []
+    for i, item in enumerate(items):
+        own = _Conversion()
+        out.append((_data_config(item, own, f"data_configs[{i}]", client), own))
+    return out
 
 
-def _training_args(args: Json) -> Json:
+def _keep_used_data_configs(
+    converted: list[tuple[Json, _Conversion]], passes: Json, conv: _Conversion
+) -> list[Json]:
+    """The data configs, less those that no pass uses and that could not run (an evaluator's dummy
+    data, say): Olive would not load those either, so they become warnings."""
+    used = {p.get(key) for p in passes.values() for key in ("train_data_config", "eval_data_config")}
+    kept: list[Json] = []
+    for i, (config, own) in enumerate(converted):
+        if own.problems and config.get("name") not in used:
+            conv.warn(
+                f"data_configs[{i}]",
+                f"dropped {config.get('name')!r}: no pass uses it, and it could not run here ({own.problems[0]})",
+            )
+            continue
+        conv.problems += own.problems
+        conv.warnings += own.warnings
+        kept.append(config)
+    return kept
+
+
+DROPPED_TRAINING_ARGS = {
+    "output_dir": "the runner keeps checkpoints in the pass's own folder",
+    "deepspeed": "DeepSpeed is not in the runner image; the pass trains without it",
+    "use_cpu": "the pass's system (its accelerator) decides the device",
+    "no_cuda": "the pass's system (its accelerator) decides the device",
+}
+
+
+def _training_args(args: Json, path: str, conv: _Conversion) -> Json:
+    """Olive's training_args: legacy names renamed, options the runner sets itself dropped with a
+    warning; every other key stays (transformers.TrainingArguments keys not typed pass through)."""
     out = dict(args)
     if "evaluation_strategy" in out:
         out["eval_strategy"] = out.pop("evaluation_strategy")
+    for key, why in DROPPED_TRAINING_ARGS.items():
+        if key in out:
+            out.pop(key)
+            conv.warn(f"{path}.{key}", f"dropped: {why}")
     return out
+
+
+PASS_TYPE_NAMES = {name.lower(): name for name in PASS_TYPES}
+"""Olive looks pass types up case-insensitively ("qlora" is QLoRA)."""
+DROPPED_BUILDER_KEYS = {
+    "enable_GQA_on_CPU": "current model builders use GroupQueryAttention on the CPU by default",
+}
 
 
 def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
@@ -281,6 +513,8 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
         raw = raw[0]
     node = _flatten_config(raw)
     kind = node.get("type")
+    if isinstance(kind, str) and kind.lower() in PASS_TYPE_NAMES:
+        kind = node["type"] = PASS_TYPE_NAMES[kind.lower()]
     if kind not in PASS_TYPES:
         hint = PASS_HINTS.get(str(kind), f"supported: {', '.join(PASS_TYPES)}")
         conv.error(f"{path}.type", f"pass type {kind!r} is not implemented by the olivekube runner; {hint}")
@@ -306,7 +540,12 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
                 )
                 node.pop(key)
     if isinstance(node.get("training_args"), dict):
-        node["training_args"] = _training_args(node["training_args"])
+        node["training_args"] = _training_args(node["training_args"], f"{path}.training_args", conv)
+    if kind == "ModelBuilder":
+        for key, why in DROPPED_BUILDER_KEYS.items():
+            if key in node:
+                node.pop(key)
+                conv.warn(f"{path}.{key}", f"dropped: {why}")
     for key in ("train_data_config", "eval_data_config"):
         ref = node.get(key)
         if isinstance(ref, dict):  # an inline data config: give it a name
@@ -372,6 +611,9 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
         raise ConvertError([Problem("", f"an Olive config must be a mapping, not {type(config).__name__}")])
     src = copy.deepcopy(config)
     src.pop("$schema", None)
+    _check_shape(src, SHAPES, "", conv)
+    if conv.problems:
+        raise ConvertError(conv.problems)
     spec: Json = {}
     client = src.pop("azureml_client", None)
     if client:
@@ -388,19 +630,36 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
         spec["input_model"] = _input_model(src.pop("input_model"), conv, client)
     if "systems" in src:
         spec["systems"] = _systems(src.pop("systems"), conv)
-    if "data_configs" in src:
-        spec["data_configs"] = _data_configs(src.pop("data_configs"), conv, client)
+    data_configs = _data_configs(src.pop("data_configs", None) or [], client)
+    if data_configs:
+        spec["data_configs"] = []
     engine_eps = _engine_options(src, spec, conv)
     passes, order = _passes(src, spec, conv)
     spec["passes"] = passes
+    if data_configs:
+        # Inline data configs of passes were appended while converting them; the named ones go first.
+        spec["data_configs"][:0] = _keep_used_data_configs(data_configs, passes, conv)
+        if not spec["data_configs"]:
+            spec.pop("data_configs")
     if engine_eps:
         _apply_execution_providers(spec, engine_eps, conv)
     for key in src:
         conv.error(key, "unknown Olive config key")
     if conv.problems:
         raise ConvertError(conv.problems)
+    _check_result(spec)
     _warn_order(passes, order, conv)
     return spec, conv.warnings
+
+
+def _check_result(spec: Json) -> None:
+    """`convert` never emits a manifest that `validate` refuses: what the API refuses is an error here,
+    at the Olive config's own path (the spec mirrors the Olive config's keys)."""
+    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "converted"}, "spec": spec}
+    problems = validate_document(doc)
+    if problems:
+        at_olive_paths = [Problem(p.path.removeprefix("spec.").removeprefix("spec"), p.message) for p in problems]
+        raise ConvertError(at_olive_paths)
 
 
 def _warn_order(passes: Json, order: list[str], conv: _Conversion) -> None:

@@ -19,7 +19,8 @@ from tests.helpers.processes import wait_for
 
 
 @pytest.fixture(scope="module")
-def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[no-untyped-def]
+def cluster(crd_installed, s3, tiny_models, images, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The operator as a local process; every pass runs in the runner image, in a real container."""
     cp = crd_installed
     cp.kubectl("create", "namespace", NS, check=False)
     s3.create_secret(cp, NS)
@@ -27,7 +28,7 @@ def cluster(crd_installed, s3, tiny_models, tmp_path_factory):  # type: ignore[n
     client.upload_file(str(DATA), s3.bucket, "e2e/data/tone.json")
     s3.upload_folder(tiny_models["phi3"], "e2e/models/tiny-phi3")
     lookups = f"s3://{s3.bucket}/e2e/"  # the operator's own reads: the cache, and the data it checks
-    args = ("--cache-lookup-prefix", lookups, "--allowed-service-account", "ghost")
+    args = ("--cache-lookup-prefix", lookups, "--allowed-service-account", "ghost", "--runner-image", images[1])
     operator = Operator(cp, s3, tmp_path_factory.mktemp("operator"), *args)
     operator.start()
     yield cp, s3, operator

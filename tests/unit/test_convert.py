@@ -102,8 +102,18 @@ BAD_CONFIGS = [
     ("passes.conv.type", lambda c: c["passes"].update(conv={"type": "OnnxConversion"}), "ModelBuilder"),
     ("passes.ex.type", lambda c: c["passes"].update(ex={"type": "ExtractAdapters"}), "not implemented"),
     ("passes.lora", lambda c: c["passes"].update(lora=[c["passes"]["lora"], c["passes"]["lora"]]), "search"),
-    ("input_model.io_config", lambda c: c["input_model"]["config"].update(io_config={}), "io_config"),
-    ("input_model.model_script", lambda c: c["input_model"]["config"].update(model_script="u.py"), "runner"),
+    ("input_model.model_loader", lambda c: c["input_model"]["config"].update(model_loader="load"), "Python"),
+    ("passes.lora.r", lambda c: c["passes"]["lora"]["config"].update(lora_r=0), "greater than or equal to 1"),
+    (
+        "passes.lora.training_args.learning_rat",
+        lambda c: c["passes"]["lora"]["config"]["training_args"].update(learning_rat=1e-4),
+        "TrainingArguments",
+    ),
+    (
+        "data_configs[0].params_config.frobnicate",
+        lambda c: c["data_configs"][0].update(params_config={"frobnicate": 1}),
+        "unknown",
+    ),
     ("data_configs[0].user_script", lambda c: c["data_configs"][0].update(user_script="u.py"), "Python"),
     ("evaluators", lambda c: c.update(evaluators={"e": {}}), "evaluators"),
     ("search_strategy", lambda c: c["engine"].update(search_strategy={"execution_order": "joint"}), "search"),
@@ -168,3 +178,41 @@ def test_cli_convert_reports_problems_and_fails(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "passes.conv.type" in out.stderr and out.stdout == ""
+
+
+def test_model_keys_no_pass_uses_are_dropped_with_a_warning() -> None:
+    config = load("phi3-seed-legacy.json")
+    config["input_model"]["config"].update(model_script="u.py", io_config="io", dummy_inputs_func="dummy")
+    spec, warnings = olive_to_spec(config)
+    assert set(spec["input_model"]) == {"type", "model_path", "task", "load_kwargs"}
+    dropped = {w.path for w in warnings if "no pass of this workflow uses it" in w.message}
+    assert dropped == {"input_model.model_script", "input_model.io_config", "input_model.dummy_inputs_func"}
+
+
+def test_legacy_params_config_becomes_load_and_pre_process_configs() -> None:
+    config = load("phi3-lora-current.json")
+    data = config["data_configs"][0]
+    load_config, pre = data.pop("load_dataset_config"), data.pop("pre_process_data_config", {})
+    data["params_config"] = {
+        **load_config,
+        "model_name": "microsoft/Phi-3-mini-4k-instruct",
+        "batch_size": 4,
+        "component_kwargs": {"pre_process_data": {**pre, "source_max_len": 128}, "dataloader": {"batch_size": 2}},
+    }
+    spec, warnings = olive_to_spec(config)
+    converted = spec["data_configs"][0]
+    assert converted["load_dataset_config"] == load_config
+    assert converted["pre_process_data_config"] == {**pre, "max_seq_len": 128}
+    assert {w.path.rsplit(".", 1)[-1] for w in warnings} >= {"model_name", "batch_size", "dataloader"}
+
+
+def test_a_data_config_no_pass_uses_is_dropped_when_it_cannot_run() -> None:
+    config = load("phi3-lora-current.json")
+    config["data_configs"].append({"name": "dummy", "type": "TransformersPromptDummyDataContainer"})
+    spec, warnings = olive_to_spec(config)
+    assert "dummy" not in [d["name"] for d in spec["data_configs"]]
+    assert any("dropped 'dummy'" in w.message for w in warnings)
+    config["passes"]["lora"]["eval_data_config"] = "dummy"  # used by a pass: an error, not a drop
+    with pytest.raises(ConvertError) as exc:
+        olive_to_spec(config)
+    assert [p.path for p in exc.value.problems] == [f"data_configs[{len(config['data_configs']) - 1}].type"]

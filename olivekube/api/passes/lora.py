@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, PRESERVE, ApiModel
+from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, PRESERVE, OpenModel
 from olivekube.api.passes.base import PassBase
+from olivekube.api.passes.training_argument_names import TRAINING_ARGUMENT_NAMES, TRANSFORMERS_VERSION
+
+RUNNER_MANAGED_ARGS = {
+    "output_dir": "the runner keeps checkpoints in the pass's own folder; remove output_dir",
+    "deepspeed": "DeepSpeed is not in the runner image; remove deepspeed (the pass trains without it)",
+    "use_cpu": "the pass's system (its accelerator) decides the device",
+}
+"""TrainingArguments keys the runner sets itself, and why a workflow cannot set them."""
 
 
-class TrainingArgs(ApiModel):
-    """transformers.TrainingArguments options that Olive passes to the trainer."""
+def check_training_argument_names(keys: Iterable[str]) -> None:
+    """Refuse, naming the key, what transformers.TrainingArguments would refuse or the runner sets itself."""
+    for key in sorted(keys):
+        if key in RUNNER_MANAGED_ARGS:
+            raise PydanticCustomError(
+                "unsupported_key", "'{key}' is not supported: {why}", {"key": key, "why": RUNNER_MANAGED_ARGS[key]}
+            )
+        if key not in TRAINING_ARGUMENT_NAMES:
+            raise PydanticCustomError(
+                "unsupported_key",
+                "'{key}' is not an option of transformers.TrainingArguments ({version}); check the spelling",
+                {"key": key, "version": TRANSFORMERS_VERSION},
+            )
+
+
+class TrainingArgs(OpenModel):
+    """transformers.TrainingArguments options that Olive passes to the trainer: the common ones typed,
+    any other TrainingArguments keyword passed through as given (checked against its names)."""
 
     defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 2e-4,
@@ -26,6 +52,7 @@ class TrainingArgs(ApiModel):
     """What the runner uses for an option left unset (Olive's defaults, but gradient checkpointing off)."""
 
     _renamed_keys = {"evaluation_strategy": "'eval_strategy'"}
+    _unsupported_keys = RUNNER_MANAGED_ARGS
 
     seed: int | None = Field(None, ge=0, description="Random seed. Default 42.")
     data_seed: int | None = Field(None, ge=0, description="Seed of the data sampler.")
@@ -83,8 +110,20 @@ class TrainingArgs(ApiModel):
         json_schema_extra=PRESERVE,
     )
 
+    @model_validator(mode="after")
+    def _other_keys_are_training_arguments(self) -> TrainingArgs:
+        check_training_argument_names(self.model_extra or {})
+        return self
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_are_training_arguments(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        check_training_argument_names(value or {})
+        return value
+
     def trainer_options(self) -> dict[str, Any]:
-        """The options as transformers.TrainingArguments keywords: the set fields, extra_args over them."""
+        """The options as transformers.TrainingArguments keywords: the set fields and the other keys
+        given beside them, extra_args over both."""
         options = self.dump()
         extra = options.pop("extra_args", None) or {}
         return {**options, **extra}

@@ -95,6 +95,14 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             args["eval_strategy"] = "no"
         elif "eval_strategy" not in args:
             args["eval_strategy"] = "steps" if "eval_steps" in args else "epoch"
+        if args.get("load_best_model_at_end"):
+            # Olive left save_strategy at transformers' default, which the trainer accepts only when it
+            # matches eval_strategy; without eval data there is no best model to load.
+            args["load_best_model_at_end"] = has_eval
+            if has_eval and "save_strategy" not in args:
+                args["save_strategy"] = args["eval_strategy"]
+                if "eval_steps" in args:
+                    args.setdefault("save_steps", args["eval_steps"])
         if device == "cpu" and (args.get("bf16") or args.get("fp16")):
             raise PassError(
                 f"{self.ctx.field}.training_args",
