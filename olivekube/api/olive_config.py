@@ -49,7 +49,6 @@ PASS_HINTS = {
     "OnnxConversion": "use ModelBuilder, which converts (and quantizes) causal LMs to ONNX",
     "OnnxMatMul4Quantizer": "use ModelBuilder with precision int4",
     "OrtTransformersOptimization": "ModelBuilder writes an already-optimized graph",
-    "LoftQ": "use QLoRA",
     "ExtractAdapters": "not implemented yet; build with the adapter inside the graph (ModelBuilder after LoRA "
     "without MergeAdapterWeights) or merge it",
 }

@@ -25,7 +25,7 @@ from olivekube.api.common import (
 from olivekube.api.data import DataConfig
 from olivekube.api.kubernetes import KubernetesSettings
 from olivekube.api.model import InputModel
-from olivekube.api.passes import PassBase, on_new_pass_type, pass_config_type
+from olivekube.api.passes import PASS_TYPES, PassBase, on_new_pass_type, pass_config_type
 from olivekube.api.status import WorkflowStatus
 from olivekube.api.systems import AzureMLClient, AzureMLSystem, System
 from olivekube.core.keys import chain_key
@@ -124,8 +124,8 @@ class WorkflowSpec(ApiModel):
         min_length=1,
         max_length=MAX_PASSES,
         description=(
-            "Passes by name, at most one of each stage, run in stage order: LoRA or QLoRA, then "
-            "MergeAdapterWeights, then ModelBuilder."
+            "Passes by name, at most one of each stage, run in stage order: a training pass "
+            "(LoRA, QLoRA, DoRA, LoftQ), then MergeAdapterWeights, then ModelBuilder."
         ),
     )
     host: str | None = Field(
@@ -271,22 +271,40 @@ class WorkflowSpec(ApiModel):
                     (
                         f"passes.{name}",
                         f"{p.type} cannot run in the same workflow as {self.passes[other].type} ({other}): "
-                        "a workflow has at most one pass of each stage (LoRA or QLoRA, MergeAdapterWeights, "
+                        "a workflow has at most one pass of each stage (a training pass, MergeAdapterWeights, "
                         "ModelBuilder); split it into two workflows",
                     )
                 ]
         trained = False
+        unbuildable: str | None = None  # a trained adapter that the model builder cannot put in a graph
         for name in self.ordered_pass_names():
             p = self.passes[name]
             if p.needs_adapter and not (trained or self.input_model.adapter_path):
                 return [
                     (
                         f"passes.{name}",
-                        f"{p.type} needs an adapter: a LoRA or QLoRA pass before it, or input_model.adapter_path",
+                        f"{p.type} needs an adapter: a training pass ({', '.join(training_pass_types())}) "
+                        "before it, or input_model.adapter_path",
                     )
                 ]
+            if p.builds_for_target and unbuildable:
+                return [
+                    (
+                        f"passes.{name}",
+                        f"the model builder cannot build a {self.passes[unbuildable].type} adapter into the "
+                        f"graph; put a MergeAdapterWeights pass between {unbuildable} and {name}",
+                    )
+                ]
+            if p.trains:
+                unbuildable = None if p.adapter_builds_in_graph else name
+            elif p.needs_adapter:
+                unbuildable = None
             trained = trained or p.trains
         return []
+
+
+def training_pass_types() -> list[str]:
+    return [name for name, cls in PASS_TYPES.items() if cls.trains]
 
 
 class ObjectMeta(OpenModel):

@@ -214,6 +214,17 @@ class WorkflowRunner:
             path = self.work_root / "fetched" / manifest.digest[:16]
             store.fetch(uri, path)
         meta = manifest.metadata
+        if meta["kind"] == "adapter" and meta.get("base_folder"):
+            # The pass wrote the adapter's base beside it (LoftQ's new base weights): use that one.
+            folder = str(meta["base_folder"])
+            load = base.metadata if base is not None else {}
+            base = ModelArtifact(
+                "hf",
+                str(meta["base_folder_digest"]),
+                path=path / folder,
+                uri=f"{uri.rstrip('/')}/{folder}",
+                metadata=load,
+            )
         return ModelArtifact(
             kind=meta["kind"],
             digest=manifest.digest,

@@ -40,6 +40,8 @@ class PassBase(ApiModel):
     """Passes run in stage order, at most one per stage (the API server does not keep key order)."""
     trains: ClassVar[bool] = False
     """Trains an adapter on spec.data_configs: asks for a GPU by default, reads the base model."""
+    adapter_builds_in_graph: ClassVar[bool] = True
+    """A training pass's adapter can go into the model builder's graph unmerged (DoRA's cannot)."""
     needs_adapter: ClassVar[bool] = False
     """Takes an adapter: needs a training pass before it or input_model.adapter_path."""
     builds_for_target: ClassVar[bool] = False

@@ -189,3 +189,27 @@ class QLoRA(LoRA):
     compute_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         None, description="dtype of the 4-bit matmuls. Default: torch_dtype."
     )
+
+
+class DoRA(LoRA):
+    """Fine-tune a DoRA adapter (weight-decomposed LoRA: a magnitude vector beside the low-rank update)
+    with peft. Merge it before ModelBuilder: the model builder has no DoRA graph."""
+
+    adapter_builds_in_graph = False
+
+    type: Literal["DoRA"] = Field(description="Pass type.")  # type: ignore[assignment]
+
+
+class LoftQ(LoRA):
+    """Fine-tune a LoRA adapter on a 4-bit base whose weights LoftQ chose together with the adapter's
+    starting point, so that 4-bit base + adapter starts close to the full-precision model. The output
+    holds the new base weights with the adapter; a merge merges into those."""
+
+    needs_bitsandbytes = True
+    defaults = {**LoRA.defaults, "loftq_iter": 1}
+
+    type: Literal["LoftQ"] = Field(description="Pass type.")  # type: ignore[assignment]
+    loftq_iter: int | None = Field(None, ge=1, le=64, description="Alternating LoftQ iterations. Default 1.")
+    compute_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        None, description="dtype of the 4-bit matmuls. Default: torch_dtype."
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -81,6 +82,15 @@ class ModelBuilderPass(RunnerPass, pass_type="ModelBuilder"):
 
     def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
         from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+        if model.kind == "adapter" and model.path is not None:
+            adapter_config = model.path / "adapter_config.json"
+            if adapter_config.is_file() and json.loads(adapter_config.read_text()).get("use_dora"):
+                raise PassError(
+                    f"{self.ctx.field}.adapter_path",
+                    "a DoRA adapter cannot be built into the graph (the model builder has no DoRA magnitude); "
+                    "merge it first with a MergeAdapterWeights pass",
+                )
 
         source = model.base if model.kind == "adapter" and model.base is not None else model
         input_path = str(source.path) if source.path is not None else ""

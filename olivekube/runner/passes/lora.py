@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from olivekube.api.passes.lora import LoRA, QLoRA, TrainingArgs
+from olivekube.api.passes.lora import DoRA, LoftQ, LoRA, QLoRA, TrainingArgs
 from olivekube.core.artifact import ModelArtifact
 from olivekube.core.errors import PassError
 from olivekube.runner.data import build_datasets, preflight
@@ -121,21 +121,31 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         )
         return TrainingArguments(**args)
 
-    def _lora_config(self) -> Any:
+    def _lora_config(self, **variant: Any) -> Any:
+        """peft's LoraConfig from the pass options; `variant` adds what a LoRA variant sets."""
         from peft import LoraConfig
 
-        return LoraConfig(
-            r=int(self.options.option("r")),
-            lora_alpha=self.options.option("alpha"),
-            lora_dropout=self.options.option("lora_dropout"),
-            target_modules=self.options.target_modules or "all-linear",
-            modules_to_save=self.options.modules_to_save,
-            task_type="CAUSAL_LM",
-        )
+        options: dict[str, Any] = {
+            "r": int(self.options.option("r")),
+            "lora_alpha": self.options.option("alpha"),
+            "lora_dropout": self.options.option("lora_dropout"),
+            "target_modules": self.options.target_modules or "all-linear",
+            "modules_to_save": self.options.modules_to_save,
+            "task_type": "CAUSAL_LM",
+        }
+        return LoraConfig(**{**options, **variant})
+
+    def _adapted_model(self, model: ModelArtifact, device: str, dtype: Any, out: Path) -> Any:
+        """The model to train: the base with fresh adapters."""
+        from peft import get_peft_model
+
+        return get_peft_model(self._load_model(model, device, dtype), self._lora_config())
+
+    def _metadata(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
+        return {"adapter_of": model.digest, "quantized_base": self._quantization() is not None}
 
     def run(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
         import torch
-        from peft import get_peft_model
         from transformers import PrinterCallback
 
         from olivekube.runner.fast_lora import use_fast_lora
@@ -156,9 +166,8 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         )
         ctx.progress(message=f"loading {model.model_ref}")
         torch.manual_seed(seed)
-        base = self._load_model(model, device, dtype_for(self.options.torch_dtype, device))
-        base.config.use_cache = False  # no KV cache while training: less work per step
-        peft_model = get_peft_model(base, self._lora_config())
+        peft_model = self._adapted_model(model, device, dtype_for(self.options.torch_dtype, device), out)
+        peft_model.config.use_cache = False  # no KV cache while training: less work per step
         if device == "cpu":
             use_fast_lora(peft_model)
         history = LossHistory(ctx)
@@ -182,7 +191,7 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         self.ctx.metrics.update(training_metrics(trainer, result, data, history))
         peft_model.save_pretrained(str(out))
         tokenizer.save_pretrained(out)
-        return {"adapter_of": model.digest, "quantized_base": self._quantization() is not None}
+        return self._metadata(model, out)
 
 
 class LossHistory:
@@ -304,3 +313,70 @@ def check_bitsandbytes(ctx: Any) -> None:
             f"QLoRA needs bitsandbytes 4-bit kernels on {device}, which do not work here ({exc}); "
             "use LoRA, or run this pass on a GPU system",
         ) from exc
+
+
+class DoRAPass(LoRAPass, pass_type="DoRA"):
+    """DoRA: peft's LoRA with the weight decomposed into magnitude and direction (use_dora)."""
+
+    options: DoRA
+
+    def _adapted_model(self, model: ModelArtifact, device: str, dtype: Any, out: Path) -> Any:
+        from peft import get_peft_model
+
+        return get_peft_model(self._load_model(model, device, dtype), self._lora_config(use_dora=True))
+
+
+LOFTQ_BASE = "loftq_base"
+"""The folder, inside a LoftQ pass's output, that holds the new base weights its adapter goes with."""
+
+
+class LoftQPass(QLoRAPass, pass_type="LoftQ"):
+    """LoftQ as Olive runs it: LoftQ initialisation on the full-precision model (base = nf4-representable
+    weights, adapter = the best low-rank correction; runner/loftq.py), the new base saved, then
+    training on that base loaded in 4 bits (bitsandbytes nf4) from the initialised adapter."""
+
+    options: LoftQ  # type: ignore[assignment]
+
+    def _quantization(self) -> Any:
+        from transformers import BitsAndBytesConfig
+
+        compute = self.options.compute_dtype or self.options.torch_dtype or "float32"
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=False,
+            bnb_4bit_compute_dtype=dtype_for(compute, pick_device(self.ctx)),
+        )
+
+    def _adapted_model(self, model: ModelArtifact, device: str, dtype: Any, out: Path) -> Any:
+        import torch
+        from peft import PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        from olivekube.runner.loftq import apply_loftq
+
+        self.ctx.progress(message="LoftQ initialisation")
+        full = AutoModelForCausalLM.from_pretrained(model.model_ref, dtype=torch.float32, **load_kwargs(model))
+        targets = self.options.target_modules or sorted(linear_module_names(full) - {"lm_head"})
+        initialised = get_peft_model(full.to(device), self._lora_config(target_modules=targets))  # type: ignore[arg-type]
+        self.ctx.metrics["loftq_layers"] = apply_loftq(initialised, int(self.options.option("loftq_iter")))
+        init_adapter = self.ctx.workdir / "loftq-init-adapter"
+        initialised.save_pretrained(str(init_adapter))
+        new_base = out / LOFTQ_BASE
+        unloaded: Any = initialised.unload()
+        unloaded.to("cpu").save_pretrained(str(new_base))
+        load_tokenizer(model, self.ctx).save_pretrained(new_base)
+        del initialised, full
+        gc.collect()
+        base_artifact = ModelArtifact("hf", model.digest, path=new_base, metadata=model.metadata)
+        quantized = self._load_model(base_artifact, device, dtype)
+        return PeftModel.from_pretrained(quantized, str(init_adapter), is_trainable=True)
+
+    def _metadata(self, model: ModelArtifact, out: Path) -> dict[str, Any]:
+        from olivekube.storage.manifest import build_manifest
+
+        return {
+            **super()._metadata(model, out),
+            "base_folder": LOFTQ_BASE,
+            "base_folder_digest": build_manifest(out / LOFTQ_BASE).digest,
+        }
