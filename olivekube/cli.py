@@ -296,8 +296,12 @@ def generate(
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "Hello",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate after the prompt.")] = 16,
+    adapter: Annotated[
+        str | None,
+        typer.Option(help="Generate with this adapter (adapters/NAME.onnx_adapter, written by ExtractAdapters)."),
+    ] = None,
 ) -> None:
-    """Greedy generation with onnxruntime-genai, to try a built model."""
+    """Greedy generation with onnxruntime-genai, to try a built model (with one of its adapters)."""
     import onnxruntime_genai as og
 
     from olivekube.storage.outputs import current_model
@@ -313,6 +317,15 @@ def generate(
     tokens = _encode(model, tokenizer, prompt)
     params.set_search_options(max_length=len(tokens) + max_new_tokens, do_sample=False)
     generator = og.Generator(m, params)
+    if adapter is not None:
+        files = {p.name.removesuffix(".onnx_adapter"): p for p in (model / "adapters").glob("*.onnx_adapter")}
+        if adapter not in files:
+            known = ", ".join(sorted(files)) or "none: the model has no adapters"
+            err.print(f"error: {model} has no adapter {adapter!r} (its adapters: {known})", markup=False)
+            raise typer.Exit(1)
+        adapters = og.Adapters(m)
+        adapters.load(str(files[adapter]), adapter)
+        generator.set_active_adapter(adapters, adapter)
     generator.append_tokens(tokens)
     while not generator.is_done():
         generator.generate_next_token()

@@ -49,8 +49,6 @@ PASS_HINTS = {
     "OnnxConversion": "use ModelBuilder, which converts (and quantizes) causal LMs to ONNX",
     "OnnxMatMul4Quantizer": "use ModelBuilder with precision int4",
     "OrtTransformersOptimization": "ModelBuilder writes an already-optimized graph",
-    "ExtractAdapters": "not implemented yet; build with the adapter inside the graph (ModelBuilder after LoRA "
-    "without MergeAdapterWeights) or merge it",
 }
 DROPPED_PASS_KEYS = {
     "disable_search": "search is not supported, so there is nothing to disable",

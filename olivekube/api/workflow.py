@@ -277,8 +277,26 @@ class WorkflowSpec(ApiModel):
                 ]
         trained = False
         unbuildable: str | None = None  # a trained adapter that the model builder cannot put in a graph
+        unmerged = bool(self.input_model.adapter_path)  # an adapter that is not merged (yet)
+        built_with_adapter = False
         for name in self.ordered_pass_names():
             p = self.passes[name]
+            if p.needs_built_adapter and not built_with_adapter:
+                return [
+                    (
+                        f"passes.{name}",
+                        f"{p.type} needs a ModelBuilder pass before it that built an adapter into the graph: "
+                        "a training pass (or input_model.adapter_path) before ModelBuilder and no "
+                        "MergeAdapterWeights, or ModelBuilder's adapter_path",
+                    )
+                ]
+            if p.trains:
+                unmerged = True
+            elif p.needs_adapter:
+                unmerged = False
+            if p.builds_for_target:
+                built_with_adapter = unmerged or bool(getattr(p, "adapter_path", None))
+                unmerged = False
             if p.needs_adapter and not (trained or self.input_model.adapter_path):
                 return [
                     (

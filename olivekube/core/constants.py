@@ -6,8 +6,9 @@ from __future__ import annotations
 # inputs, so that no cached artifact of the old behaviour is reused (0.1.1: CPU LoRA dropout masks,
 # EOS tokens kept in the labels when a tokenizer pads with EOS; 0.1.2: the CPU LoRA forward folds its
 # scales into B and draws its masks in another order; 0.1.3: CPU LoRA masks seeded from torch's
-# generator, the LoRA Linear one autograd node).
-RUNNER_VERSION = "0.1.3"
+# generator, the LoRA Linear one autograd node; 0.1.4: ModelBuilder keeps the LoRA MatMuls of an
+# adapter built into the graph in float).
+RUNNER_VERSION = "0.1.4"
 
 # Labels on the Jobs (and tags on the Azure ML jobs) of a pass attempt.
 LABEL_WORKFLOW = "olivekube.io/workflow"

@@ -47,8 +47,10 @@ def content_key(
     base_digest: str | None = None,
     data: list[Any] | None = None,
     execution_provider: str | None = None,
+    models: dict[str, str] | None = None,
 ) -> str:
-    """A pass's identity from its real inputs: equal keys, equal outputs."""
+    """A pass's identity from its real inputs: equal keys, equal outputs. `models`: the digests of
+    other models the pass reads, by name."""
     body: dict[str, Any] = {"runner": RUNNER_VERSION, "options": _options(options), "input": input_digest}
     if base_digest is not None:
         body["base"] = base_digest
@@ -56,6 +58,8 @@ def content_key(
         body["data"] = data
     if execution_provider is not None:
         body["execution_provider"] = execution_provider
+    if models is not None:
+        body["models"] = models
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

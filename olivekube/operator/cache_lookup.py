@@ -87,9 +87,11 @@ class CacheLookup:
         for path, version in dict(entry["data"]).items():
             if not self._readable(path) or store_for(path).file_version(path) != version:
                 return False
-        adapter = entry.get("adapter")
-        if adapter:
-            where = adapter.get("path")
+        models = [entry["adapter"]] if entry.get("adapter") else []
+        models += list((entry.get("models") or {}).values())
+        for model in models:
+            where = model.get("path")
             manifest = store_for(where).read_manifest(where) if self._readable(where) else None
-            return manifest is not None and manifest.digest == adapter.get("digest")
+            if manifest is None or manifest.digest != model.get("digest"):
+                return False
         return True

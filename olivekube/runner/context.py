@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from olivekube.api.workflow import WorkflowSpec
+from olivekube.core.artifact import ModelArtifact
 from olivekube.runner.progress import ProgressSink, null_sink
 
 EP_NAMES = {
@@ -28,6 +30,8 @@ class PassContext:
     base_dir: Path
     report: ProgressSink = null_sink
     metrics: dict[str, float] = field(default_factory=dict)
+    resolve_model: Callable[[str, str], ModelArtifact] | None = None
+    """A model given by folder or URI, fetched when remote: (value, field it came from) → model."""
 
     @property
     def field(self) -> str:

@@ -87,6 +87,7 @@ class WorkflowRunner:
         self.work_root = (
             Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
         )
+        self._resolved: dict[str, ModelArtifact] = {}
 
     def _location(self, value: str) -> str:
         """URIs stay; relative paths are relative to the workflow file's folder."""
@@ -142,17 +143,28 @@ class WorkflowRunner:
         options = self.spec.passes[name]
         if options.type not in PASSES:
             raise PassError(f"spec.passes.{name}.type", f"{options.type} is not implemented by this runner")
-        ctx = PassContext(self.spec, name, workdir, self.base_dir, self.report)
+        ctx = PassContext(self.spec, name, workdir, self.base_dir, self.report, resolve_model=self.resolve_model)
         return PASSES[options.type](options, ctx)
+
+    def resolve_model(self, value: str, field_name: str) -> ModelArtifact:
+        """A model a pass reads besides its input (by folder or URI), fetched once per run."""
+        if value not in self._resolved:
+            self._resolved[value] = self._resolve_model(value, field_name, _kwargs(self.workflow))
+        return self._resolved[value]
 
     def content_key(self, name: str, model: ModelArtifact, runner_pass: RunnerPass) -> str:
         options = self.spec.passes[name]
+        others = {
+            key: self.resolve_model(uri, f"spec.passes.{name}.{key}").digest
+            for key, uri in options.model_uris().items()
+        }
         return content_key(
             options.dump(),
             model.digest,
             model.base.digest if model.base is not None else None,
             self._data_fingerprint(name) if options.trains else None,
             runner_pass.ctx.execution_provider()[1] if options.builds_for_target else None,
+            others or None,
         )
 
     def with_pass_adapter(self, name: str, model: ModelArtifact) -> ModelArtifact:
@@ -195,7 +207,8 @@ class WorkflowRunner:
         """Cheap checks of every pass before any heavy work: the first pass sees the input model,
         later ModelBuilder passes check their target; the rest check their real input when they run."""
         for i, name in enumerate(self.spec.ordered_pass_names()):
-            if i == 0 or self.spec.passes[name].builds_for_target:
+            options = self.spec.passes[name]
+            if i == 0 or options.builds_for_target or options.model_uris():
                 with _failing_pass(name, []):
                     self.make_pass(name, self.work_root).preflight(model)
 
@@ -252,6 +265,10 @@ class WorkflowRunner:
             # What the operator checks before it takes this entry without a Job (cache_lookup.py).
             "input": model.digest,
             "adapter": {"path": used.uri, "digest": used.digest} if used is not model else None,
+            "models": {
+                key: {"path": uri, "digest": self.resolve_model(uri, f"spec.passes.{name}.{key}").digest}
+                for key, uri in self.spec.passes[name].model_uris().items()
+            },
             "data": self.data_versions(name),
         }
         store_for(self.cache_dir).write_text(self.index_uri(name), json.dumps(entry))

@@ -87,6 +87,11 @@ class LocalStore(ArtifactStore):
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 staging.rename(final)
+        except shutil.Error as exc:  # copytree gathers the errors of the files it could not copy
+            first = exc.args[0][0][2] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else exc
+            raise StorageError(f"cannot write {uri}: {first}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot write {uri}: {exc}") from exc
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

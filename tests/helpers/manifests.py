@@ -269,7 +269,8 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
     ("evaluators", setter("spec.evaluators", {"e": {}}), "spec.evaluators"),
     ("suspend as string", setter("spec.suspend", "yes"), "spec.suspend"),
     ("merge without adapter", setter(f"{P}.lora", DELETE), "spec.passes.merge"),
-    ("pass type not implemented", setter(f"{P}.ex", {"type": "ExtractAdapters"}), "spec.passes.ex.type"),
+    ("pass type not implemented", setter(f"{P}.ex", {"type": "OnnxConversion"}), "spec.passes.ex.type"),
+    ("extract adapters of a merged model", setter(f"{P}.ex", {"type": "ExtractAdapters"}), "spec.passes.ex"),
     (
         "two training passes",
         setter(f"{P}.qlora", {"type": "QLoRA", "train_data_config": "train"}),

@@ -16,6 +16,13 @@ def olivekube_run(path: Path, timeout: float = 600) -> subprocess.CompletedProce
     )
 
 
+def olivekube_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`olivekube ARGS...` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "olivekube.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def wait_for(predicate: Any, timeout: float = 60, step: float = 0.2) -> Any:
     """Poll `predicate` until it returns something true; return that, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.helpers.manifests import DATA, LORA, REPO, workflow_doc, write
@@ -22,8 +23,19 @@ store_for(uri).publish(src, uri, build_manifest(src, {"kind": "hf"}))
 
 
 def _keys(s3, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+    """The keys under `prefix`. The test server (gofakes3) may answer a listing that races an upload
+    cut off by the kill with InternalError: ask again, as a client of any S3 would."""
+    from botocore.exceptions import ClientError
+
+    for attempt in range(20):
+        try:
+            pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InternalError" or attempt == 19:
+                raise
+            time.sleep(0.25)
+    return []
 
 
 def test_a_publisher_killed_mid_upload_leaves_nothing_under_the_final_uri(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

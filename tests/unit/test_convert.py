@@ -100,7 +100,7 @@ def test_one_pass_flow_orders_passes_and_several_are_refused() -> None:
 
 BAD_CONFIGS = [
     ("passes.conv.type", lambda c: c["passes"].update(conv={"type": "OnnxConversion"}), "ModelBuilder"),
-    ("passes.ex.type", lambda c: c["passes"].update(ex={"type": "ExtractAdapters"}), "not implemented"),
+    ("passes.ex", lambda c: c["passes"].update(ex={"type": "ExtractAdapters"}), "ModelBuilder pass before it"),
     ("passes.lora", lambda c: c["passes"].update(lora=[c["passes"]["lora"], c["passes"]["lora"]]), "search"),
     ("input_model.model_loader", lambda c: c["input_model"]["config"].update(model_loader="load"), "Python"),
     ("passes.lora.r", lambda c: c["passes"]["lora"]["config"].update(lora_r=0), "greater than or equal to 1"),

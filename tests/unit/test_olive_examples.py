@@ -14,8 +14,6 @@ from olivekube.api.validation import validate_document
 UPSTREAM = Path(__file__).resolve().parents[2] / "examples" / "olive" / "upstream"
 CONFIGS = sorted(p for p in UPSTREAM.glob("*.json") if "template" not in p.name)
 USER_CODE_PATHS = ("data_configs[0].user_script", "data_configs[0].components.load_dataset.type")
-EXTRACT = "passes.extract.type"
-"""ExtractAdapters: not implemented yet (issue 18); the configs that end with it are refused for it too."""
 
 
 def convert(config: dict) -> tuple[dict | None, list[str], list[str]]:
@@ -38,8 +36,7 @@ def test_converts_and_validates_or_is_refused_for_user_code(path: Path) -> None:
     if manifest is not None:
         assert validate_document(manifest) == []
         return
-    assert set(problems) <= {*USER_CODE_PATHS, EXTRACT}, problems
-    assert set(USER_CODE_PATHS) & set(problems), problems
+    assert set(problems) == set(USER_CODE_PATHS), problems
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -52,7 +49,6 @@ def test_with_its_data_given_as_a_file_every_config_converts(path: Path) -> None
         if "params_config" in data:
             data["params_config"].update(data_name="json", data_files="data/tiny-codes.json")
             data["params_config"].get("component_kwargs", {}).pop("load_dataset", None)
-    config["passes"].pop("extract", None)
     manifest, problems, _ = convert(config)
     assert manifest is not None, problems
     assert validate_document(manifest) == []
@@ -100,3 +96,17 @@ def test_template_generated_configs_run_lora_merge_and_int4() -> None:
     assert manifest is not None, problems
     assert list(manifest["spec"]["passes"]) == ["qlora", "merge_adapter_weights", "builder"]
     assert [d["name"] for d in manifest["spec"]["data_configs"]] == ["tiny_codes_train", "tiny_codes_eval"]
+
+
+def test_the_qlora_int4_extract_adapters_configs_keep_their_pass_chain() -> None:
+    config = json.loads((UPSTREAM / "phi3_phi3_qlora_cpu.json").read_text())
+    config["data_configs"][0] = {
+        "name": "tiny_codes_train",
+        "load_dataset_config": {"data_name": "json", "data_files": "codes.json"},
+    }
+    manifest, problems, warnings = convert(config)
+    assert manifest is not None, problems
+    passes = manifest["spec"]["passes"]
+    assert [p["type"] for p in passes.values()] == ["QLoRA", "ModelBuilder", "ExtractAdapters"]
+    assert passes["extract"] == {"type": "ExtractAdapters", "make_inputs": True}
+    assert any("enable_GQA_on_CPU: dropped" in w for w in warnings)

@@ -42,6 +42,8 @@ class PassBase(ApiModel):
     """Trains an adapter on spec.data_configs: asks for a GPU by default, reads the base model."""
     adapter_builds_in_graph: ClassVar[bool] = True
     """A training pass's adapter can go into the model builder's graph unmerged (DoRA's cannot)."""
+    needs_built_adapter: ClassVar[bool] = False
+    """Takes a model that ModelBuilder built with an adapter inside (unmerged)."""
     needs_adapter: ClassVar[bool] = False
     """Takes an adapter: needs a training pass before it or input_model.adapter_path."""
     builds_for_target: ClassVar[bool] = False
@@ -73,6 +75,10 @@ class PassBase(ApiModel):
         PASS_TYPES.update(ordered)
         for listener in _listeners:
             listener()
+
+    def model_uris(self) -> dict[str, str]:
+        """Other models the pass reads (name: folder or URI): their bytes enter its cache key."""
+        return {}
 
     def option(self, name: str) -> Any:
         """An option's value, or its default when unset."""

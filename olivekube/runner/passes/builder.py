@@ -6,7 +6,10 @@ import contextlib
 import io
 import json
 import logging
+import re
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,43 @@ EXTRA_OPTION_NAMES = {
     "enable_cuda_graph": "enable_cuda_graph",
     "metadata_only": "config_only",
 }
+
+
+LORA_MATMUL = re.compile(r"/lora_[AB]/MatMul")
+"""The model builder's names for the MatMuls of an adapter built into the graph."""
+
+
+@contextlib.contextmanager
+def lora_kept_float() -> Iterator[None]:
+    """Build with the adapter's LoRA MatMuls left out of int4/int8 quantization.
+
+    They are a rank-r sliver of the weights, so quantizing them saves nothing, and quantized they
+    could not become inputs of dynamic rank for other adapters (ExtractAdapters). The builder
+    quantizes the whole graph in `to_nbits` and takes node names to exclude only before the graph
+    exists; this adds the LoRA nodes' names when it gets there. `run` checks the result.
+    """
+    import onnxruntime_genai.models.builder  # noqa: F401 - loads its own `builders` package by that name
+
+    model_class = sys.modules["builders.base"].Model  # the class create_model instantiates
+    original = model_class.to_nbits
+
+    def to_nbits(self: Any) -> Any:
+        lora = [node.name for node in self.model.graph if LORA_MATMUL.search(node.name or "")]
+        self.quant_attrs["nodes_to_exclude"] = [*self.quant_attrs["nodes_to_exclude"], *lora]
+        return original(self)
+
+    model_class.to_nbits = to_nbits
+    try:
+        yield
+    finally:
+        model_class.to_nbits = original
+
+
+def quantized_lora_nodes(model_file: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type != "MatMul" and LORA_MATMUL.search(n.name)]
 
 
 def _value(value: Any) -> str:
@@ -103,7 +143,8 @@ class ModelBuilderPass(RunnerPass, pass_type="ModelBuilder"):
         previous = logging.root.manager.disable
         logging.disable(logging.INFO)
         try:
-            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            lora = lora_kept_float() if model.kind == "adapter" else contextlib.nullcontext()
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), lora:
                 options = parse_extra_options(
                     name,
                     input_path,
@@ -120,4 +161,14 @@ class ModelBuilderPass(RunnerPass, pass_type="ModelBuilder"):
         finally:
             logging.disable(previous)
             shutil.rmtree(cache, ignore_errors=True)
-        return {"precision": precision, "execution_provider": ep, "builder": "onnxruntime-genai"}
+        metadata: dict[str, Any] = {
+            "precision": precision,
+            "execution_provider": ep,
+            "builder": "onnxruntime-genai",
+        }
+        if model.kind == "adapter":
+            quantized = quantized_lora_nodes(out / "model.onnx")
+            if quantized:
+                raise PassError(self.ctx.field, f"the LoRA MatMuls were quantized ({quantized[0]}, ...)")
+            metadata["built_adapter"] = {"uri": model.uri or str(model.path), "digest": model.digest}
+        return metadata
