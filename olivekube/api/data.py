@@ -144,7 +144,7 @@ class DataConfig(ApiModel):
     _unsupported_keys = {
         "user_script": unsupported.USER_CODE,
         "script_dir": unsupported.USER_CODE,
-        "post_process_data_config": "post-processing is for evaluation data, and olivekube has no evaluators",
+        "post_process_data_config": "olivekube's metrics take the label from text_template's last field",
         "dataloader_config": "the trainer builds its own batches from training_args",
     }
 

@@ -30,11 +30,10 @@ ENGINE_KEYS = (
     "ort_log_severity_level",
     "search_strategy",
     "evaluate_input_model",
+    "evaluator",
     "clean_cache",
 )
 UNSUPPORTED_TOP = {
-    "evaluators": unsupported.EVALUATORS,
-    "evaluator": unsupported.EVALUATORS,
     "auto_optimizer_config": unsupported.SEARCH,
     "packaging_config": unsupported.PACKAGING,
     "workflow_host": unsupported.WORKFLOW_HOST,
@@ -56,7 +55,6 @@ DROPPED_PASS_KEYS = {
     "output_name": "outputs are named by pass",
     "save_as_external_data": "ModelBuilder decides how to store weights",
     "all_tensors_to_one_file": "ModelBuilder decides how to store weights",
-    "evaluator": "olivekube has no evaluators",
 }
 RENAMED_TEXT_GEN = {"source_max_len": "max_seq_len", "corpus_strategy": "strategy"}
 LOAD_KEYS = ("data_name", "subset", "split", "data_files", "data_dir", "col_filters", "trust_remote_code")
@@ -149,6 +147,19 @@ SHAPES: Json = {
     "host": str,
     "target": str,
     "azureml_client": {},
+    "evaluators": {
+        "*": {
+            "metrics": [
+                {
+                    "name": str,
+                    "type": str,
+                    "data_config": _OneOf((str, _DATA)),
+                    "sub_types": [{"name": str, "goal": {}}],
+                    "user_config": {},
+                }
+            ]
+        }
+    },
 }
 """The containers the conversion walks, checked first so that a config of the wrong shape is an error
 naming the key, never a crash: a dict is a mapping (its listed keys checked when present, "*" every
@@ -404,7 +415,9 @@ def _data_config(raw: Json, conv: _Conversion, path: str, client: Json | None) -
         _legacy_params(node, conv, path)
     for key in ("post_process_data_config", "dataloader_config"):
         if key in node:
-            conv.warn(f"{path}.{key}", "dropped: used only by Olive's evaluators, which olivekube does not run")
+            conv.warn(
+                f"{path}.{key}", "dropped: olivekube's metrics take the label from text_template's last field"
+            )
             node.pop(key)
     node["type"] = "HuggingfaceContainer"
     load = node.get("load_dataset_config")
@@ -452,11 +465,17 @@ def _data_configs(raw: Any, client: Json | None) -> list[tuple[Json, _Conversion
 
 
 def _keep_used_data_configs(
-    converted: list[tuple[Json, _Conversion]], passes: Json, conv: _Conversion
+    converted: list[tuple[Json, _Conversion]], passes: Json, conv: _Conversion, spec_evaluators: Json | None = None
 ) -> list[Json]:
     """The data configs, less those that no pass uses and that could not run (an evaluator's dummy
     data, say): Olive would not load those either, so they become warnings."""
     used = {p.get(key) for p in passes.values() for key in ("train_data_config", "eval_data_config")}
+    used |= {
+        m.get("data_config")
+        for evaluator in (spec_evaluators or {}).values()
+        for m in evaluator.get("metrics") or []
+        if isinstance(m, dict) and m.get("type") not in ("latency", "throughput")
+    }
     kept: list[Json] = []
     for i, (config, own) in enumerate(converted):
         if own.problems and config.get("name") not in used:
@@ -536,6 +555,8 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
                     "set type: QLoRA to train on a 4-bit base",
                 )
                 node.pop(key)
+    if isinstance(node.get("evaluator"), dict):
+        conv.error(f"{path}.evaluator", "name the evaluator under evaluators and give its name here")
     if isinstance(node.get("training_args"), dict):
         node["training_args"] = _training_args(node["training_args"], f"{path}.training_args", conv)
     if kind == "ModelBuilder":
@@ -556,6 +577,60 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
     return node
 
 
+METRIC_USER_CONFIG_KEYS = ("warmup_num", "repeat_test_num", "sleep_num", "max_new_tokens", "max_samples")
+
+
+def _evaluators(raw: Json, spec: Json, conv: _Conversion) -> Json:
+    """Olive's evaluators as they are, with inline data configs named and added to data_configs, and
+    user_config keys that tune ONNX Runtime sessions (io_bind, inference_settings, ...) dropped."""
+    out: Json = {}
+    for ename, evaluator in raw.items():
+        node = _flatten_config(evaluator)
+        metrics = []
+        for i, raw_metric in enumerate(node.get("metrics") or []):
+            path = f"evaluators.{ename}.metrics[{i}]"
+            metric = dict(raw_metric) if isinstance(raw_metric, dict) else raw_metric
+            if not isinstance(metric, dict):
+                metrics.append(metric)
+                continue
+            for key in ("user_script", "script_dir"):
+                if key in metric:
+                    conv.error(f"{path}.{key}", f"not supported: {unsupported.USER_CODE}")
+            data = metric.get("data_config")
+            if isinstance(data, dict):
+                name = data.get("name") or f"{ename}_{metric.get('name', i)}_data"
+                spec.setdefault("data_configs", []).append(
+                    _data_config({**data, "name": name}, conv, f"{path}.data_config", spec.get("azureml_client"))
+                )
+                metric["data_config"] = name
+            user = metric.get("user_config")
+            if isinstance(user, dict):
+                for key in sorted(set(user) - set(METRIC_USER_CONFIG_KEYS)):
+                    conv.warn(
+                        f"{path}.user_config.{key}", "dropped: an ONNX Runtime session setting olivekube chooses"
+                    )
+                metric["user_config"] = {k: v for k, v in user.items() if k in METRIC_USER_CONFIG_KEYS} or None
+                if metric["user_config"] is None:
+                    metric.pop("user_config")
+            metrics.append(metric)
+        out[ename] = {**{k: v for k, v in node.items() if k != "metrics"}, "metrics": metrics}
+    return out
+
+
+def _timing_without_data(spec: Json, conv: _Conversion) -> None:
+    """A latency or throughput metric whose data config could not run times a fixed prompt instead."""
+    names = {d.get("name") for d in spec.get("data_configs") or []}
+    for ename, evaluator in (spec.get("evaluators") or {}).items():
+        for i, metric in enumerate(evaluator.get("metrics") or []):
+            if not isinstance(metric, dict) or metric.get("type") not in ("latency", "throughput"):
+                continue
+            if metric.get("data_config") is not None and metric["data_config"] not in names:
+                conv.warn(
+                    f"evaluators.{ename}.metrics[{i}].data_config",
+                    f"dropped {metric.pop('data_config')!r}: it cannot run here; the metric times a fixed prompt",
+                )
+
+
 def _engine_options(src: Json, spec: Json, conv: _Conversion) -> Any:
     """Move the engine options (nested under `engine` in the legacy form) into `spec`; returns the
     engine's execution_providers, which become the target system's."""
@@ -567,7 +642,7 @@ def _engine_options(src: Json, spec: Json, conv: _Conversion) -> Any:
                 spec[key] = source.pop(key)
     if spec.get("search_strategy") not in (None, False):
         conv.error("search_strategy", "search is not supported; set it to false and list the passes explicitly")
-    for key in ("packaging_config", "evaluator", "plot_pareto_frontier", "no_artifacts", "log_to_file"):
+    for key in ("packaging_config", "plot_pareto_frontier", "no_artifacts", "log_to_file"):
         if key in engine:
             conv.warn(f"engine.{key}", "dropped: an Olive engine option with no effect in olivekube")
             engine.pop(key)
@@ -631,13 +706,16 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
     if data_configs:
         spec["data_configs"] = []
     engine_eps = _engine_options(src, spec, conv)
+    if "evaluators" in src:
+        spec["evaluators"] = _evaluators(src.pop("evaluators"), spec, conv)
     passes, order = _passes(src, spec, conv)
     spec["passes"] = passes
     if data_configs:
         # Inline data configs of passes were appended while converting them; the named ones go first.
-        spec["data_configs"][:0] = _keep_used_data_configs(data_configs, passes, conv)
+        spec["data_configs"][:0] = _keep_used_data_configs(data_configs, passes, conv, spec.get("evaluators"))
         if not spec["data_configs"]:
             spec.pop("data_configs")
+    _timing_without_data(spec, conv)
     if engine_eps:
         _apply_execution_providers(spec, engine_eps, conv)
     for key in src:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from olivekube.api.common import MAX_PASSES, MAX_STRING, ApiModel
+from olivekube.api.common import MAX_PASSES, MAX_STRING, PRESERVE, ApiModel
 
 
 class WorkflowPhase(str, Enum):
@@ -127,6 +127,14 @@ class WorkflowStatus(ApiModel):
     )
     passes: dict[str, PassStatus] | None = Field(None, max_length=MAX_PASSES, description="Status per pass.")
     outputs: Artifact | None = Field(None, description="The final model.")
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "spec.evaluator's results: per model (input, pass:NAME, final) each metric's value, goal, "
+            "the input model's value and whether the goal was met; goalsMet."
+        ),
+        json_schema_extra=PRESERVE,
+    )
     message: str | None = Field(None, max_length=32768, description="Why the workflow is in its phase.")
 
 

@@ -9,7 +9,6 @@ USER_CODE = (
 )
 IO_CONFIG = "ModelBuilder derives the model's inputs and outputs itself; remove io_config"
 COMPONENTS = "ONNX component models are not supported; ModelBuilder exports one decoder model"
-EVALUATORS = "olivekube has no evaluators yet; remove them (training and eval loss are reported in status)"
 SEARCH = "search and auto-optimization are not supported; list the passes explicitly"
 PACKAGING = "the final model is published as an artifact at output_dir; package it from there"
 WORKFLOW_HOST = "the workflow runs in the cluster; set host or a pass's host to an AzureML system"

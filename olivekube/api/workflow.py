@@ -23,6 +23,7 @@ from olivekube.api.common import (
     OpenModel,
 )
 from olivekube.api.data import DataConfig
+from olivekube.api.evaluation import Evaluator
 from olivekube.api.kubernetes import KubernetesSettings
 from olivekube.api.model import InputModel
 from olivekube.api.passes import PASS_TYPES, PassBase, on_new_pass_type, pass_config_type
@@ -90,8 +91,6 @@ class WorkflowSpec(ApiModel):
         "execution_providers": "systems.<target>.accelerators[].execution_providers",
     }
     _unsupported_keys = {
-        "evaluators": unsupported.EVALUATORS,
-        "evaluator": unsupported.EVALUATORS,
         "auto_optimizer_config": unsupported.SEARCH,
         "packaging_config": unsupported.PACKAGING,
         "workflow_host": unsupported.WORKFLOW_HOST,
@@ -151,8 +150,23 @@ class WorkflowSpec(ApiModel):
     search_strategy: Literal[False] | None = Field(
         None, description="Olive's search; only false: olivekube runs the passes as written."
     )
+    evaluators: dict[str, Evaluator] | None = Field(
+        None, max_length=MAX_PASSES, description="Named evaluators (Olive's): metrics with sub-types and goals."
+    )
+    evaluator: str | None = Field(
+        None,
+        max_length=MAX_NAME_LEN,
+        description=(
+            "Evaluator (in evaluators) run on the input and the final model. A goal the final model misses "
+            "fails the workflow (GoalNotMet) and nothing is published to output_dir."
+        ),
+    )
     evaluate_input_model: bool | None = Field(
-        None, description="Olive option; with no evaluators (none are supported yet) nothing is evaluated."
+        None,
+        description=(
+            "Evaluate the input model too (default true when there is an evaluator); degradation and "
+            "improvement goals need it."
+        ),
     )
     clean_cache: bool | None = Field(None, description="Ignore cached pass outputs and run every pass.")
     kubernetes: KubernetesSettings | None = Field(None, description="Settings of the Jobs that run the passes.")
@@ -207,7 +221,33 @@ class WorkflowSpec(ApiModel):
             name = getattr(self, key)
             if name is not None and name not in systems:
                 problems.append((key, f"{name!r} is not in spec.systems {known_systems}"))
+        evaluators = self.evaluators or {}
+        known_evaluators = f"(known: {', '.join(sorted(evaluators)) or 'none'})"
+        for ename, evaluator in evaluators.items():
+            for i, metric in enumerate(evaluator.metrics):
+                if metric.data_config is not None and metric.data_config not in data_names:
+                    problems.append(
+                        (
+                            f"evaluators.{ename}.metrics.{i}.data_config",
+                            f"{metric.data_config!r} is not in spec.data_configs {known_data}",
+                        )
+                    )
+        if self.evaluator is not None and self.evaluator not in evaluators:
+            problems.append(("evaluator", f"{self.evaluator!r} is not in spec.evaluators {known_evaluators}"))
+        if self.evaluate_input_model is False and self.evaluator is not None:
+            for ename, i, j, goal in self._goals():
+                if ename == self.evaluator and goal.type != "threshold":
+                    problems.append(
+                        (
+                            f"evaluators.{ename}.metrics.{i}.sub_types.{j}.goal.type",
+                            f"{goal.type} compares with the input model, and evaluate_input_model is false",
+                        )
+                    )
         for pname, p in self.passes.items():
+            if p.evaluator is not None and p.evaluator not in evaluators:
+                problems.append(
+                    (f"passes.{pname}.evaluator", f"{p.evaluator!r} is not in spec.evaluators {known_evaluators}")
+                )
             if p.host is not None and p.host not in systems:
                 problems.append((f"passes.{pname}.host", f"{p.host!r} is not in spec.systems {known_systems}"))
             if p.trains:
@@ -218,6 +258,15 @@ class WorkflowSpec(ApiModel):
                             (f"passes.{pname}.{key}", f"{ref!r} is not in spec.data_configs {known_data}")
                         )
         return problems
+
+    def _goals(self) -> list[tuple[str, int, int, Any]]:
+        return [
+            (ename, i, j, sub.goal)
+            for ename, evaluator in (self.evaluators or {}).items()
+            for i, metric in enumerate(evaluator.metrics)
+            for j, sub in enumerate(metric.sub_types)
+            if sub.goal is not None
+        ]
 
     def host_name(self, pass_name: str) -> str | None:
         """The system that hosts a pass: its own host, else the workflow's."""

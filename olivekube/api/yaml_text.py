@@ -3,6 +3,7 @@ into megabytes (a YAML "billion laughs"). Manifests and Olive configs never need
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,22 @@ class NoAliasLoader(yaml.SafeLoader):
                 None, None, "YAML aliases (*name) are not accepted; write the value out", event.start_mark
             )
         return super().compose_node(parent, index)
+
+
+# YAML 1.2's floats (what JSON and the API server's YAML read): PyYAML's YAML 1.1 rule needs a dot,
+# so `1e-05`, as json.dumps writes 0.00001, would be a string.
+NoAliasLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def load_yaml(text: str) -> Any:

@@ -27,6 +27,7 @@ from olivekube.core.pod_paths import pod_path
 from olivekube.entrypoints.azureml_dispatcher import dispatch_to_azureml
 from olivekube.kube import Workflows, load_config
 from olivekube.runner.engine import PassResult, WorkflowRunner
+from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import leave_out_bitsandbytes
 from olivekube.runner.progress import Throttled
 from olivekube.storage import store_for
@@ -119,12 +120,24 @@ def _finish(
     """Record the pass (and after the last pass, publish the output), unless the spec moved on."""
     key = runner.chain[pass_name]
     status = _status_after(runner, pass_name, result)
-    if runner.spec.is_last_pass(pass_name):
-        if current_chain_key(api, namespace, name, pass_name)[0] != key:
-            raise Superseded(f"pass {pass_name}: the workflow changed while it ran; its output is not published")
-        output = runner.publish_output(out_model)
-        manifest = store_for(output).read_manifest(output)
-        status["outputs"] = {"uri": output, "sha256": manifest.digest if manifest else None}
+    acceptance = runner.acceptance
+    try:
+        acceptance.after_pass(pass_name, out_model, result.uri)
+        if runner.spec.is_last_pass(pass_name):
+            if current_chain_key(api, namespace, name, pass_name)[0] != key:
+                raise Superseded(
+                    f"pass {pass_name}: the workflow changed while it ran; its output is not published"
+                )
+            acceptance.final(out_model, result.uri)
+            output = runner.publish_output(out_model, acceptance.files([result]))
+            manifest = store_for(output).read_manifest(output)
+            status["outputs"] = {"uri": output, "sha256": manifest.digest if manifest else None}
+    except GoalNotMet:
+        # The values, for status; the pass is not recorded as done, so the Job's failure ends the workflow.
+        fenced_patch(api, namespace, name, pass_name, key, {"evaluation": acceptance.summary()})
+        raise
+    if (summary := acceptance.summary()) is not None:
+        status["evaluation"] = summary
     fenced_patch(api, namespace, name, pass_name, key, status)
 
 

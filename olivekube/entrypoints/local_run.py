@@ -28,6 +28,8 @@ class Bars:
 
     def __call__(self, pass_name: str, progress: dict[str, Any]) -> None:
         values = progress
+        if pass_name not in self.tasks:  # the evaluation, after the passes
+            self.tasks[pass_name] = self.progress.add_task(pass_name, total=None, start=False, info="")
         task = self.tasks[pass_name]
         self.progress.start_task(task)
         info = []
@@ -65,6 +67,33 @@ def summary(results: list[PassResult], failed: tuple[str, str] | None = None) ->
         )
     if failed:
         table.add_row(Text(failed[0]), "", Text("failed", "red"), "", Text(failed[1]), "", "")
+    return table
+
+
+def evaluation_table(report: dict[str, Any]) -> Table | None:
+    """Each evaluated model's metrics, with the input model's value and the goal beside them."""
+    rows = [
+        (role, v)
+        for role, by_evaluator in report.get("models", {}).items()
+        for values in by_evaluator.values()
+        for v in values
+    ]
+    if not rows:
+        return None
+    table = Table(title=f"evaluation: {report.get('evaluator') or ''}")
+    for column in ("model", "metric", "value", "input model", "goal", "met"):
+        table.add_column(column)
+    for role, v in rows:
+        goal = v.get("goal")
+        met = {True: Text("yes", "green"), False: Text("NO", "red")}.get(v.get("met"), Text(""))
+        table.add_row(
+            role,
+            f"{v['metric']}-{v['sub_type']}",
+            f"{v['value']:.4g}",
+            f"{v['baseline']:.4g}" if v.get("baseline") is not None else "",
+            f"{goal['type']} {goal['value']}" if goal else "",
+            met,
+        )
     return table
 
 
@@ -107,12 +136,16 @@ def run_local(
             failing = exc.pass_name
             progress.stop()
             console.print(summary(done, (failing or "(before the passes)", str(exc))))
+            if (table := evaluation_table(runner.acceptance.report)) is not None:
+                console.print(table)
             where = f"pass {failing!r} failed" if failing else "the workflow cannot start"
             console.print(Text.assemble(("error:", "red"), f" {where}: {exc}"), highlight=False)
             if summary_json:
                 write_summary(summary_json, done, None, f"{where}: {exc}")
             return 1
     console.print(summary(results))
+    if (table := evaluation_table(runner.acceptance.report)) is not None:
+        console.print(table)
     if summary_json:
         write_summary(summary_json, results, output, None)
     console.print(f"output: {output}  ({time.monotonic() - started:.1f}s)", markup=False, highlight=False)

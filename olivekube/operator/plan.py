@@ -299,14 +299,21 @@ def suspended(p: Planner, f: PassFacts) -> Answer:
     return p.finish(WorkflowPhase.SUSPENDED, "Suspended", f"suspended before pass {f.name}", f.name)
 
 
+GOAL_NOT_MET = "GoalNotMet:"
+"""How the runner's termination message starts when a model missed an evaluator's goal."""
+
+
 def out_of_attempts(p: Planner, f: PassFacts) -> Answer:
     failed = f.failed_jobs
     failures = len(failed)
-    if failures <= p.backoff_limit():
-        return None
     last = f.jobs[-1] if f.jobs and f.states[-1] == PassPhase.FAILED else None
     why = (p.failure_message(last) if last else f.seen.get("message")) or "the pass's Job failed"
+    goal_not_met = GOAL_NOT_MET in why  # a measured model does not change on a retry
+    if failures <= p.backoff_limit() and not goal_not_met:
+        return None
     p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": why, "finishedAt": p.now, "failedJobs": failed}
+    if goal_not_met:
+        return p.finish(WorkflowPhase.FAILED, "GoalNotMet", f"pass {f.name}: {why}", f.name)
     message = f"pass {f.name} failed after {failures} attempts: {why}"
     return p.finish(WorkflowPhase.FAILED, "PassFailed", message, f.name)
 

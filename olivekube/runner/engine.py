@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -23,12 +24,13 @@ from olivekube.core.artifact import ModelArtifact, hub_digest, is_hub_id
 from olivekube.core.constants import RUNNER_VERSION
 from olivekube.core.errors import PassError, StorageError
 from olivekube.core.keys import artifact_uri, content_key, index_uri
+from olivekube.runner.acceptance import Acceptance
 from olivekube.runner.context import PassContext
 from olivekube.runner.passes import PASSES
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.progress import ProgressSink, null_sink
 from olivekube.storage import build_manifest, is_uri, store_for
-from olivekube.storage.manifest import Manifest, file_sha256, verify
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, verify
 from olivekube.storage.outputs import publish_version, read_pointer
 
 
@@ -88,6 +90,7 @@ class WorkflowRunner:
             Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
         )
         self._resolved: dict[str, ModelArtifact] = {}
+        self.acceptance = Acceptance(self)
 
     def _location(self, value: str) -> str:
         """URIs stay; relative paths are relative to the workflow file's folder."""
@@ -205,7 +208,10 @@ class WorkflowRunner:
 
     def preflight(self, model: ModelArtifact) -> None:
         """Cheap checks of every pass before any heavy work: the first pass sees the input model,
-        later ModelBuilder passes check their target; the rest check their real input when they run."""
+        later ModelBuilder passes check their target; the rest check their real input when they run.
+        The evaluators check that the models they measure can run here."""
+        with _failing_pass("evaluator", []):
+            self.acceptance.preflight()
         for i, name in enumerate(self.spec.ordered_pass_names()):
             options = self.spec.passes[name]
             if i == 0 or options.builds_for_target or options.model_uris():
@@ -336,15 +342,37 @@ class WorkflowRunner:
             out.rename(local)
         return self.from_artifact(uri, manifest, model, local), manifest
 
-    def publish_output(self, model: ModelArtifact) -> str:
+    def publish_output(self, model: ModelArtifact, extra_files: dict[str, str] | None = None) -> str:
         """Publish the final model as a new version under output_dir (all or nothing; nothing else
         there is touched) and point to it. Returns the version's URI."""
         assert model.path is not None
-        manifest = build_manifest(model.path, model.metadata)
+        src = model.path
+        if extra_files:
+            src = self._with_files(model.path, extra_files)
+        manifest = build_manifest(src, model.metadata)
         try:
-            return publish_version(self.output_dir, model.path, manifest)
+            return publish_version(self.output_dir, src, manifest)
         except StorageError as exc:
             raise PassError("spec.output_dir", str(exc)) from exc
+        finally:
+            if src != model.path:
+                shutil.rmtree(src, ignore_errors=True)
+
+    def _with_files(self, folder: Path, files: dict[str, str]) -> Path:
+        """A copy of `folder` (hard links where the file system allows) with `files` added."""
+        staging = self.work_root / "outputs" / uuid.uuid4().hex[:12]
+        staging.parent.mkdir(parents=True, exist_ok=True)
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(folder, staging, copy_function=link, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+        for name, text in files.items():
+            (staging / name).write_text(text)
+        return staging
 
     def run(self, on_result: Callable[[PassResult], None] | None = None) -> tuple[list[PassResult], str]:
         """Run every pass in order. Raises PassError (with `results_so_far`) when a pass fails."""
@@ -358,8 +386,12 @@ class WorkflowRunner:
             if on_result is not None:
                 on_result(result)
             results.append(result)
+            with _failing_pass(name, results):
+                self.acceptance.after_pass(name, model, result.uri)
+        with _failing_pass("evaluator", results):
+            self.acceptance.final(model, results[-1].uri if results else None)
         with _failing_pass("output_dir", results):
-            output = self.publish_output(model)
+            output = self.publish_output(model, self.acceptance.files(results))
         shutil.rmtree(self.work_root, ignore_errors=True)
         return results, output
 

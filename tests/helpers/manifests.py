@@ -266,7 +266,7 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
         "spec.kubernetes.activeDeadlineSeconds",
     ),
     ("search on", setter("spec.search_strategy", True), "spec.search_strategy"),
-    ("evaluators", setter("spec.evaluators", {"e": {}}), "spec.evaluators"),
+    ("evaluator with no metrics", setter("spec.evaluators", {"e": {}}), "spec.evaluators.e.metrics"),
     ("suspend as string", setter("spec.suspend", "yes"), "spec.suspend"),
     ("merge without adapter", setter(f"{P}.lora", DELETE), "spec.passes.merge"),
     ("pass type not implemented", setter(f"{P}.ex", {"type": "OnnxConversion"}), "spec.passes.ex.type"),

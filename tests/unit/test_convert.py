@@ -115,7 +115,7 @@ BAD_CONFIGS = [
         "unknown",
     ),
     ("data_configs[0].user_script", lambda c: c["data_configs"][0].update(user_script="u.py"), "Python"),
-    ("evaluators", lambda c: c.update(evaluators={"e": {}}), "evaluators"),
+    ("evaluators.e.metrics", lambda c: c.update(evaluators={"e": {}}), "at least 1"),
     ("search_strategy", lambda c: c["engine"].update(search_strategy={"execution_order": "joint"}), "search"),
     ("systems.aml.type", lambda c: c["systems"]["aml"].update(type="Docker"), "runner image"),
     ("input_model.type", lambda c: c["input_model"].update(type="ONNXModel"), "HfModel"),

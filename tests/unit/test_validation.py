@@ -90,3 +90,15 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
         [sys.executable, "-m", "olivekube.cli", "run", str(path)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "aliases" in out.stderr
+
+
+def test_exponent_floats_are_numbers_as_in_json_and_the_api_server() -> None:
+    """json.dumps writes 0.00001 as 1e-05, which PyYAML's YAML 1.1 rules would read as a string."""
+    from olivekube.api.yaml_text import load_yaml
+
+    assert load_yaml('{"learning_rate": 1e-05, "eps": 2E3, "name": "1e5"}') == {
+        "learning_rate": 1e-05,
+        "eps": 2000.0,
+        "name": "1e5",
+    }
+    assert load_yaml("a: 1e-6\nb: -2.5e+3\nc: 10\nd: 1.2.3") == {"a": 1e-06, "b": -2500.0, "c": 10, "d": "1.2.3"}

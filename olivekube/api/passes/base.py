@@ -61,6 +61,11 @@ class PassBase(ApiModel):
         max_length=MAX_NAME_LEN,
         description="System (in spec.systems) that runs this pass. Default: spec.host.",
     )
+    evaluator: str | None = Field(
+        None,
+        max_length=MAX_NAME_LEN,
+        description="Evaluator (in spec.evaluators) run on this pass's output; its goals must be met.",
+    )
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

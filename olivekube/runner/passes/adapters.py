@@ -115,7 +115,7 @@ class ExtractAdaptersPass(RunnerPass, pass_type="ExtractAdapters"):
             raise PassError(f"{self.ctx.field}.type", "the input model has no LoRA MatMuls to extract")
         dtypes = {k: v.dtype for k, v in weights.items()}
         recipe = Recipe.learn(weights, built)
-        files: dict[str, dict[str, Any]] = {self.options.adapter_name or "default": weights}
+        files: dict[str, dict[str, Any]] = {self.options.adapter_name or "default": weights}  # built first
         for name, adapter in others.items():
             try:
                 files[name] = recipe.apply(adapter, dtypes, self.option("dynamic_lora_r"))
@@ -132,7 +132,8 @@ class ExtractAdaptersPass(RunnerPass, pass_type="ExtractAdapters"):
         for name, adapter_weights in files.items():
             write_adapter(adapter_weights, out / ADAPTERS_DIR / f"{name}.onnx_adapter")
         self.ctx.metrics["lora_inputs"] = len(names)
-        return {"adapters": sorted(files), "lora_inputs": len(names)}
+        built_name = self.options.adapter_name or "default"
+        return {"adapters": sorted(files), "built_adapter_name": built_name, "lora_inputs": len(names)}
 
     def option(self, name: str) -> bool:
         value = getattr(self.options, name)

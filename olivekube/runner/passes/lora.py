@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
+import json
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from olivekube.core.errors import PassError
 from olivekube.runner.data import build_datasets, preflight
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.torch_utils import dtype_for, load_config, load_kwargs, load_tokenizer, pick_device
+
+TRAINING_LOG = "olivekube-training-log.json"
 
 
 @functools.cache
@@ -191,6 +194,7 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         self.ctx.metrics.update(training_metrics(trainer, result, data, history))
         peft_model.save_pretrained(str(out))
         tokenizer.save_pretrained(out)
+        (out / TRAINING_LOG).write_text(json.dumps(trainer.state.log_history))  # the report's loss curves
         return self._metadata(model, out)
 
 

@@ -1,0 +1,113 @@
+"""The evaluation report as one self-contained HTML page: training and eval loss curves, and each
+metric of the input and evaluated models side by side, drawn as inline SVG (no scripts, no fetches)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+WIDTH, HEIGHT, PAD = 640, 260, 40
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def _polyline(points: list[tuple[float, float]], xs: tuple[float, float], ys: tuple[float, float]) -> str:
+    (x0, x1), (y0, y1) = xs, ys
+    scale_x = (WIDTH - 2 * PAD) / ((x1 - x0) or 1)
+    scale_y = (HEIGHT - 2 * PAD) / ((y1 - y0) or 1)
+    return " ".join(f"{PAD + (x - x0) * scale_x:.1f},{HEIGHT - PAD - (y - y0) * scale_y:.1f}" for x, y in points)
+
+
+def loss_chart(name: str, log: list[dict[str, Any]]) -> str:
+    series = {
+        key: [(float(e["step"]), float(e[key])) for e in log if key in e and "step" in e]
+        for key in ("loss", "eval_loss")
+    }
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return ""
+    points = [p for s in series.values() for p in s]
+    xs = (min(p[0] for p in points), max(p[0] for p in points))
+    ys = (min(0.0, min(p[1] for p in points)), max(p[1] for p in points))
+    lines = "".join(
+        f'<polyline fill="none" stroke="{COLOURS[i]}" stroke-width="2" points="{_polyline(s, xs, ys)}"/>'
+        f'<text x="{WIDTH - PAD - 90}" y="{PAD + 16 * i}" fill="{COLOURS[i]}">{html.escape(k)}</text>'
+        for i, (k, s) in enumerate(series.items())
+    )
+    return (
+        f"<h2>Training: {html.escape(name)}</h2>"
+        f'<svg class="chart loss" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="loss curve">'
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fafafa"/>'
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
+        f'<text x="{PAD}" y="{HEIGHT - 10}">step {xs[0]:g}</text>'
+        f'<text x="{WIDTH - PAD - 60}" y="{HEIGHT - 10}">step {xs[1]:g}</text>'
+        f'<text x="4" y="{PAD}">{ys[1]:.3g}</text>{lines}</svg>'
+    )
+
+
+def metric_chart(report: dict[str, Any]) -> str:
+    """One group of bars per metric: each evaluated model's value, scaled to the largest in the group."""
+    by_key: dict[str, dict[str, float]] = {}
+    for role, by_evaluator in report.get("models", {}).items():
+        for values in by_evaluator.values():
+            for v in values:
+                by_key.setdefault(f"{v['metric']}-{v['sub_type']}", {})[role] = float(v["value"])
+    if not by_key:
+        return ""
+    roles = sorted({r for group in by_key.values() for r in group}, key=lambda r: (r != "input", r))
+    row = 28
+    height = PAD + row * len(by_key) * len(roles) + PAD
+    bars = []
+    y = PAD
+    for key, group in by_key.items():
+        top = max(abs(v) for v in group.values()) or 1.0
+        bars.append(f'<text x="4" y="{y + 12}" font-weight="bold">{html.escape(key)}</text>')
+        for i, role in enumerate(roles):
+            if role in group:
+                width = (WIDTH - 260) * abs(group[role]) / top
+                colour = COLOURS[i % len(COLOURS)]
+                bars.append(
+                    f'<rect x="200" y="{y}" width="{width:.1f}" height="{row - 8}" fill="{colour}"/>'
+                    f'<text x="{205 + width:.1f}" y="{y + 14}">{html.escape(role)}: {group[role]:.4g}</text>'
+                )
+            y += row
+    return (
+        f'<h2>Metrics</h2><svg class="chart metrics" width="{WIDTH}" height="{height}" role="img" '
+        f'aria-label="metric comparison"><rect width="{WIDTH}" height="{height}" fill="#fafafa"/>'
+        + "".join(bars)
+        + "</svg>"
+    )
+
+
+def goals_table(report: dict[str, Any]) -> str:
+    rows = []
+    for role, by_evaluator in report.get("models", {}).items():
+        for values in by_evaluator.values():
+            for v in values:
+                if "goal" in v:
+                    met = {True: "met", False: "NOT MET"}.get(v.get("met"), "")
+                    rows.append(
+                        f"<tr><td>{html.escape(role)}</td>"
+                        f"<td>{html.escape(v['metric'])}-{html.escape(v['sub_type'])}</td>"
+                        f"<td>{v['value']:.4g}</td><td>{html.escape(str(v['goal'].get('type')))} "
+                        f"{v['goal'].get('value')}</td><td>{met}</td></tr>"
+                    )
+    if not rows:
+        return ""
+    return (
+        "<h2>Goals</h2><table><tr><th>model</th><th>metric</th><th>value</th><th>goal</th><th></th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def render_html(report: dict[str, Any]) -> str:
+    curves = "".join(loss_chart(name, log) for name, log in (report.get("training") or {}).items())
+    verdict = "every goal met" if report.get("goalsMet", True) else "a goal was missed"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>olivekube evaluation</title>"
+        "<style>body{font-family:sans-serif;margin:24px}svg{display:block;margin:8px 0 24px}"
+        "td,th{padding:4px 12px;text-align:left}</style></head><body>"
+        f"<h1>Evaluation: {html.escape(str(report.get('evaluator') or ''))} ({verdict})</h1>"
+        f"{curves}{metric_chart(report)}{goals_table(report)}</body></html>"
+    )

@@ -1,0 +1,187 @@
+"""Evaluators (Olive's keys): accuracy on a held-out split, perplexity, latency, throughput and size
+of the input, the merged and the int4 model; goals that fail the run and publish nothing; the report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from olivekube.api.evaluation import MetricGoal
+from olivekube.api.workflow import parse_workflow
+from olivekube.core.errors import PassError
+from olivekube.runner.engine import WorkflowRunner
+from olivekube.runner.evaluation import goal_met
+from olivekube.storage.outputs import current_model
+from tests.helpers.manifests import DATA, LORA, workflow_doc, write
+from tests.helpers.processes import olivekube_run
+
+FAST = {"warmup_num": 1, "repeat_test_num": 3}
+
+
+def evaluated_workflow(model: Path, accuracy_goal: dict[str, Any] | None = None, precision: str = "int4") -> dict:
+    passes = {
+        "lora": LORA,
+        "merge": {"type": "MergeAdapterWeights", "evaluator": "tone"},
+        "builder": {"type": "ModelBuilder", "precision": precision},
+    }
+    doc = workflow_doc(str(model), "tone.json", passes)
+    train = doc["spec"]["data_configs"][0]
+    train["load_dataset_config"]["split"] = "train[:80%]"
+    held_out = copy.deepcopy(train)
+    held_out["name"] = "held_out"
+    held_out["load_dataset_config"]["split"] = "train[80%:]"
+    doc["spec"]["data_configs"].append(held_out)
+    accuracy: dict[str, Any] = {"name": "accuracy_score"}
+    if accuracy_goal:
+        accuracy["goal"] = accuracy_goal
+    doc["spec"]["evaluators"] = {
+        "tone": {
+            "metrics": [
+                {
+                    "name": "accuracy",
+                    "type": "accuracy",
+                    "data_config": "held_out",
+                    "sub_types": [accuracy, {"name": "f1_score"}, {"name": "perplexity"}],
+                    "user_config": {"max_samples": 40},
+                },
+                {
+                    "name": "latency",
+                    "type": "latency",
+                    "sub_types": [{"name": "avg"}, {"name": "p90"}],
+                    "user_config": FAST,
+                },
+                {
+                    "name": "throughput",
+                    "type": "throughput",
+                    "sub_types": [{"name": "avg"}, {"name": "time_to_first_token"}, {"name": "time_per_token"}],
+                    "user_config": {**FAST, "max_new_tokens": 8},
+                },
+                {"name": "size", "type": "size_on_disk", "sub_types": [{"name": "bytes"}]},
+            ]
+        }
+    }
+    doc["spec"]["evaluator"] = "tone"
+    return doc
+
+
+def project(tmp_path: Path, doc: dict) -> Path:
+    shutil.copy(DATA, tmp_path / "tone.json")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "README.txt").write_text("the team's notes")
+    doc["spec"]["output_dir"] = "models"
+    return write(tmp_path / "wf.json", doc)
+
+
+def test_input_merged_and_int4_models_are_measured_and_reported(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = project(tmp_path, evaluated_workflow(tiny_models["phi3"]))
+    out = olivekube_run(path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "evaluation: tone" in out.stdout and "accuracy-accuracy_score" in out.stdout
+    final = Path(str(current_model(str(tmp_path / "models"))))
+    report = json.loads((final / "olivekube-evaluation.json").read_text())
+    assert set(report["models"]) == {"input", "pass:merge", "final"} and report["goalsMet"] is True
+    values = {
+        role: {f"{v['metric']}-{v['sub_type']}": v for v in vs["tone"]} for role, vs in report["models"].items()
+    }
+    for role in values:
+        assert 0 <= values[role]["accuracy-accuracy_score"]["value"] <= 1
+        assert values[role]["accuracy-perplexity"]["value"] > 1
+        assert values[role]["latency-avg"]["value"] > 0 and values[role]["throughput-avg"]["value"] > 0
+        assert values[role]["size-bytes"]["value"] > 0
+    # Training moved the model: the merged model's perplexity on data it never saw is below the input's,
+    # and each later model's values name the input model's as their baseline.
+    assert values["pass:merge"]["accuracy-perplexity"]["value"] < values["input"]["accuracy-perplexity"]["value"]
+    assert values["final"]["size-bytes"]["baseline"] == values["input"]["size-bytes"]["value"]
+    assert values["final"]["size-bytes"]["value"] < values["pass:merge"]["size-bytes"]["value"]  # int4
+    assert report["training"]["lora"] and any("loss" in e for e in report["training"]["lora"])
+    page = (final / "olivekube-evaluation.html").read_text()
+    assert page.count("<svg") == 2 and "polyline" in page and "metric comparison" in page
+    assert (tmp_path / "models" / "README.txt").read_text() == "the team's notes"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda doc: doc, "accuracy-accuracy_score"),  # a threshold of 1.01 cannot be met
+        (
+            lambda doc: doc["spec"]["evaluators"]["tone"]["metrics"][1]["sub_types"][0].update(
+                goal={"type": "threshold", "value": 0.000001}
+            ),
+            "latency-avg",  # a microsecond per forward pass: below what this machine can do
+        ),
+    ],
+    ids=["accuracy", "latency"],
+)
+def test_a_goal_that_cannot_be_met_fails_the_run_and_publishes_nothing(  # type: ignore[no-untyped-def]
+    tiny_models, tmp_path: Path, change, named: str
+) -> None:
+    doc = evaluated_workflow(
+        tiny_models["phi3"], {"type": "threshold", "value": 1.01} if named.startswith("acc") else None
+    )
+    change(doc)
+    doc["spec"]["passes"]["merge"].pop("evaluator")
+    path = project(tmp_path, doc)
+    out = olivekube_run(path)
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode == 1, text
+    assert "GoalNotMet" in text and named in text and "Nothing was published" in text
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["README.txt"]
+
+
+def test_onnx_and_pytorch_perplexity_agree(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same fp32 model scored by transformers (the merged model) and by onnxruntime-genai (its
+    fp32 ONNX build): the two perplexities agree, so either side of a degradation goal is fair."""
+    shutil.copy(DATA, tmp_path / "tone.json")
+    doc = evaluated_workflow(tiny_models["phi3"], precision="fp32")
+    runner = WorkflowRunner(parse_workflow(doc), tmp_path)
+    runner.run()
+    models = runner.acceptance.report["models"]
+    merged = {v["sub_type"]: v["value"] for v in models["pass:merge"]["tone"] if v["metric"] == "accuracy"}
+    onnx = {v["sub_type"]: v["value"] for v in models["final"]["tone"] if v["metric"] == "accuracy"}
+    assert math.isclose(merged["perplexity"], onnx["perplexity"], rel_tol=1e-3), (merged, onnx)
+    assert merged["accuracy_score"] == onnx["accuracy_score"]
+
+
+def test_a_metric_the_target_cannot_run_here_is_refused_before_any_pass(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    doc = evaluated_workflow(tiny_models["phi3"])
+    doc["spec"]["systems"] = {
+        "gpu": {
+            "type": "LocalSystem",
+            "accelerators": [{"device": "gpu", "execution_providers": ["CUDAExecutionProvider"]}],
+        }
+    }
+    doc["spec"]["target"] = "gpu"
+    shutil.copy(DATA, tmp_path / "tone.json")
+    doc["spec"]["cache_dir"] = str(tmp_path / "cache")
+    with pytest.raises(PassError) as exc:
+        WorkflowRunner(parse_workflow(doc), tmp_path).run()
+    assert (
+        exc.value.field == "spec.evaluators.tone.metrics.0.type" and "CUDAExecutionProvider" in exc.value.message
+    )
+    assert not (tmp_path / "cache" / "passes").exists()
+
+
+@pytest.mark.parametrize(
+    ("goal", "value", "baseline", "higher", "met"),
+    [
+        (("threshold", 0.8), 0.81, None, True, True),
+        (("threshold", 0.8), 0.79, None, True, False),
+        (("threshold", 10.0), 9.0, None, False, True),  # latency: at most 10 ms
+        (("max-degradation", 0.05), 0.86, 0.9, True, True),
+        (("max-degradation", 0.05), 0.84, 0.9, True, False),
+        (("min-improvement", 2.0), 7.0, 10.0, False, True),  # latency down by 3 ms
+        (("min-improvement", 2.0), 9.0, 10.0, False, False),
+        (("percent-max-degradation", 10.0), 0.82, 0.9, True, True),
+        (("percent-max-degradation", 10.0), 0.80, 0.9, True, False),
+        (("percent-min-improvement", 20.0), 7.9, 10.0, False, True),
+        (("percent-min-improvement", 20.0), 8.1, 10.0, False, False),
+    ],
+)
+def test_goal_types_as_olive_defines_them(goal, value, baseline, higher, met) -> None:  # type: ignore[no-untyped-def]
+    assert goal_met(MetricGoal(type=goal[0], value=goal[1]), value, baseline, higher) is met
