@@ -143,6 +143,27 @@ def run(
     end_process(code)
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Argument(help="A model folder or URI (ONNX, Hugging Face, PEFT adapter) or an output_dir.")
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Workflow manifest or Olive config with evaluators.")
+    ],
+    evaluator: Annotated[
+        str | None, typer.Option(help="Evaluator to use. Default: the config's evaluator.")
+    ] = None,
+) -> None:
+    """Measure one model with a config's evaluator (its input model is the baseline of degradation
+    goals); exit 1 when a goal is missed."""
+    from olivekube.entrypoints.evaluate import evaluate_model
+    from olivekube.runner.process import end_process
+
+    workflow = _load_workflow(config)
+    end_process(evaluate_model(workflow, config.resolve().parent, model, evaluator))
+
+
 def _encode(model: Path, tokenizer: Any, prompt: str) -> list[int]:
     """Encode the prompt as training saw its texts: "{bos} {text}" (Olive's and olivekube's
     pre-processing with add_special_tokens), with the model's own Hugging Face tokenizer."""

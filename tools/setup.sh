@@ -17,6 +17,11 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
+# A headless browser, for the test that opens the evaluation report (Debian's chromium).
+command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || {
+  apt-get update -qq && apt-get install -y -qq chromium-headless-shell >/dev/null
+}
+
 if [[ "${OLIVEKUBE_SKIP_CONTROLPLANE:-0}" != 1 ]]; then
   command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
   bash tools/controlplane/build.sh >/dev/null

@@ -77,7 +77,7 @@ class Acceptance:
             self.report["models"].setdefault("input", {})[evaluator] = [v.to_json() for v in values]
         return self._baselines[evaluator]
 
-    def _check(
+    def check_model(
         self, role: str, evaluator: str, model: ModelArtifact, field_path: str, where: str, pass_name: str
     ) -> None:
         """Progress goes to `pass_name`, the pass whose output is evaluated."""
@@ -97,12 +97,12 @@ class Acceptance:
         evaluator = self.spec.passes[name].evaluator
         if evaluator is not None:
             where = uri or str(model.path)
-            self._check(f"pass:{name}", evaluator, model, f"spec.passes.{name}.evaluator", where, name)
+            self.check_model(f"pass:{name}", evaluator, model, f"spec.passes.{name}.evaluator", where, name)
 
     def final(self, model: ModelArtifact, uri: str | None) -> None:
         if self.spec.evaluator is not None:
             last = self.spec.ordered_pass_names()[-1]
-            self._check("final", self.spec.evaluator, model, "spec.evaluator", uri or str(model.path), last)
+            self.check_model("final", self.spec.evaluator, model, "spec.evaluator", uri or str(model.path), last)
 
     def files(self, results: list[PassResult]) -> dict[str, str]:
         """The report files to publish beside the model (none when nothing was evaluated)."""

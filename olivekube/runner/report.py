@@ -6,7 +6,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-WIDTH, HEIGHT, PAD = 640, 260, 40
+WIDTH, HEIGHT, PAD = 760, 260, 40
+LABELS, BAR = 250, 360  # the metric chart's label column and longest bar
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
@@ -27,10 +28,16 @@ def loss_chart(name: str, log: list[dict[str, Any]]) -> str:
         return ""
     points = [p for s in series.values() for p in s]
     xs = (min(p[0] for p in points), max(p[0] for p in points))
-    ys = (min(0.0, min(p[1] for p in points)), max(p[1] for p in points))
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    margin = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
+    ys = (low - margin, high + margin)
     lines = "".join(
         f'<polyline fill="none" stroke="{COLOURS[i]}" stroke-width="2" points="{_polyline(s, xs, ys)}"/>'
-        f'<text x="{WIDTH - PAD - 90}" y="{PAD + 16 * i}" fill="{COLOURS[i]}">{html.escape(k)}</text>'
+        + "".join(
+            f'<circle cx="{x}" cy="{y}" r="3" fill="{COLOURS[i]}"/>'
+            for x, y in (pair.split(",") for pair in _polyline(s, xs, ys).split())
+        )
+        + f'<text x="{WIDTH - PAD - 90}" y="{PAD + 16 * i}" fill="{COLOURS[i]}">{html.escape(k)}</text>'
         for i, (k, s) in enumerate(series.items())
     )
     return (
@@ -41,7 +48,7 @@ def loss_chart(name: str, log: list[dict[str, Any]]) -> str:
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
         f'<text x="{PAD}" y="{HEIGHT - 10}">step {xs[0]:g}</text>'
         f'<text x="{WIDTH - PAD - 60}" y="{HEIGHT - 10}">step {xs[1]:g}</text>'
-        f'<text x="4" y="{PAD}">{ys[1]:.3g}</text>{lines}</svg>'
+        f'<text x="4" y="{PAD}">{high:.3g}</text><text x="4" y="{HEIGHT - PAD}">{low:.3g}</text>{lines}</svg>'
     )
 
 
@@ -64,11 +71,12 @@ def metric_chart(report: dict[str, Any]) -> str:
         bars.append(f'<text x="4" y="{y + 12}" font-weight="bold">{html.escape(key)}</text>')
         for i, role in enumerate(roles):
             if role in group:
-                width = (WIDTH - 260) * abs(group[role]) / top
+                width = BAR * abs(group[role]) / top
                 colour = COLOURS[i % len(COLOURS)]
+                label = f"{html.escape(role)}: {group[role]:.4g}"
                 bars.append(
-                    f'<rect x="200" y="{y}" width="{width:.1f}" height="{row - 8}" fill="{colour}"/>'
-                    f'<text x="{205 + width:.1f}" y="{y + 14}">{html.escape(role)}: {group[role]:.4g}</text>'
+                    f'<rect x="{LABELS}" y="{y}" width="{width:.1f}" height="{row - 8}" fill="{colour}"/>'
+                    f'<text x="{LABELS + 5 + width:.1f}" y="{y + 14}">{label}</text>'
                 )
             y += row
     return (

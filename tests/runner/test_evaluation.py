@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.evaluation import goal_met
 from olivekube.storage.outputs import current_model
 from tests.helpers.manifests import DATA, LORA, workflow_doc, write
-from tests.helpers.processes import olivekube_run
+from tests.helpers.processes import olivekube_cli, olivekube_run
 
 FAST = {"warmup_num": 1, "repeat_test_num": 3}
 
@@ -103,6 +104,15 @@ def test_input_merged_and_int4_models_are_measured_and_reported(tiny_models, tmp
     page = (final / "olivekube-evaluation.html").read_text()
     assert page.count("<svg") == 2 and "polyline" in page and "metric comparison" in page
     assert (tmp_path / "models" / "README.txt").read_text() == "the team's notes"
+    # The same evaluator on its own, on the published model (an output_dir, or its version folder).
+    evaluated = olivekube_cli("evaluate", str(tmp_path / "models"), "-c", str(path))
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert "accuracy-accuracy_score" in evaluated.stdout and "│ model" in evaluated.stdout
+    doc = json.loads(path.read_text())
+    doc["spec"]["evaluators"]["tone"]["metrics"][0]["sub_types"][0]["goal"] = {"type": "threshold", "value": 1.01}
+    strict = write(tmp_path / "strict.json", doc)
+    missed = olivekube_cli("evaluate", str(final), "-c", str(strict))
+    assert missed.returncode == 1 and "GoalNotMet" in " ".join(missed.stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -185,3 +195,45 @@ def test_a_metric_the_target_cannot_run_here_is_refused_before_any_pass(tiny_mod
 )
 def test_goal_types_as_olive_defines_them(goal, value, baseline, higher, met) -> None:  # type: ignore[no-untyped-def]
     assert goal_met(MetricGoal(type=goal[0], value=goal[1]), value, baseline, higher) is met
+
+
+def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(tmp_path: Path) -> None:
+    """The page, opened by a real headless browser (Debian's chromium): the screenshot holds the loss
+    curve's and the bars' colours, not a blank page."""
+    from olivekube.runner.report import COLOURS, render_html
+    from tests.helpers.png import pixels
+
+    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    assert browser, "no chromium: tools/setup.sh installs Debian's chromium-headless-shell"
+    log = [{"step": s, "loss": 3.0 - 0.1 * s} for s in range(1, 11)] + [{"step": 10, "eval_loss": 2.5}]
+    value = {"metric": "accuracy", "sub_type": "accuracy_score", "higher_is_better": True}
+    report = {
+        "evaluator": "tone",
+        "goalsMet": True,
+        "models": {"input": {"tone": [{**value, "value": 0.4}]}, "final": {"tone": [{**value, "value": 0.9}]}},
+        "training": {"lora": log},
+    }
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report))
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [
+            browser,
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=800,900",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.exists(), done.stderr
+    seen = pixels(shot)
+    white = sum(p == (255, 255, 255) for p in seen)
+    assert white < 0.97 * len(seen), "the page is blank"
+    for colour in COLOURS[:2]:  # the loss curve and the input model's bars; eval loss and the final's
+        rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert sum(p == rgb for p in seen) > 100, f"nothing drawn in {colour}"
