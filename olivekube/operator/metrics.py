@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 WORKFLOWS = Gauge("olivekube_workflows", "Workflows by phase", ["phase"])
@@ -16,3 +19,44 @@ PASS_DURATION = Histogram(
 )
 RECONCILE_ERRORS = Counter("olivekube_reconcile_errors_total", "Reconciles that raised")
 RECONCILES = Counter("olivekube_reconciles_total", "Reconciles done")
+EVALUATION = Gauge(
+    "olivekube_evaluation_value",
+    "A metric of a model the workflow's evaluator measured (status.evaluation)",
+    ["namespace", "workflow", "model", "metric"],
+)
+GOAL_MET = Gauge(
+    "olivekube_evaluation_goal_met",
+    "1 when the metric's goal was met, 0 when not (metrics with a goal only)",
+    ["namespace", "workflow", "model", "metric"],
+)
+
+
+def evaluation_samples(evaluation: dict[str, Any] | None) -> list[tuple[str, str, float, float | None]]:
+    """(model, metric, value, goal met as 1/0 or None) for each value in status.evaluation."""
+    out = []
+    for model, values in ((evaluation or {}).get("models") or {}).items():
+        for metric, entry in (values or {}).items():
+            if isinstance(entry, dict) and isinstance(entry.get("value"), int | float):
+                met = entry.get("met")
+                out.append(
+                    (str(model), str(metric), float(entry["value"]), None if met is None else float(bool(met)))
+                )
+    return out
+
+
+def export_evaluation(
+    namespace: str, workflow: str, evaluation: dict[str, Any] | None, previous: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Set the gauges of one workflow's evaluation, remove the samples it no longer has; returns
+    the (model, metric) pairs now exported."""
+    now = set()
+    for model, metric, value, met in evaluation_samples(evaluation):
+        EVALUATION.labels(namespace, workflow, model, metric).set(value)
+        if met is not None:
+            GOAL_MET.labels(namespace, workflow, model, metric).set(met)
+        now.add((model, metric))
+    for model, metric in previous - now:
+        for gauge in (EVALUATION, GOAL_MET):
+            with contextlib.suppress(KeyError):  # never exported: it had no goal
+                gauge.remove(namespace, workflow, model, metric)
+    return now

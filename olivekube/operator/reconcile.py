@@ -88,6 +88,7 @@ class Reconciler:
         self.view = ClusterView()
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.phases: dict[tuple[str, str], str] = {}
+        self.exported: dict[tuple[str, str], set[tuple[str, str]]] = {}  # evaluation samples per workflow
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one workflow a step further. Returns seconds after which to look again, if any."""
@@ -103,6 +104,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.view.forget_workflow((namespace, name))
         self.phases.pop((namespace, name), None)
+        metrics.export_evaluation(namespace, name, None, self.exported.pop((namespace, name), set()))
         lock = self.locks.get((namespace, name))
         if lock is not None and lock.acquire(blocking=False):  # not in use: the map keeps no dead keys
             self.locks.pop((namespace, name), None)
@@ -123,6 +125,9 @@ class Reconciler:
             body = self._read_workflow(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
+        key = (namespace, name)
+        evaluation = (body.get("status") or {}).get("evaluation")
+        self.exported[key] = metrics.export_evaluation(namespace, name, evaluation, self.exported.get(key, set()))
         workflow = self._admit(body)
         if workflow is None:
             return None

@@ -95,3 +95,31 @@ def test_an_olive_config_with_evaluators_converts_and_validates() -> None:
     paths = {w.path for w in warnings}
     assert "evaluators.common_evaluator.metrics[0].user_config.io_bind" in paths
     assert "evaluators.common_evaluator.metrics[0].data_config" in paths
+
+
+def test_status_evaluation_becomes_prometheus_samples_and_goes_with_the_workflow() -> None:
+    from prometheus_client import REGISTRY
+
+    from olivekube.operator.metrics import export_evaluation
+
+    evaluation = {
+        "evaluator": "tone",
+        "goalsMet": False,
+        "models": {
+            "input": {"accuracy-accuracy_score": {"value": 0.1}},
+            "final": {
+                "accuracy-accuracy_score": {
+                    "value": 0.5,
+                    "goal": {"type": "threshold", "value": 0.6},
+                    "met": False,
+                }
+            },
+        },
+    }
+    labels = {"namespace": "ml", "workflow": "wf", "model": "final", "metric": "accuracy-accuracy_score"}
+    exported = export_evaluation("ml", "wf", evaluation, set())
+    assert REGISTRY.get_sample_value("olivekube_evaluation_value", labels) == 0.5
+    assert REGISTRY.get_sample_value("olivekube_evaluation_goal_met", labels) == 0.0
+    assert REGISTRY.get_sample_value("olivekube_evaluation_value", {**labels, "model": "input"}) == 0.1
+    export_evaluation("ml", "wf", None, exported)  # the workflow is gone
+    assert REGISTRY.get_sample_value("olivekube_evaluation_value", labels) is None
