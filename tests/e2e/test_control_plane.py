@@ -44,6 +44,10 @@ MODEL_ONLY = {
     "empty text_cols",
     "duplicate data names",
     "AzureML without workspace",
+    "extract adapters of a merged model",
+    # training_args keeps every transformers key (the API server preserves unknown ones, and CEL cannot
+    # name an undeclared field): the models refuse Olive's legacy name, the operator with an event.
+    "legacy evaluation_strategy",
 }
 
 

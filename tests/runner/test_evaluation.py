@@ -144,6 +144,21 @@ def test_a_goal_that_cannot_be_met_fails_the_run_and_publishes_nothing(  # type:
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["README.txt"]
 
 
+def test_an_olive_config_with_evaluators_runs(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same workflow as an Olive config (current form, Olive's evaluator keys), run as it is."""
+    from olivekube.api.olive_config import spec_to_olive
+
+    doc = evaluated_workflow(tiny_models["phi3"], {"type": "min-improvement", "value": -1.0})
+    shutil.copy(DATA, tmp_path / "tone.json")
+    config = spec_to_olive(doc["spec"])
+    config["evaluators"]["tone"]["metrics"][1]["user_config"]["io_bind"] = True  # an ORT setting: dropped
+    (tmp_path / "olive-config.json").write_text(json.dumps(config))
+    out = olivekube_run(tmp_path / "olive-config.json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "user_config.io_bind: dropped" in out.stderr
+    assert "evaluation: tone" in out.stdout and "│ yes │" in out.stdout  # the goal, met
+
+
 def test_onnx_and_pytorch_perplexity_agree(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The same fp32 model scored by transformers (the merged model) and by onnxruntime-genai (its
     fp32 ONNX build): the two perplexities agree, so either side of a degradation goal is fair."""
