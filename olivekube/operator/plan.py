@@ -204,6 +204,9 @@ def taken_from_cache(p: Planner, f: PassFacts) -> Answer:
     """No Job yet, and the store's index has this chain key's output: no Job at all."""
     if f.jobs:
         return None
+    spec = p.workflow.spec
+    if spec.passes[f.name].evaluator or (spec.evaluator and spec.is_last_pass(f.name)):
+        return None  # its Job measures the model and checks the goals (the runner takes the pass from the cache)
     hit = p.cached(f.name, f.key)
     if hit is None:
         return None

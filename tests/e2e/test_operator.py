@@ -331,3 +331,36 @@ def test_an_index_entry_planted_by_another_namespace_is_refused_and_the_pass_run
     assert "/passes/team-b/" not in status["passes"]["builder"]["artifact"]["uri"]
     events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=planted").stdout
     assert "CacheEntryRefused" in events
+
+
+def test_a_goal_the_model_misses_fails_the_workflow_with_goal_not_met_and_publishes_nothing(cluster) -> None:  # type: ignore[no-untyped-def]
+    """In the cluster: the last pass's Job measures the input and the final model, writes
+    status.evaluation, and fails; the workflow is Failed with reason GoalNotMet at the first attempt,
+    and output_dir holds nothing."""
+    cp, s3, _ = cluster
+    lora = {**LORA, "training_args": {**LORA["training_args"], "max_steps": 4}}
+    accuracy = {
+        "name": "accuracy",
+        "type": "accuracy",
+        "data_config": "tone",
+        "sub_types": [
+            {"name": "accuracy_score", "goal": {"type": "threshold", "value": 1.01}},
+            {"name": "perplexity"},
+        ],
+        "user_config": {"max_samples": 8},
+    }
+    doc = manifest(
+        "unmet", s3, passes={"lora": lora}, evaluators={"gate": {"metrics": [accuracy]}}, evaluator="gate"
+    )
+    apply(cp, doc)
+    wait_for(lambda: phase(cp, "unmet") in ("Failed", "Succeeded"), timeout=300)
+    status = get(cp, "unmet")["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert status["phase"] == "Failed" and failed["reason"] == "GoalNotMet", json.dumps(status, indent=1)
+    assert "accuracy-accuracy_score" in status["message"] and "threshold 1.01" in status["message"]
+    final = status["evaluation"]["models"]["final"]["accuracy-accuracy_score"]
+    assert final["met"] is False and final["goal"] == {"type": "threshold", "value": 1.01}
+    assert status["evaluation"]["models"]["input"]["accuracy-perplexity"]["value"] > 1
+    assert len(jobs(cp, "unmet")) == 1, "a missed goal is not retried"
+    listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="e2e/outputs/unmet/")
+    assert listed.get("KeyCount", 0) == 0 and "outputs" not in status

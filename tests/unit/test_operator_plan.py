@@ -125,6 +125,24 @@ def test_a_cache_hit_skips_the_job() -> None:
     assert d.create is not None and d.create[0] == "merge"
 
 
+def test_an_evaluated_pass_is_never_taken_from_the_cache_and_a_missed_goal_is_not_retried() -> None:
+    """Its Job measures the model (the runner takes the pass itself from the cache); a Job that ended
+    GoalNotMet fails the workflow at once, with that reason."""
+    from olivekube.runner.evaluation import GoalNotMet
+
+    metric = {"name": "size", "type": "size_on_disk", "sub_types": [{"name": "bytes"}]}
+    wf = workflow(evaluators={"gate": {"metrics": [metric]}}, evaluator="gate", kubernetes={"backoffLimit": 3})
+    names = wf.spec.ordered_pass_names()
+    hit = {"uri": "s3://b/cache/x", "digest": "d", "sizeBytes": 3}
+    status = {"passes": {n: done(wf, n) for n in names[:-1]}}
+    d = plan(wf, status, [], cached=lambda name, key: hit)
+    assert d.create is not None and d.create[0] == names[-1]
+    why = str(GoalNotMet("spec.evaluator", "GoalNotMet: size-bytes = 3, goal threshold 1"))
+    d = decide(wf, 1, status, [job(wf, names[-1], 0, "Failed")], no_cache, lambda j: why, retry_backoff=0)
+    assert d.create is None and d.status["phase"] == "Failed"
+    assert {c["type"]: c for c in d.status["conditions"]}["Failed"]["reason"] == "GoalNotMet"
+
+
 def test_a_spec_change_reruns_from_the_first_changed_pass() -> None:
     old = workflow()
     status = {"passes": {n: done(old, n) for n in ("lora", "merge", "builder")}}
