@@ -26,6 +26,7 @@ from olivekube.core.errors import PassError, StorageError
 from olivekube.core.pod_paths import pod_path
 from olivekube.entrypoints.azureml_dispatcher import dispatch_to_azureml
 from olivekube.kube import Workflows, load_config
+from olivekube.runner.cpus import size_thread_pools
 from olivekube.runner.engine import PassResult, WorkflowRunner
 from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import leave_out_bitsandbytes
@@ -158,6 +159,7 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
             dispatch_to_azureml(api, body, workflow, pass_name, workdir)
             return 0
         leave_out_bitsandbytes(workflow.spec)
+        size_thread_pools()  # to the pod's CPU limit, not the node's cores
         sink = Throttled(progress, interval=5.0)
         runner = WorkflowRunner(workflow, workdir, report=sink)
         runner.work_root = workdir / ".olivekube-work"

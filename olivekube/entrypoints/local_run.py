@@ -15,6 +15,7 @@ from rich.text import Text
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.errors import PassError
 from olivekube.entrypoints.console import pass_bars
+from olivekube.runner.cpus import size_thread_pools
 from olivekube.runner.engine import PassResult, WorkflowRunner
 from olivekube.runner.process import quiet_libraries
 
@@ -124,6 +125,7 @@ def run_local(
 ) -> int:
     """Run every pass here; print a summary. Returns the exit code (1 when a pass failed)."""
     quiet_libraries()
+    size_thread_pools()
     names = workflow.spec.ordered_pass_names()
     started = time.monotonic()
     with pass_bars(console, elapsed=True) as progress:
