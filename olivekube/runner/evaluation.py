@@ -90,8 +90,15 @@ class _Scored:
 
     tokenizer: Any
 
-    def encode(self, text: str) -> list[int]:
-        return [int(t) for t in self.tokenizer(text)["input_ids"]]
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """Tokens as training made them (runner/data.py, Olive's pre-processing): "{bos} {text}",
+        and " {eos}" after a whole text, encoded without the tokenizer's own special tokens."""
+        first = (self.tokenizer.bos_token or "") if bos else ""
+        if eos:
+            text = f"{first} {text} {self.tokenizer.eos_token or ''}".strip()
+        elif first:
+            text = f"{first} {text}"
+        return [int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
 
     def generate(
         self, tokens: list[int], new_tokens: int, stop_at_eos: bool = True
@@ -244,6 +251,7 @@ def open_model(model: ModelArtifact, ctx: PassContext) -> _Scored:
 
 @dataclass
 class LabelledRows:
+    special_tokens: bool = True  # the data config's add_special_tokens (BOS before, EOS after a text)
     prompts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
@@ -260,7 +268,7 @@ def labelled_rows(spec: WorkflowSpec, metric: Metric, ctx: PassContext, field_pa
     cols = pre.text_cols if pre is not None else None
     rows = load_rows(config, f"{field_path}.data_config", ctx)
     limit = metric.user_option("max_samples", None)
-    out = LabelledRows()
+    out = LabelledRows(special_tokens=pre is None or pre.add_special_tokens is not False)
     label_field, prompt_template = _split_template(template, cols, f"{field_path}.data_config")
     for i, row in enumerate(rows):
         if limit is not None and i >= limit:
@@ -365,7 +373,7 @@ class MetricRunner:
         if metric.data_config:
             rows = labelled_rows(self.spec, metric, self.ctx, path)
             if rows.prompts:
-                return model.encode(rows.prompts[0])
+                return model.encode(rows.prompts[0], bos=rows.special_tokens)
         return model.encode(TIMING_PROMPT)
 
     def _accuracy(self, metric: Metric, model: _Scored, names: set[str], path: str) -> dict[str, float]:
@@ -374,11 +382,11 @@ class MetricRunner:
             raise PassError(f"{path}.data_config", "the data config has no rows to score")
         out: dict[str, float] = {}
         if names & {"accuracy_score", "f1_score"}:
-            longest = max(len(model.encode(label)) for label in rows.labels)
+            longest = max(len(model.encode(label, bos=False)) for label in rows.labels)
             new_tokens = int(metric.user_option("max_new_tokens", longest + 2))
             predictions = []
             for prompt in rows.prompts:
-                tokens, _ = model.generate(model.encode(prompt), new_tokens)
+                tokens, _ = model.generate(model.encode(prompt, bos=rows.special_tokens), new_tokens)
                 text = model.tokenizer.decode(tokens, skip_special_tokens=True)
                 predictions.append(text.strip().split("\n")[0].strip())
             pairs = list(zip(predictions, rows.labels, strict=True))
@@ -387,7 +395,7 @@ class MetricRunner:
         if "perplexity" in names:
             total, count = 0.0, 0
             for text in rows.texts:
-                tokens = model.encode(text)
+                tokens = model.encode(text, bos=rows.special_tokens, eos=rows.special_tokens)
                 if len(tokens) > 1:
                     total += model.loss(tokens)
                     count += len(tokens) - 1
