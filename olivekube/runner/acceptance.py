@@ -108,7 +108,8 @@ class Acceptance:
         """The report files to publish beside the model (none when nothing was evaluated)."""
         if not self.report["models"]:
             return {}
-        self.report["training"] = {r.name: _training_log(r) for r in results if _training_log(r)}
+        logs = {r.name: _training_log(r) for r in results}
+        self.report["training"] = {name: log for name, log in logs.items() if log}
         return {REPORT_JSON: json.dumps(self.report, indent=2), REPORT_HTML: render_html(self.report)}
 
     def summary(self) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import math
 import re
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,7 @@ class _Scored:
     """What a metric needs of a model: greedy generation with per-token times, and next-token loss."""
 
     tokenizer: Any
+    eos: set[int]
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """Tokens as training made them (runner/data.py, Olive's pre-processing): "{bos} {text}",
@@ -104,6 +105,20 @@ class _Scored:
         self, tokens: list[int], new_tokens: int, stop_at_eos: bool = True
     ) -> tuple[list[int], list[float]]:
         """Greedy new tokens (up to EOS, or exactly `new_tokens`), and the seconds each took."""
+        out: list[int] = []
+        times: list[float] = []
+        started = time.perf_counter()
+        for token in self._greedy(tokens, new_tokens, stop_at_eos):
+            now = time.perf_counter()
+            times.append(now - started)
+            started = now
+            if stop_at_eos and token in self.eos:
+                break
+            out.append(token)
+        return out, times
+
+    def _greedy(self, tokens: list[int], new_tokens: int, stop_at_eos: bool) -> Iterator[int]:
+        """Each next greedy token, computed when asked for (EOS included: `generate` stops at it)."""
         raise NotImplementedError
 
     def loss(self, tokens: list[int]) -> float:
@@ -133,29 +148,18 @@ class _TorchModel(_Scored):
         self.tokenizer = load_tokenizer(model if model.kind != "adapter" else base, ctx)
         self.eos = _eos_ids(self.model.generation_config.eos_token_id)
 
-    def generate(
-        self, tokens: list[int], new_tokens: int, stop_at_eos: bool = True
-    ) -> tuple[list[int], list[float]]:
+    def _greedy(self, tokens: list[int], new_tokens: int, stop_at_eos: bool) -> Iterator[int]:
         import torch
 
-        out: list[int] = []
-        times: list[float] = []
         past = None
         ids = torch.tensor([tokens])
-        with torch.no_grad():
-            started = time.perf_counter()
-            for _ in range(new_tokens):
+        for _ in range(new_tokens):
+            with torch.no_grad():
                 result = self.model(ids, past_key_values=past, use_cache=True)
-                past = result.past_key_values
-                token = int(result.logits[0, -1].argmax())
-                now = time.perf_counter()
-                times.append(now - started)
-                started = now
-                if stop_at_eos and token in self.eos:
-                    break
-                out.append(token)
-                ids = torch.tensor([[token]])
-        return out, times
+            past = result.past_key_values
+            token = int(result.logits[0, -1].argmax())
+            yield token
+            ids = torch.tensor([[token]])
 
     def loss(self, tokens: list[int]) -> float:
         import torch
@@ -200,25 +204,13 @@ class _GenaiModel(_Scored):
             generator.set_active_adapter(self._adapters, self.adapter)
         return generator
 
-    def generate(
-        self, tokens: list[int], new_tokens: int, stop_at_eos: bool = True
-    ) -> tuple[list[int], list[float]]:
+    def _greedy(self, tokens: list[int], new_tokens: int, stop_at_eos: bool) -> Iterator[int]:
         length = len(tokens) + new_tokens
         generator = self._generator(length, 0 if stop_at_eos else length)
-        out: list[int] = []
-        times: list[float] = []
-        started = time.perf_counter()
         generator.append_tokens(tokens)
         while not generator.is_done():
             generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            now = time.perf_counter()
-            times.append(now - started)
-            started = now
-            if stop_at_eos and token in self.eos:
-                break
-            out.append(token)
-        return out, times
+            yield int(generator.get_next_tokens()[0])
 
     def loss(self, tokens: list[int]) -> float:
         generator = self._generator(len(tokens) + 1)

@@ -53,7 +53,8 @@ def make_inputs(model: Any, names: list[str], dynamic_rank: bool, optional: bool
     for name in names:
         init = initializers[name]
         shape = tuple(init.dims)
-        is_a = LORA_WEIGHT.search(name) and LORA_WEIGHT.search(name)["part"] == "A"  # type: ignore[index]
+        match = LORA_WEIGHT.search(name)
+        is_a = match is not None and match["part"] == "A"
         dims: list[Any] = list(shape)
         if dynamic_rank:
             dims = [shape[0], RANK_DIM] if is_a else [RANK_DIM, shape[1]]

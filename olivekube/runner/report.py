@@ -11,11 +11,24 @@ LABELS, BAR = 250, 360  # the metric chart's label column and longest bar
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
-def _polyline(points: list[tuple[float, float]], xs: tuple[float, float], ys: tuple[float, float]) -> str:
+def _scaled(
+    points: list[tuple[float, float]], xs: tuple[float, float], ys: tuple[float, float]
+) -> list[tuple[float, float]]:
+    """Data points as SVG coordinates inside the chart's padding."""
     (x0, x1), (y0, y1) = xs, ys
     scale_x = (WIDTH - 2 * PAD) / ((x1 - x0) or 1)
     scale_y = (HEIGHT - 2 * PAD) / ((y1 - y0) or 1)
-    return " ".join(f"{PAD + (x - x0) * scale_x:.1f},{HEIGHT - PAD - (y - y0) * scale_y:.1f}" for x, y in points)
+    return [(PAD + (x - x0) * scale_x, HEIGHT - PAD - (y - y0) * scale_y) for x, y in points]
+
+
+def _series(colour: str, label: str, row: int, points: list[tuple[float, float]]) -> str:
+    """One loss series: its line, a dot per logged value, and its name."""
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points)
+    return (
+        f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>{dots}'
+        f'<text x="{WIDTH - PAD - 90}" y="{PAD + 16 * row}" fill="{colour}">{html.escape(label)}</text>'
+    )
 
 
 def loss_chart(name: str, log: list[dict[str, Any]]) -> str:
@@ -32,13 +45,8 @@ def loss_chart(name: str, log: list[dict[str, Any]]) -> str:
     margin = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
     ys = (low - margin, high + margin)
     lines = "".join(
-        f'<polyline fill="none" stroke="{COLOURS[i]}" stroke-width="2" points="{_polyline(s, xs, ys)}"/>'
-        + "".join(
-            f'<circle cx="{x}" cy="{y}" r="3" fill="{COLOURS[i]}"/>'
-            for x, y in (pair.split(",") for pair in _polyline(s, xs, ys).split())
-        )
-        + f'<text x="{WIDTH - PAD - 90}" y="{PAD + 16 * i}" fill="{COLOURS[i]}">{html.escape(k)}</text>'
-        for i, (k, s) in enumerate(series.items())
+        _series(COLOURS[i], k, i, _scaled(points_of_k, xs, ys))
+        for i, (k, points_of_k) in enumerate(series.items())
     )
     return (
         f"<h2>Training: {html.escape(name)}</h2>"

@@ -21,6 +21,7 @@ class ExtractAdapters(PassBase):
 
     stage = 3
     needs_built_adapter = True
+    defaults = {"dynamic_lora_r": True, "optional_inputs": True, "adapter_name": "default"}
 
     type: Literal["ExtractAdapters"] = Field(description="Pass type.")
     adapter_type: Literal["lora"] | None = Field(None, description="Adapter type. Only lora (Olive's default).")

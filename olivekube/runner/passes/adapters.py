@@ -87,7 +87,7 @@ class ExtractAdaptersPass(RunnerPass, pass_type="ExtractAdapters"):
                     f"its target_modules are {sorted(adapted)}, the workflow's adapter's are {sorted(expected)}",
                 )
             rank = trainers[0].option("r") if trainers else None
-            if rank is not None and not self.option("dynamic_lora_r") and adapter.rank != rank:
+            if rank is not None and not self.options.option("dynamic_lora_r") and adapter.rank != rank:
                 raise PassError(field, f"its rank is {adapter.rank}, the workflow's adapter's is {rank}")
 
     def _built_adapter(self, model: ModelArtifact) -> PeftAdapter:
@@ -115,14 +115,17 @@ class ExtractAdaptersPass(RunnerPass, pass_type="ExtractAdapters"):
             raise PassError(f"{self.ctx.field}.type", "the input model has no LoRA MatMuls to extract")
         dtypes = {k: v.dtype for k, v in weights.items()}
         recipe = Recipe.learn(weights, built)
-        files: dict[str, dict[str, Any]] = {self.options.adapter_name or "default": weights}  # built first
+        built_name = str(self.options.option("adapter_name"))
+        files: dict[str, dict[str, Any]] = {built_name: weights}  # the built adapter first
         for name, adapter in others.items():
             try:
-                files[name] = recipe.apply(adapter, dtypes, self.option("dynamic_lora_r"))
+                files[name] = recipe.apply(adapter, dtypes, self.options.option("dynamic_lora_r"))
             except AdapterMismatch as exc:
                 raise PassError(f"{self.ctx.field}.adapters.{name}", f"it does not fit the base: {exc}") from exc
         names = lora_weight_names(graph_model)
-        make_inputs(graph_model, names, self.option("dynamic_lora_r"), self.option("optional_inputs"))
+        make_inputs(
+            graph_model, names, self.options.option("dynamic_lora_r"), self.options.option("optional_inputs")
+        )
         for item in model.path.iterdir():
             if item.name not in (MODEL_FILE, f"{MODEL_FILE}.data"):
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, out / item.name)
@@ -132,9 +135,4 @@ class ExtractAdaptersPass(RunnerPass, pass_type="ExtractAdapters"):
         for name, adapter_weights in files.items():
             write_adapter(adapter_weights, out / ADAPTERS_DIR / f"{name}.onnx_adapter")
         self.ctx.metrics["lora_inputs"] = len(names)
-        built_name = self.options.adapter_name or "default"
         return {"adapters": sorted(files), "built_adapter_name": built_name, "lora_inputs": len(names)}
-
-    def option(self, name: str) -> bool:
-        value = getattr(self.options, name)
-        return True if value is None else bool(value)

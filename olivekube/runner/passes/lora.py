@@ -272,8 +272,9 @@ class QLoRAPass(LoRAPass, pass_type="QLoRA"):
         compute = self.options.compute_dtype or self.options.torch_dtype or "float32"
         return BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type=self.options.quant_type or "nf4",
-            bnb_4bit_use_double_quant=bool(self.options.double_quant),
+            # LoftQ has neither option: its base is chosen for plain nf4.
+            bnb_4bit_quant_type=getattr(self.options, "quant_type", None) or "nf4",
+            bnb_4bit_use_double_quant=bool(getattr(self.options, "double_quant", False)),
             bnb_4bit_compute_dtype=dtype_for(compute, pick_device(self.ctx)),
         )
 
@@ -340,17 +341,6 @@ class LoftQPass(QLoRAPass, pass_type="LoftQ"):
     training on that base loaded in 4 bits (bitsandbytes nf4) from the initialised adapter."""
 
     options: LoftQ  # type: ignore[assignment]
-
-    def _quantization(self) -> Any:
-        from transformers import BitsAndBytesConfig
-
-        compute = self.options.compute_dtype or self.options.torch_dtype or "float32"
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=False,
-            bnb_4bit_compute_dtype=dtype_for(compute, pick_device(self.ctx)),
-        )
 
     def _adapted_model(self, model: ModelArtifact, device: str, dtype: Any, out: Path) -> Any:
         import torch
