@@ -311,3 +311,16 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
     ),
     ("spec is a list", setter("spec", []), "spec"),
 ]
+
+
+def merge_patch(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`current` after the JSON merge patch `patch` (RFC 7386), as the API server applies it."""
+    out = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -73,17 +73,25 @@ def built(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     return out
 
 
-def generate(model_dir: str, prompt: list[int], adapter: str | None) -> list[int]:
+def genai_generator(model_dir: str, max_length: int, adapter: str | None) -> tuple[Any, tuple[Any, ...]]:
+    """An onnxruntime-genai greedy generator over the model, with one of its adapters active, and the
+    objects the caller keeps alive while it uses the generator (the model and its adapters)."""
     import onnxruntime_genai as og
 
     model = og.Model(model_dir)
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + NEW_TOKENS, do_sample=False)
+    params.set_search_options(max_length=max_length, do_sample=False)
     generator = og.Generator(model, params)
-    if adapter is not None:
-        adapters = og.Adapters(model)
-        adapters.load(str(Path(model_dir) / "adapters" / f"{adapter}.onnx_adapter"), adapter)
-        generator.set_active_adapter(adapters, adapter)
+    if adapter is None:
+        return generator, (model,)
+    adapters = og.Adapters(model)
+    adapters.load(str(Path(model_dir) / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+    generator.set_active_adapter(adapters, adapter)
+    return generator, (model, adapters)
+
+
+def generate(model_dir: str, prompt: list[int], adapter: str | None) -> list[int]:
+    generator, _alive = genai_generator(model_dir, len(prompt) + NEW_TOKENS, adapter)
     generator.append_tokens(prompt)
     while not generator.is_done():
         generator.generate_next_token()
@@ -135,16 +143,7 @@ def test_on_an_fp32_base_each_adapter_generates_what_its_merged_fp32_model_does(
 
 
 def last_logits(model_dir: str, prompt: list[int], adapter: str | None) -> np.ndarray:
-    import onnxruntime_genai as og
-
-    model = og.Model(model_dir)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + 1, do_sample=False)
-    generator = og.Generator(model, params)
-    if adapter is not None:
-        adapters = og.Adapters(model)
-        adapters.load(str(Path(model_dir) / "adapters" / f"{adapter}.onnx_adapter"), adapter)
-        generator.set_active_adapter(adapters, adapter)
+    generator, _alive = genai_generator(model_dir, len(prompt) + 1, adapter)
     generator.append_tokens(prompt)
     return np.asarray(generator.get_output("logits"), dtype=np.float32).reshape(-1, VOCAB)[-1]
 

@@ -7,7 +7,7 @@ from typing import Any
 from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import job_name
 from olivekube.operator.plan import decide
-from tests.helpers.manifests import valid_manifest
+from tests.helpers.manifests import merge_patch, valid_manifest
 
 
 def workflow(**spec: Any):  # type: ignore[no-untyped-def]
@@ -38,19 +38,6 @@ def no_cache(pass_name: str, key: str) -> None:
 
 def plan(wf, status: dict[str, Any], jobs: list[dict[str, Any]], cached=no_cache):  # type: ignore[no-untyped-def]
     return decide(wf, 1, status, jobs, cached, lambda j: "data file missing", retry_backoff=0)
-
-
-def merged(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """`status` after the merge patch `patch` (RFC 7386), as the API server applies a decision."""
-    out = dict(status)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def done(wf, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -111,7 +98,7 @@ def test_suspend_stops_a_pass_running_on_azure_ml_at_once() -> None:
     assert d.status["passes"]["lora"]["phase"] == "Pending"
     resumed = workflow(systems={"aml": aml}, host="aml", target="aml")
     started = plan(resumed, {}, []).status  # what status held while attempt 0 ran
-    after_cancel = merged(started, d.status)
+    after_cancel = merge_patch(started, d.status)
     again = plan(resumed, after_cancel, [])
     assert again.create == ("lora", resumed.spec.chain_keys()["lora"], 1)  # not the cancelled Job's name
     assert not [e for e in again.events if e[1] == "PassRetry"]  # a cancel is not a failure
@@ -191,26 +178,26 @@ def test_a_job_whose_pods_have_not_started_is_looked_at_again_for_a_while_only()
 
 def test_a_failed_job_deleted_by_hand_still_counts_and_its_name_is_not_reused() -> None:
     wf = workflow(kubernetes={"backoffLimit": 1})
-    status = merged({}, plan(wf, {}, []).status)  # attempt 0 started
+    status = merge_patch({}, plan(wf, {}, []).status)  # attempt 0 started
     first = plan(wf, status, [job(wf, "lora", 0, "Failed")])
     assert first.create is not None and first.create[2] == 1
-    status = merged(status, first.status)
+    status = merge_patch(status, first.status)
     assert status["passes"]["lora"]["failedJobs"] == [job(wf, "lora", 0, None)["metadata"]["name"]]
     # Job 0 is deleted (by hand, or its TTL); attempt 1 fails: two failures, the limit is reached.
     last = plan(wf, status, [job(wf, "lora", 1, "Failed")])
     assert last.create is None and last.status["phase"] == "Failed"
     assert "failed after 2 attempts" in last.status["message"]
     # Both Jobs gone, and no failure seen yet: the next attempt still gets a name never used.
-    status = merged({}, plan(wf, {}, []).status)
-    status = merged(status, plan(wf, status, [job(wf, "lora", 0, None)]).status)
+    status = merge_patch({}, plan(wf, {}, []).status)
+    status = merge_patch(status, plan(wf, status, [job(wf, "lora", 0, None)]).status)
     assert plan(wf, status, []).create == ("lora", wf.spec.chain_keys()["lora"], 1)
 
 
 def test_a_succeeded_job_removed_before_the_operator_saw_it_is_a_finished_pass() -> None:
     wf = workflow()
-    status = merged({}, plan(wf, {}, []).status)
+    status = merge_patch({}, plan(wf, {}, []).status)
     key = wf.spec.chain_keys()["lora"]
     runner_wrote = {"passes": {"lora": {"chainKey": key, "artifact": {"uri": "s3://b/lora"}}}}
-    d = plan(wf, merged(status, runner_wrote), [])  # the Job's TTL removed it meanwhile
+    d = plan(wf, merge_patch(status, runner_wrote), [])  # the Job's TTL removed it meanwhile
     assert d.create is not None and d.create[0] == "merge"
     assert d.status["passes"]["lora"]["phase"] == "Succeeded"

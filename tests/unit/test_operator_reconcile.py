@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import OperatorSettings
 from olivekube.operator.reconcile import Reconciler
-from tests.helpers.manifests import valid_manifest
+from tests.helpers.manifests import merge_patch, valid_manifest
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -46,21 +46,9 @@ class FakeWorkflows:
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.patches.append(copy.deepcopy(status))
         body = self.items[(namespace, name)]
-        body["status"] = _merge(body.get("status") or {}, status)
+        body["status"] = merge_patch(body.get("status") or {}, status)
         body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
         return copy.deepcopy(body)
-
-
-def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class FakeBatch:
