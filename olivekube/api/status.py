@@ -65,6 +65,10 @@ class Progress(ApiModel):
     evalLoss: float | None = Field(None, description="Latest eval loss.")
     learningRate: float | None = Field(None, description="Current learning rate.")
     etaSeconds: float | None = Field(None, ge=0, description="Estimated seconds left.")
+    checkpointStep: int | None = Field(None, ge=0, description="Step of the newest checkpoint saved to the cache.")
+    resumedFromStep: int | None = Field(
+        None, ge=0, description="Step of the checkpoint this attempt resumed from (an earlier attempt's)."
+    )
     message: str | None = Field(None, max_length=1024, description="What the pass is doing now.")
 
 

@@ -77,3 +77,9 @@ def artifact_prefix(cache_dir: str, scope: str) -> str:
 def artifact_uri(cache_dir: str, scope: str, content: str) -> str:
     """Where a pass output with this content key is published in a cache."""
     return artifact_prefix(cache_dir, scope) + content[:32]
+
+
+def checkpoint_root(cache_dir: str, scope: str, content: str) -> str:
+    """Where the training checkpoints of a pass run with this content key lie in a cache, until the
+    pass's output is published (then they go)."""
+    return f"{cache_dir.rstrip('/')}/checkpoints/{scope}/{content[:32]}"

@@ -32,6 +32,8 @@ class PassContext:
     metrics: dict[str, float] = field(default_factory=dict)
     resolve_model: Callable[[str, str], ModelArtifact] | None = None
     """A model given by folder or URI, fetched when remote: (value, field it came from) → model."""
+    checkpoint_root: str | None = None
+    """Where a training pass keeps its checkpoints (runner/checkpoints.py); None: it keeps none."""
 
     @property
     def field(self) -> str:

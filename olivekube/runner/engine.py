@@ -23,8 +23,9 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.artifact import ModelArtifact, hub_digest, is_hub_id
 from olivekube.core.constants import RUNNER_VERSION
 from olivekube.core.errors import PassError, StorageError
-from olivekube.core.keys import artifact_uri, content_key, index_uri
+from olivekube.core.keys import artifact_uri, checkpoint_root, content_key, index_uri
 from olivekube.runner.acceptance import Acceptance
+from olivekube.runner.checkpoints import CheckpointStore
 from olivekube.runner.context import PassContext
 from olivekube.runner.passes import PASSES
 from olivekube.runner.passes.base import RunnerPass
@@ -315,6 +316,8 @@ class WorkflowRunner:
     ) -> tuple[ModelArtifact, Manifest]:
         """Run the pass into a fresh folder and publish it at `uri` (all or nothing)."""
         options = runner_pass.options
+        checkpoints = CheckpointStore(checkpoint_root(self.cache_dir, self.scope, key)) if options.trains else None
+        runner_pass.ctx.checkpoint_root = checkpoints.root if checkpoints else None
         runner_pass.preflight(model)
         out = workdir / "out"
         out.mkdir()
@@ -334,6 +337,8 @@ class WorkflowRunner:
         manifest = build_manifest(out, metadata)
         store = store_for(uri)
         store.publish(out, uri, manifest, consume=True)
+        if checkpoints:
+            checkpoints.clear()  # the published output supersedes them
         local = store.local_path(uri)  # a local store: the output is there, as just written
         if out.exists():  # a remote store: keep the local copy for the next pass
             local = self.work_root / "published" / manifest.digest[:16]

@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 
 class ProgressSink(Protocol):
-    """Receives a pass's progress (step, totalSteps, loss, evalLoss, learningRate, epoch, etaSeconds, message)."""
+    """Receives a pass's progress (step, totalSteps, loss, evalLoss, learningRate, epoch, etaSeconds,
+    checkpointStep, resumedFromStep, message)."""
 
     def __call__(self, pass_name: str, progress: dict[str, Any]) -> None: ...
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import DistributedType
 from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
+
+from olivekube.runner.checkpoints import CheckpointStore
 
 IGNORE_INDEX = -100
 
@@ -84,3 +91,53 @@ class PassTrainer(Trainer):
         if ids is None or not hasattr(self.model, "num_parameters"):
             return 0
         return 6 * int(ids.numel()) * self._parameters_without_embeddings
+
+
+class Checkpointing:
+    """Hands each checkpoint the trainer saves to the pass's CheckpointStore, and turns SIGTERM (a
+    preempted or evicted pod, Ctrl-C's sibling) into one more checkpoint at the end of the running step
+    and a stop, well within a pod's grace period. `stopped_at` is the step it stopped at, if it did."""
+
+    def __init__(self, store: CheckpointStore | None, ctx: Any) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.stop_requested = False
+        self.stopped_at: int | None = None
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        checkpointing = self
+
+        class Checkpoints(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if checkpointing.stop_requested:
+                    control.should_save = checkpointing.store is not None
+                    control.should_training_stop = True
+                    checkpointing.stopped_at = state.global_step
+
+            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if checkpointing.store is None or not state.is_world_process_zero:
+                    return
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                checkpointing.store.save(folder, state.global_step)
+                checkpointing.ctx.progress(checkpointStep=state.global_step)
+
+        return Checkpoints()
+
+    @contextlib.contextmanager
+    def stop_on_sigterm(self) -> Iterator[None]:
+        """While training, SIGTERM asks for a checkpoint and a stop instead of ending the process.
+        Only the main thread can take signals; elsewhere (a test's thread) nothing changes."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self.stop_requested = True
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)

@@ -77,6 +77,11 @@ class ArtifactStore(ABC):
         """The folder of `uri` on this machine when the store is local (no copy needed), else None."""
         return None
 
+    def remove(self, uri: str) -> bool:
+        """Delete the artifact at `uri` (olivekube's own: a training checkpoint it wrote); whether this
+        store could. A store that cannot delete keeps it, which costs space and nothing else."""
+        return False
+
 
 def serves(*schemes: str) -> Callable[[Callable[[str], ArtifactStore]], Callable[[str], ArtifactStore]]:
     """Register a factory (URI → store; it may refuse a URI with StorageError) for `schemes`."""

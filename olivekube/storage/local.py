@@ -103,6 +103,15 @@ class LocalStore(ArtifactStore):
             if leftover.is_dir() and not leftover.is_symlink() and leftover.stat().st_mtime < cutoff:
                 shutil.rmtree(leftover, ignore_errors=True)
 
+    def remove(self, uri: str) -> bool:
+        folder = resolve(uri)
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+        doomed = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+        folder.rename(doomed)  # gone from its URI in one step, then deleted
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
+
     def exists_file(self, uri: str) -> bool:
         return resolve(uri).is_file()
 

@@ -127,6 +127,14 @@ class S3Store(ArtifactStore):
             for key in self._keys(bucket, staging):
                 self.client.delete_object(Bucket=bucket, Key=key)
 
+    def remove(self, uri: str) -> bool:
+        bucket, prefix = split(uri)
+        keys = self._keys(bucket, prefix)
+        manifest = f"{prefix}/{MANIFEST_NAME}"
+        for key in sorted(keys, key=lambda k: k != manifest):  # the manifest first: incomplete at once
+            self.client.delete_object(Bucket=bucket, Key=key)
+        return True
+
     def _remove_stale_staging(self, bucket: str, staging_root: str) -> None:
         """Objects a killed publish left under the staging prefix beside this one."""
         cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=self.stale_after)

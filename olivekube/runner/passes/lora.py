@@ -151,8 +151,9 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         import torch
         from transformers import PrinterCallback
 
+        from olivekube.runner.checkpoints import CheckpointStore
         from olivekube.runner.fast_lora import use_fast_lora
-        from olivekube.runner.training import CausalLMCollator, PassTrainer
+        from olivekube.runner.training import CausalLMCollator, Checkpointing, PassTrainer
 
         ctx = self.ctx
         device = pick_device(ctx)
@@ -173,24 +174,34 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         peft_model.config.use_cache = False  # no KV cache while training: less work per step
         if device == "cpu":
             use_fast_lora(peft_model)
-        history = LossHistory(ctx)
+        args = self.training_arguments(out, device, data.eval is not None)
+        store = CheckpointStore(ctx.checkpoint_root, args.save_total_limit or 2) if ctx.checkpoint_root else None
+        restored = store.restore(ctx.workdir / "resume") if store else None
+        history = LossHistory(ctx, resumed_from=restored.step if restored else None)
+        checkpointing = Checkpointing(store, ctx)
         trainer = PassTrainer(
             model=peft_model,
-            args=self.training_arguments(out, device, data.eval is not None),
+            args=args,
             train_dataset=data.train,
             eval_dataset=data.eval,
             data_collator=CausalLMCollator(tokenizer.pad_token_id),
             processing_class=tokenizer,
-            callbacks=[history.callback()],
+            callbacks=[history.callback(), checkpointing.callback()],
         )
         trainer.remove_callback(PrinterCallback)  # progress goes through ctx, not print()
+        if restored:
+            ctx.progress(message=f"resuming from the checkpoint of step {restored.step}")
         # Libraries, model and data are loaded and outlive training: keep the cyclic collector's
         # collections during training off their ~600k objects.
         gc.freeze()
         try:
-            result = trainer.train()
+            with checkpointing.stop_on_sigterm():
+                result = trainer.train(resume_from_checkpoint=str(restored.folder) if restored else None)
         finally:
             gc.unfreeze()
+        if checkpointing.stopped_at is not None:
+            saved = "its checkpoint is saved: the next attempt resumes from it" if store else "no checkpoint"
+            raise PassError(ctx.field, f"stopped by SIGTERM at step {checkpointing.stopped_at}; {saved}")
         self.ctx.metrics.update(training_metrics(trainer, result, data, history))
         peft_model.save_pretrained(str(out))
         tokenizer.save_pretrained(out)
@@ -201,10 +212,11 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
 class LossHistory:
     """The first and latest train and eval loss, and progress to the pass's context at each log."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, resumed_from: int | None = None) -> None:
         self.ctx = ctx
         self.values: dict[str, float] = {}
         self.started = time.monotonic()
+        self.resumed_from = resumed_from
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -212,19 +224,28 @@ class LossHistory:
         history = self
 
         class Progress(TrainerCallback):
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                for logs in state.log_history:  # an earlier attempt's, when resumed from its checkpoint
+                    history.remember(logs)
+
             def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
                 history.record(state, logs or {})
 
         return Progress()
 
-    def record(self, state: Any, logs: dict[str, Any]) -> None:
+    def remember(self, logs: dict[str, Any]) -> None:
         for key in ("loss", "eval_loss"):
             if key in logs:
                 self.values[key] = float(logs[key])
                 self.values.setdefault(f"first_{key}", float(logs[key]))
+
+    def record(self, state: Any, logs: dict[str, Any]) -> None:
+        self.remember(logs)
         elapsed = time.monotonic() - self.started
-        rate = state.global_step / elapsed if elapsed > 0 and state.global_step else None
+        done = state.global_step - (self.resumed_from or 0)  # this attempt's steps
+        rate = done / elapsed if elapsed > 0 and done > 0 else None
         self.ctx.progress(
+            resumedFromStep=self.resumed_from,
             step=state.global_step,
             totalSteps=state.max_steps,
             epoch=round(state.epoch or 0.0, 4),
@@ -254,6 +275,8 @@ def training_metrics(trainer: Any, result: Any, data: Any, history: LossHistory)
             metrics["eval_perplexity"] = math.exp(eval_loss)
     metrics["train_seconds"] = round(time.monotonic() - history.started, 2)
     metrics["steps"] = trainer.state.global_step
+    if history.resumed_from is not None:
+        metrics["resumed_from_step"] = history.resumed_from
     return metrics
 
 
