@@ -130,15 +130,28 @@ def run(
     cache_dir: Annotated[str | None, typer.Option(help="Override spec.cache_dir.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Override spec.output_dir.")] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+    nproc_per_node: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Processes that train each training pass together (data-parallel; one per GPU)."
+        ),
+    ] = 1,
 ) -> None:
     """Run a whole workflow on this machine. Relative paths in it are relative to its folder."""
     from olivekube.entrypoints.local_run import run_local
+    from olivekube.runner.distributed import Topology
     from olivekube.runner.process import end_process, leave_out_bitsandbytes
 
     workflow = _load_workflow(file)
     leave_out_bitsandbytes(workflow.spec)
     code = run_local(
-        workflow, file.resolve().parent, Console(), summary_json, cache_dir=cache_dir, output_dir=output_dir
+        workflow,
+        file.resolve().parent,
+        Console(),
+        summary_json,
+        cache_dir=cache_dir,
+        output_dir=output_dir,
+        topology=Topology(nproc_per_node=nproc_per_node),
     )
     end_process(code)
 

@@ -27,6 +27,7 @@ from olivekube.core.keys import artifact_uri, checkpoint_root, content_key, inde
 from olivekube.runner.acceptance import Acceptance
 from olivekube.runner.checkpoints import CheckpointStore
 from olivekube.runner.context import PassContext
+from olivekube.runner.distributed import Topology, run_distributed
 from olivekube.runner.passes import PASSES
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.progress import ProgressSink, null_sink
@@ -78,8 +79,11 @@ class WorkflowRunner:
         report: ProgressSink = null_sink,
         cache_dir: str | None = None,
         output_dir: str | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.workflow = workflow
+        self.topology = topology or Topology()
+        """How many processes run each training pass (runner/distributed.py)."""
         self.spec = workflow.spec
         self.base_dir = base_dir
         self.report = report
@@ -321,7 +325,10 @@ class WorkflowRunner:
         runner_pass.preflight(model)
         out = workdir / "out"
         out.mkdir()
-        metadata = runner_pass.run(model, out)
+        if options.trains and self.topology.distributed:
+            metadata = run_distributed(runner_pass, model, out, self.topology)
+        else:
+            metadata = runner_pass.run(model, out)
         metadata.update(
             kind=runner_pass.produces,
             pass_name=runner_pass.ctx.pass_name,

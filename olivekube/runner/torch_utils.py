@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from olivekube.core.artifact import ModelArtifact
@@ -18,7 +19,8 @@ def pick_device(ctx: PassContext) -> str:
 
     if ctx.host_wants_gpu():
         if torch.cuda.is_available():
-            return "cuda"
+            local_rank = os.environ.get("LOCAL_RANK")  # one device per process under torchrun
+            return f"cuda:{local_rank}" if local_rank is not None else "cuda"
         log.warning("%s: the host system asks for a GPU but none is here; running on the CPU", ctx.pass_name)
     return "cpu"
 

@@ -111,19 +111,35 @@ class Checkpointing:
 
         class Checkpoints(TrainerCallback):
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                if checkpointing.stop_requested:
+                if checkpointing.stop_is_agreed():
                     control.should_save = checkpointing.store is not None
                     control.should_training_stop = True
                     checkpointing.stopped_at = state.global_step
 
             def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                if checkpointing.store is None or not state.is_world_process_zero:
+                if checkpointing.store is None:
+                    return
+                if torch.distributed.is_initialized():
+                    torch.distributed.barrier()  # every local rank's RNG state is in the folder
+                if not state.is_world_process_zero:
                     return
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 checkpointing.store.save(folder, state.global_step)
                 checkpointing.ctx.progress(checkpointStep=state.global_step)
 
         return Checkpoints()
+
+    def stop_is_agreed(self) -> bool:
+        """Whether to stop after this step. Data-parallel ranks stop at the same step or they hang in
+        the next all-reduce: a SIGTERM seen by any rank stops them all (one small all-reduce a step)."""
+        if not torch.distributed.is_initialized():
+            return self.stop_requested
+        flag = torch.tensor([int(self.stop_requested)])
+        if torch.distributed.get_backend() == "nccl":
+            flag = flag.to(f"cuda:{torch.cuda.current_device()}")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self.stop_requested = bool(flag.item())
+        return self.stop_requested
 
     @contextlib.contextmanager
     def stop_on_sigterm(self) -> Iterator[None]:

@@ -203,6 +203,8 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             saved = "its checkpoint is saved: the next attempt resumes from it" if store else "no checkpoint"
             raise PassError(ctx.field, f"stopped by SIGTERM at step {checkpointing.stopped_at}; {saved}")
         self.ctx.metrics.update(training_metrics(trainer, result, data, history))
+        if not trainer.is_world_process_zero():
+            return {}  # a data-parallel worker: rank 0 writes the output
         peft_model.save_pretrained(str(out))
         tokenizer.save_pretrained(out)
         (out / TRAINING_LOG).write_text(json.dumps(trainer.state.log_history))  # the report's loss curves
@@ -275,6 +277,7 @@ def training_metrics(trainer: Any, result: Any, data: Any, history: LossHistory)
             metrics["eval_perplexity"] = math.exp(eval_loss)
     metrics["train_seconds"] = round(time.monotonic() - history.started, 2)
     metrics["steps"] = trainer.state.global_step
+    metrics["world_size"] = trainer.args.world_size
     if history.resumed_from is not None:
         metrics["resumed_from_step"] = history.resumed_from
     return metrics
