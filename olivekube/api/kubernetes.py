@@ -213,6 +213,38 @@ class PassResources(ApiModel):
     )
 
 
+class Parallelism(ApiModel):
+    """How many processes train a pass together (Kubeflow Trainer's names)."""
+
+    numNodes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description=(
+            "Pods that train the pass together: an Indexed Job whose pods meet at pod 0 through a "
+            "headless Service. Default 1."
+        ),
+    )
+    numProcPerNode: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Training processes per pod (data-parallel). Default: the GPUs the pod asks for, else 1.",
+    )
+
+
+class TrainingParallelism(ApiModel):
+    """Data-parallel training (torchrun), for every training pass and per pass."""
+
+    default: Parallelism | None = Field(None, description="For every training pass.")
+    passes: dict[str, Parallelism] | None = Field(
+        None, max_length=MAX_PASSES, description="Per training pass name, replacing the default."
+    )
+
+    def for_pass(self, name: str) -> Parallelism:
+        return (self.passes or {}).get(name) or self.default or Parallelism()
+
+
 class KubernetesSettings(ApiModel):
     """Settings of the Jobs that run the passes. Field names and meanings are Kubernetes' own."""
 
@@ -248,6 +280,9 @@ class KubernetesSettings(ApiModel):
     )
     volumeMounts: list[VolumeMount] | None = Field(
         None, max_length=16, description="Mounts of those volumes in the runner container."
+    )
+    training: TrainingParallelism | None = Field(
+        None, description="Processes and pods per training pass (data-parallel, torchrun). Default: one process."
     )
     priorityClassName: str | None = Field(None, max_length=253, description="Priority class of the pods.")
     queueName: str | None = Field(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 else:
     PassConfig = pass_config_type()
 
+TRAINING_TYPES_CEL = "['LoRA', 'QLoRA', 'DoRA', 'LoftQ']"
 CEL_RULES: list[JsonValue] = [
     {
         "rule": "!has(self.host) || (has(self.systems) && self.host in self.systems)",
@@ -68,6 +69,14 @@ CEL_RULES: list[JsonValue] = [
         "self.data_configs.exists(d, d.name == self.passes[p].eval_data_config)))",
         "message": "a pass's eval_data_config must name an entry of spec.data_configs",
         "fieldPath": ".passes",
+        "reason": "FieldValueInvalid",
+    },
+    {
+        "rule": "!has(self.kubernetes) || !has(self.kubernetes.training) || "
+        "!has(self.kubernetes.training.passes) || self.kubernetes.training.passes.all(p, p in self.passes && "
+        "self.passes[p].type in " + TRAINING_TYPES_CEL + ")",
+        "message": "kubernetes.training.passes must name training passes (LoRA, QLoRA, DoRA, LoftQ)",
+        "fieldPath": ".kubernetes.training.passes",
         "reason": "FieldValueInvalid",
     },
     {
@@ -257,7 +266,16 @@ class WorkflowSpec(ApiModel):
                         problems.append(
                             (f"passes.{pname}.{key}", f"{ref!r} is not in spec.data_configs {known_data}")
                         )
-        return problems
+        return problems + self._parallelism_problems()
+
+    def _parallelism_problems(self) -> list[tuple[str, str]]:
+        training = self.kubernetes.training if self.kubernetes else None
+        trained = ", ".join(n for n, p in self.passes.items() if p.trains) or "none"
+        return [
+            (f"kubernetes.training.passes.{name}", f"names no training pass (training passes: {trained})")
+            for name in ((training.passes or {}) if training else {})
+            if name not in self.passes or not self.passes[name].trains
+        ]
 
     def _goals(self) -> list[tuple[str, int, int, Any]]:
         return [

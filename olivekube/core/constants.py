@@ -23,6 +23,11 @@ DEFAULT_SERVICE_ACCOUNT = "olivekube-runner"
 
 # Environment of a pass's pod or Azure ML job.
 ATTEMPT_ENV = "OLIVEKUBE_ATTEMPT"
+NPROC_PER_NODE_ENV = "OLIVEKUBE_NPROC_PER_NODE"
+NUM_NODES_ENV = "OLIVEKUBE_NUM_NODES"
+MASTER_ADDR_ENV = "OLIVEKUBE_MASTER_ADDR"
+"""A training pass's topology, set by the operator on its pods; the pod's node rank is the Indexed
+Job's JOB_COMPLETION_INDEX."""
 WORKFLOW_ENV = "OLIVEKUBE_WORKFLOW"
 PVC_MOUNTS_ENV = "OLIVEKUBE_PVC_MOUNTS"
 

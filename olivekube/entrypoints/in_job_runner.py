@@ -27,6 +27,7 @@ from olivekube.core.pod_paths import pod_path
 from olivekube.entrypoints.azureml_dispatcher import dispatch_to_azureml
 from olivekube.kube import Workflows, load_config
 from olivekube.runner.cpus import size_thread_pools
+from olivekube.runner.distributed import topology_from_env
 from olivekube.runner.engine import PassResult, WorkflowRunner
 from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import leave_out_bitsandbytes
@@ -161,9 +162,13 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
         leave_out_bitsandbytes(workflow.spec)
         size_thread_pools()  # to the pod's CPU limit, not the node's cores
         sink = Throttled(progress, interval=5.0)
-        runner = WorkflowRunner(workflow, workdir, report=sink)
+        topology = topology_from_env()
+        runner = WorkflowRunner(workflow, workdir, report=sink, topology=topology)
         runner.work_root = workdir / ".olivekube-work"
         model = _previous_artifact(runner, body.get("status") or {}, pass_name)
+        if topology.node_rank > 0:  # pod 0 reports and publishes
+            runner.train_on_worker_node(pass_name, model)
+            return 0
         runner.make_pass(pass_name, runner.work_root).preflight(model)
         if workflow.spec.is_last_pass(pass_name):
             runner.check_output_dir()

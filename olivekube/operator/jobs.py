@@ -26,6 +26,9 @@ from olivekube.core.constants import (
     LABEL_PASS,
     LABEL_WORKFLOW,
     MANAGED_BY,
+    MASTER_ADDR_ENV,
+    NPROC_PER_NODE_ENV,
+    NUM_NODES_ENV,
     PVC_MOUNTS_ENV,
     RUNNER_UID,
     SCRATCH_DIR,
@@ -110,6 +113,31 @@ def _resources(workflow: OptimizationWorkflow, pass_name: str, settings: Operato
     return defaults
 
 
+@dataclass(frozen=True)
+class PassParallelism:
+    """A pass attempt's pods and processes per pod (1 and 1 for passes that do not train)."""
+
+    num_nodes: int = 1
+    nproc_per_node: int = 1
+
+
+def parallelism(workflow: OptimizationWorkflow, pass_name: str, settings: OperatorSettings) -> PassParallelism:
+    """From spec.kubernetes.training; processes per pod default to the GPUs the pod's limits ask for."""
+    k8s = workflow.spec.kubernetes
+    if not workflow.spec.passes[pass_name].trains or k8s is None or k8s.training is None:
+        return PassParallelism()
+    chosen = k8s.training.for_pass(pass_name)
+    gpus = (_resources(workflow, pass_name, settings).get("limits") or {}).get(settings.gpu_resource)
+    default_procs = int(gpus) if gpus and str(gpus).isdigit() and int(gpus) > 0 else 1
+    return PassParallelism(chosen.numNodes or 1, chosen.numProcPerNode or default_procs)
+
+
+def rendezvous_service_name(job: str) -> str:
+    """The headless Service through which the pods of a several-node attempt find pod 0 (a DNS label:
+    it starts with a letter, as Job names, which start with the workflow's, may not)."""
+    return f"r{hashlib.sha256(job.encode()).hexdigest()[:10]}-{job}"[:63].rstrip("-")
+
+
 def runner_account(workflow: OptimizationWorkflow, uid: str) -> str:
     """The ServiceAccount a workflow's passes run as."""
     k8s = workflow.spec.kubernetes
@@ -154,6 +182,18 @@ def _env(
     if pvc:
         env.append({"name": PVC_MOUNTS_ENV, "value": json.dumps(pvc, sort_keys=True)})
     return env, env_from
+
+
+def _topology_env(shape: PassParallelism, job: str, namespace: str) -> list[dict[str, Any]]:
+    """What the runner needs to start torchrun: processes per pod and, across pods, pod 0's name
+    (the Indexed Job's pod hostname under the headless Service)."""
+    if shape == PassParallelism():
+        return []
+    env = [{"name": NPROC_PER_NODE_ENV, "value": str(shape.nproc_per_node)}]
+    if shape.num_nodes > 1:
+        master = f"{job}-0.{rendezvous_service_name(job)}.{namespace}.svc"
+        env += [{"name": NUM_NODES_ENV, "value": str(shape.num_nodes)}, {"name": MASTER_ADDR_ENV, "value": master}]
+    return env
 
 
 def _container(
@@ -222,13 +262,20 @@ def _pod_spec(
 
 
 def _job_spec(
-    workflow: OptimizationWorkflow, labels: dict[str, str], pod_spec: dict[str, Any], settings: OperatorSettings
+    workflow: OptimizationWorkflow,
+    labels: dict[str, str],
+    pod_spec: dict[str, Any],
+    settings: OperatorSettings,
+    shape: PassParallelism,
 ) -> Any:
     k8s = workflow.spec.kubernetes or KubernetesSettings()
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,  # the operator retries, one Job per attempt
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
+    if shape.num_nodes > 1:
+        # One pod per node rank; a failed pod fails the Job (and so the attempt), whose other pods go.
+        job_spec.update(completionMode="Indexed", completions=shape.num_nodes, parallelism=shape.num_nodes)
     if k8s.activeDeadlineSeconds:
         job_spec["activeDeadlineSeconds"] = k8s.activeDeadlineSeconds
     ttl = k8s.ttlSecondsAfterFinished if k8s.ttlSecondsAfterFinished is not None else settings.job_ttl_seconds
@@ -246,16 +293,45 @@ def build_job(
     name = workflow.metadata.name
     k8s = workflow.spec.kubernetes or KubernetesSettings()
     labels = job_labels(name, pass_name, key, attempt)
+    namespace = workflow.metadata.namespace or "default"
+    job = job_name(name, pass_name, key, attempt)
+    shape = parallelism(workflow, pass_name, settings)
     container = _container(workflow, pass_name, attempt, settings)
+    container["env"] = container["env"] + _topology_env(shape, job, namespace)
+    pod_spec = _pod_spec(workflow, uid, pass_name, container, settings)
+    if shape.num_nodes > 1:
+        pod_spec["subdomain"] = rendezvous_service_name(job)
     owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(name, pass_name, key, attempt),
-            "namespace": workflow.metadata.namespace or "default",
+            "name": job,
+            "namespace": namespace,
             "labels": {**labels, KUEUE_QUEUE: k8s.queueName} if k8s.queueName else dict(labels),
             "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
         },
-        "spec": _job_spec(workflow, labels, _pod_spec(workflow, uid, pass_name, container, settings), settings),
+        "spec": _job_spec(workflow, labels, pod_spec, settings, shape),
+    }
+
+
+def build_rendezvous_service(job: dict[str, Any], uid: str) -> dict[str, Any]:
+    """The headless Service of a several-node attempt: DNS names for its pods (`<job>-<index>.<service>`),
+    selecting that Job's pods only. Owned by the workflow (uid), as the Job is: it is made before the
+    Job, whose uid is not known yet, and goes with the workflow."""
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": job["spec"]["template"]["spec"]["subdomain"],
+            "namespace": meta["namespace"],
+            "labels": dict(meta["labels"]),
+            "ownerReferences": [{**meta["ownerReferences"][0], "uid": uid}],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # pods meet before any is Ready
+            "selector": {"batch.kubernetes.io/job-name": meta["name"]},
+        },
     }

@@ -23,7 +23,7 @@ from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
 from olivekube.operator.identity import build_identity
-from olivekube.operator.jobs import OperatorSettings, build_job, job_name, label_value
+from olivekube.operator.jobs import OperatorSettings, build_job, build_rendezvous_service, job_name, label_value
 from olivekube.operator.plan import Decision, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
@@ -228,6 +228,8 @@ class Reconciler:
         if not self.view.jobs(uid):  # the workflow's first Job: its runner identity first
             self._ensure_identity(workflow, uid)
         job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
+        if job["spec"]["template"]["spec"].get("subdomain"):
+            self._create_rendezvous_service(build_rendezvous_service(job, uid))
         try:
             answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
         except ApiException as exc:
@@ -245,6 +247,15 @@ class Reconciler:
         if attempt:
             metrics.RETRIES.labels(pass_type).inc()
         return True
+
+    def _create_rendezvous_service(self, service: dict[str, Any]) -> None:
+        """The headless Service of a several-pod training Job, made before the Job so that its pods
+        find each other from the start (it exists already when a Job's creation is tried again)."""
+        try:
+            self.core.create_namespaced_service(service["metadata"]["namespace"], service, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
     def _read_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

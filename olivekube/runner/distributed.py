@@ -21,12 +21,13 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from olivekube.core.artifact import ModelArtifact
+from olivekube.core.constants import MASTER_ADDR_ENV, NPROC_PER_NODE_ENV, NUM_NODES_ENV
 from olivekube.core.errors import PassError
 from olivekube.runner.cpus import usable_cpus
 
@@ -52,6 +53,17 @@ class Topology:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def topology_from_env(env: Mapping[str, str] = os.environ) -> Topology:
+    """A pod's topology as the operator set it (jobs.py); the Indexed Job gives the node rank."""
+    num_nodes = int(env.get(NUM_NODES_ENV, "1"))
+    return Topology(
+        nproc_per_node=int(env.get(NPROC_PER_NODE_ENV, "1")),
+        num_nodes=num_nodes,
+        node_rank=int(env.get("JOB_COMPLETION_INDEX", "0")) if num_nodes > 1 else 0,
+        master_addr=env.get(MASTER_ADDR_ENV),
+    )
 
 
 def artifact_to_json(model: ModelArtifact) -> dict[str, Any]:

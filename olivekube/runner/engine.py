@@ -315,6 +315,25 @@ class WorkflowRunner:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def train_on_worker_node(self, name: str, model: ModelArtifact) -> None:
+        """On a pod other than pod 0 of a several-node training pass: train with the others (pod 0
+        holds global rank 0, which writes and publishes the output). Nothing to do when the output
+        is in the cache already: pod 0 finds it too, and trains not."""
+        workdir = self.work_root / uuid.uuid4().hex[:12]
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            runner_pass = self.make_pass(name, workdir)
+            key = self.content_key(name, model, runner_pass)
+            uri = artifact_uri(self.cache_dir, self.scope, key)
+            if not self.spec.clean_cache and store_for(uri).read_manifest(uri) is not None:
+                return
+            runner_pass.ctx.checkpoint_root = checkpoint_root(self.cache_dir, self.scope, key)
+            runner_pass.preflight(model)
+            (workdir / "out").mkdir()
+            run_distributed(runner_pass, model, workdir / "out", self.topology)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
     def _run_and_publish(
         self, runner_pass: RunnerPass, model: ModelArtifact, workdir: Path, uri: str, key: str
     ) -> tuple[ModelArtifact, Manifest]:

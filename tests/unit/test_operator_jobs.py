@@ -133,3 +133,75 @@ def test_finished_jobs_go_after_a_default_ttl_unless_the_workflow_names_one() ->
     keep = dataclasses.replace(SETTINGS, job_ttl_seconds=None)
     job = build_job(parse_workflow(valid_manifest()), "uid-1", "lora", "k" * 64, 0, keep)
     assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+def env_of(job: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_a_pass_on_several_nodes_is_an_indexed_job_under_a_headless_service() -> None:
+    from olivekube.operator.jobs import build_rendezvous_service
+
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"] = {"training": {"passes": {"lora": {"numNodes": 3, "numProcPerNode": 2}}}}
+    job = render(doc)
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    name, service = job["metadata"]["name"], pod["subdomain"]
+    assert service[0].isalpha() and len(service) <= 63
+    assert env_of(job)["OLIVEKUBE_NPROC_PER_NODE"] == "2"
+    assert env_of(job)["OLIVEKUBE_NUM_NODES"] == "3"
+    assert env_of(job)["OLIVEKUBE_MASTER_ADDR"] == f"{name}-0.{service}.ml.svc"
+    rendezvous = build_rendezvous_service(job, "uid-1")
+    assert rendezvous["metadata"]["name"] == service and rendezvous["metadata"]["namespace"] == "ml"
+    assert rendezvous["spec"] == {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": True,
+        "selector": {"batch.kubernetes.io/job-name": name},
+    }
+    assert rendezvous["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    # the other passes of the workflow stay one pod, one process
+    builder = render(doc, "builder")
+    assert "completionMode" not in builder["spec"] and "OLIVEKUBE_NPROC_PER_NODE" not in env_of(builder)
+
+
+def test_processes_per_pod_default_to_the_gpus_it_asks_for() -> None:
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"] = {
+        "training": {"default": {}},
+        "resources": {"passes": {"lora": {"limits": {"nvidia.com/gpu": 4}}}},
+    }
+    job = render(doc)
+    assert env_of(job)["OLIVEKUBE_NPROC_PER_NODE"] == "4"
+    assert "completionMode" not in job["spec"] and "OLIVEKUBE_NUM_NODES" not in env_of(job)
+
+
+def test_training_settings_must_name_a_training_pass() -> None:
+    import pydantic
+    import pytest
+
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"] = {"training": {"passes": {"builder": {"numNodes": 2}}}}
+    with pytest.raises(
+        pydantic.ValidationError, match=r"kubernetes.training.passes.builder: names no training pass"
+    ):
+        parse_workflow(doc)
+
+
+def test_the_api_server_s_list_of_training_types_is_the_models() -> None:
+    from olivekube.api.passes import PASS_TYPES
+    from olivekube.api.workflow import TRAINING_TYPES_CEL
+
+    trains = {name for name, model in PASS_TYPES.items() if model.trains}
+    assert set(TRAINING_TYPES_CEL.strip("[]").replace("'", "").split(", ")) == trains
+
+
+def test_the_runner_reads_its_topology_as_the_operator_wrote_it() -> None:
+    from olivekube.runner.distributed import Topology, topology_from_env
+
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"] = {"training": {"default": {"numNodes": 2, "numProcPerNode": 3}}}
+    env = {**env_of(render(doc)), "JOB_COMPLETION_INDEX": "1"}
+    topology = topology_from_env(env)
+    assert topology == Topology(3, 2, 1, env["OLIVEKUBE_MASTER_ADDR"])
+    assert topology_from_env({}) == Topology()

@@ -15,6 +15,9 @@ marked Failed with reason ImageNotRunnable.
 
 Processes see their mounts through OLIVEKUBE_TEST_NODE_PATHS, a JSON map of container path to local
 folder (there is no mount namespace); the runner resolves container paths with it.
+
+Cluster DNS is not here: a container of an Indexed Job's pod under a headless Service (`subdomain`)
+gets its sibling pods' names as hosts entries (`subdomain_names`), all pointing at this node.
 """
 
 from __future__ import annotations
@@ -333,6 +336,23 @@ class NodeAgent:
     def container_name(pod: client.V1Pod) -> str:
         return f"k8s-{pod.metadata.namespace}-{pod.metadata.name}-{pod.metadata.uid[:8]}"
 
+    def subdomain_names(self, pod: client.V1Pod) -> list[str]:
+        """What cluster DNS answers for the pods of an Indexed Job under a headless Service (its
+        `subdomain`): `<job>-<index>.<subdomain>[.<namespace>.svc]`, all this node (host network)."""
+        job = (pod.metadata.labels or {}).get("batch.kubernetes.io/job-name")
+        if not pod.spec.subdomain or not job:
+            return []
+        completions = client.BatchV1Api().read_namespaced_job(job, pod.metadata.namespace).spec.completions or 1
+        names = []
+        for index in range(completions):
+            short = f"{job}-{index}.{pod.spec.subdomain}"
+            names += [
+                short,
+                f"{short}.{pod.metadata.namespace}.svc",
+                f"{short}.{pod.metadata.namespace}.svc.cluster.local",
+            ]
+        return names
+
     def container_command(
         self,
         pod: client.V1Pod,
@@ -349,7 +369,9 @@ class NodeAgent:
         group = (sc and sc.run_as_group) or (pod_sc and pod_sc.run_as_group) or user
         fs_group = pod_sc.fs_group if pod_sc and pod_sc.fs_group is not None else group
         command = [*PODMAN_RUN, "--ulimit", "nproc=4096:4096", "--name", self.container_name(pod)]
-        command += ["--hostname", pod.metadata.name]
+        command += ["--hostname", pod.spec.hostname or pod.metadata.name]
+        for name in self.subdomain_names(pod):
+            command += ["--add-host", f"{name}:127.0.0.1"]
         if user is not None:
             command += ["--user", f"{user}:{group}"]
             if fs_group is not None:

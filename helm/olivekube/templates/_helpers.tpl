@@ -45,6 +45,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [create]
+# The headless Service of a training pass on several pods (their rendezvous), owned by its Job.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create]

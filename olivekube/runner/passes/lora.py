@@ -189,8 +189,19 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             callbacks=[history.callback(), checkpointing.callback()],
         )
         trainer.remove_callback(PrinterCallback)  # progress goes through ctx, not print()
+        result = self._train(trainer, checkpointing, restored)
+        self.ctx.metrics.update(training_metrics(trainer, result, data, history))
+        if not trainer.is_world_process_zero():
+            return {}  # a data-parallel worker: rank 0 writes the output
+        peft_model.save_pretrained(str(out))
+        tokenizer.save_pretrained(out)
+        (out / TRAINING_LOG).write_text(json.dumps(trainer.state.log_history))  # the report's loss curves
+        return self._metadata(model, out)
+
+    def _train(self, trainer: Any, checkpointing: Any, restored: Any) -> Any:
+        """Train, from the restored checkpoint if any; a SIGTERM stop fails the pass (it is retried)."""
         if restored:
-            ctx.progress(message=f"resuming from the checkpoint of step {restored.step}")
+            self.ctx.progress(message=f"resuming from the checkpoint of step {restored.step}")
         # Libraries, model and data are loaded and outlive training: keep the cyclic collector's
         # collections during training off their ~600k objects.
         gc.freeze()
@@ -200,15 +211,9 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         finally:
             gc.unfreeze()
         if checkpointing.stopped_at is not None:
-            saved = "its checkpoint is saved: the next attempt resumes from it" if store else "no checkpoint"
-            raise PassError(ctx.field, f"stopped by SIGTERM at step {checkpointing.stopped_at}; {saved}")
-        self.ctx.metrics.update(training_metrics(trainer, result, data, history))
-        if not trainer.is_world_process_zero():
-            return {}  # a data-parallel worker: rank 0 writes the output
-        peft_model.save_pretrained(str(out))
-        tokenizer.save_pretrained(out)
-        (out / TRAINING_LOG).write_text(json.dumps(trainer.state.log_history))  # the report's loss curves
-        return self._metadata(model, out)
+            saved = "; its checkpoint is saved: the next attempt resumes from it" if checkpointing.store else ""
+            raise PassError(self.ctx.field, f"stopped by SIGTERM at step {checkpointing.stopped_at}{saved}")
+        return result
 
 
 class LossHistory:
