@@ -13,23 +13,36 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 RUN python3 -m venv /opt/venv \
     && useradd --uid 65532 --user-group --create-home --shell /usr/sbin/nologin olivekube
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY olivekube ./olivekube
+COPY pyproject.toml tools/pyproject_requirements.py ./
 
-FROM python AS operator
+# Each image installs its pinned dependencies first, in a layer that only pyproject.toml changes, and
+# the package itself last (--no-deps): a change to olivekube's sources rebuilds a layer of kilobytes,
+# not the gigabytes of torch, so a warm build is fast and the build cache holds the dependencies once.
+FROM python AS operator-deps
 # A private CA for PyPI behind a TLS-inspecting proxy (tools/images.sh mounts the host's): build-time only.
 ARG PIP_CERT
-RUN pip install --no-cache-dir . && pip uninstall -y pip setuptools && rm -rf /app
+RUN python3 pyproject_requirements.py >requirements.txt && pip install --no-cache-dir -r requirements.txt
+
+FROM operator-deps AS operator
+ARG PIP_CERT
+COPY README.md ./
+COPY olivekube ./olivekube
+RUN pip install --no-cache-dir --no-deps . && pip uninstall -y pip setuptools && rm -rf /app
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["olivekube"]
 CMD ["operator"]
 
-FROM python AS runner-cpu
+FROM python AS runner-cpu-deps
 ARG PIP_CERT
-# The runner extra's versions are pinned in pyproject.toml, which hadolint cannot see.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[runner,azure]" && rm -rf /app
+RUN python3 pyproject_requirements.py runner azure >requirements.txt \
+    && pip install --no-cache-dir -r requirements.txt
+
+FROM runner-cpu-deps AS runner-cpu
+ARG PIP_CERT
+COPY README.md ./
+COPY olivekube ./olivekube
+RUN pip install --no-cache-dir --no-deps . && rm -rf /app
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["olivekube"]
@@ -44,16 +57,16 @@ RUN apt-get update \
     && python3.12 -m venv /opt/venv \
     && useradd --uid 65532 --user-group --create-home --shell /usr/sbin/nologin olivekube
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY olivekube ./olivekube
+COPY pyproject.toml tools/pyproject_requirements.py ./
 ARG PIP_CERT
-# onnxruntime-genai-cuda replaces the CPU build of the runner extra on GPU nodes. The extra's versions
-# are pinned in pyproject.toml, which hadolint cannot see.
-# hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[runner,azure]" \
+# onnxruntime-genai-cuda replaces the CPU build of the runner extra on GPU nodes.
+RUN python3 pyproject_requirements.py runner azure >requirements.txt \
+    && pip install --no-cache-dir -r requirements.txt \
     && pip uninstall -y onnxruntime onnxruntime-genai \
-    && pip install --no-cache-dir onnxruntime-gpu==1.31.1 onnxruntime-genai-cuda==0.18.0 \
-    && rm -rf /app
+    && pip install --no-cache-dir onnxruntime-gpu==1.31.1 onnxruntime-genai-cuda==0.18.0
+COPY README.md ./
+COPY olivekube ./olivekube
+RUN pip install --no-cache-dir --no-deps . && rm -rf /app
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["olivekube"]

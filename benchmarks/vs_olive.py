@@ -8,6 +8,12 @@ onnxruntime-genai 0.14 for its ModelBuilder pass; it lives in a side virtualenv
 its output model must exist.
 
     .venv/bin/python benchmarks/vs_olive.py [--steps 200] [--repeat 3] [--keep DIR]
+
+With --cpu-quota CPUS (root, cgroup v1 or v2), each run is also repeated inside a cgroup whose CPU
+quota is CPUS, below the machine's cores, as a Kubernetes CPU limit sets it: it prints each tool's
+constrained/quiet wall-time ratio (2 cores → 1 CPU: 2 is the floor) and olivekube/Olive under the
+quota. olivekube sizes its thread pools to the quota; a tool that sizes them to the cores it sees
+runs more threads than it has CPU for.
 """
 
 from __future__ import annotations
@@ -107,13 +113,43 @@ def config(model: str, steps: int, output: str, cache: str, seed: int) -> dict[s
     }
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) and exit code of a command, by GNU time."""
+class CpuQuota:
+    """A cgroup with a CPU quota (v2 cpu.max, else v1 cfs quota) that commands can be started in."""
+
+    def __init__(self, cpus: float) -> None:
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        self.v2 = v2.is_file() and "cpu" in v2.read_text().split()
+        root = Path("/sys/fs/cgroup") if self.v2 else Path("/sys/fs/cgroup/cpu")
+        self.path = root / f"olivekube-bench-{os.getpid()}"
+        self.path.mkdir()
+        period = 100_000
+        if self.v2:
+            (self.path / "cpu.max").write_text(f"{int(cpus * period)} {period}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(period))
+            (self.path / "cpu.cfs_quota_us").write_text(str(int(cpus * period)))
+
+    def enter(self) -> None:
+        """Move the calling process (a child before it execs) into the cgroup."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def remove(self) -> None:
+        self.path.rmdir()
+
+
+def timed(
+    cmd: list[str], env: dict[str, str], log: Path, quota: CpuQuota | None = None
+) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MB) and exit code of a command, by GNU time (in `quota`'s cgroup)."""
     stats = log.with_suffix(".time")
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], env=env, stdout=out, stderr=subprocess.STDOUT
+            ["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=quota.enter if quota else None,
         )
     wall = time.monotonic() - started
     return wall, int(stats.read_text().split()[-1]) / 1024, proc.returncode
@@ -142,7 +178,9 @@ class Run:
     eval_loss: float | None
 
 
-def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> Run:
+def run_ours(
+    work: Path, model: Path, steps: int, env: dict[str, str], i: int, quota: CpuQuota | None = None
+) -> Run:
     cfg = work / "olivekube.json"
     cfg.write_text(json.dumps(config(str(model), steps, str(work / "ours-out"), str(work / "ours-cache"), seed=i)))
     summary = work / "ours-summary.json"
@@ -150,7 +188,7 @@ def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -
         shutil.rmtree(work / old, ignore_errors=True)
     log = work / f"ours-{i}.log"
     wall, rss, code = timed(
-        [str(REPO / ".venv/bin/olivekube"), "run", str(cfg), "--summary-json", str(summary)], env, log
+        [str(REPO / ".venv/bin/olivekube"), "run", str(cfg), "--summary-json", str(summary)], env, log, quota
     )
     if code != 0 or not (work / "ours-out" / "model.onnx").exists():
         raise SystemExit(f"olivekube failed; see {log}")
@@ -161,7 +199,9 @@ def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -
     )
 
 
-def run_olive(olive: Path, work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> Run:
+def run_olive(
+    olive: Path, work: Path, model: Path, steps: int, env: dict[str, str], i: int, quota: CpuQuota | None = None
+) -> Run:
     cfg = work / "olive.json"
     cfg.write_text(
         json.dumps(config(str(model), steps, str(work / "olive-out"), str(work / "olive-cache"), seed=i))
@@ -169,7 +209,7 @@ def run_olive(olive: Path, work: Path, model: Path, steps: int, env: dict[str, s
     for old in ("olive-cache", "olive-out"):
         shutil.rmtree(work / old, ignore_errors=True)
     log = work / f"olive-{i}.log"
-    wall, rss, code = timed([str(olive), "run", "--config", str(cfg)], env, log)
+    wall, rss, code = timed([str(olive), "run", "--config", str(cfg)], env, log, quota)
     if not list((work / "olive-out").rglob("model.onnx")):
         raise SystemExit(f"olive produced no ONNX model (exit code {code}); see {log}")
     text = log.read_text(errors="replace")
@@ -188,6 +228,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, interleaved (default 3)")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    parser.add_argument("--cpu-quota", type=float, help="also run each tool under this CPU quota (CPUs)")
     args = parser.parse_args()
     olive = ensure_olive()
     work = args.keep or Path(tempfile.mkdtemp(prefix="olivekube-bench-"))
@@ -244,9 +285,43 @@ def main() -> None:
             f"{a.eval_loss or nan:.4f}/{b.eval_loss or nan:.4f}" for a, b in zip(ours, theirs, strict=True)
         )
     )
+    if args.cpu_quota:
+        constrained(args, olive, work, model, env, ours, theirs)
     print(f"work folder: {work}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def constrained(
+    args: argparse.Namespace,
+    olive: Path,
+    work: Path,
+    model: Path,
+    env: dict[str, str],
+    ours_quiet: list[Run],
+    olive_quiet: list[Run],
+) -> None:
+    """The same runs under a CPU quota, interleaved as the quiet ones; their ratios."""
+    quota = CpuQuota(args.cpu_quota)
+    ours: list[Run] = []
+    theirs: list[Run] = []
+    try:
+        for i in range(args.repeat):
+            for tool in ("ours", "olive") if i % 2 == 0 else ("olive", "ours"):
+                if tool == "ours":
+                    ours.append(run_ours(work, model, args.steps, env, i, quota))
+                else:
+                    theirs.append(run_olive(olive, work, model, args.steps, env, i, quota))
+    finally:
+        quota.remove()
+    ours_wall = statistics.median(r.wall for r in ours)
+    olive_wall = statistics.median(r.wall for r in theirs)
+    ours_ratio = ours_wall / statistics.median(r.wall for r in ours_quiet)
+    olive_ratio = olive_wall / statistics.median(r.wall for r in olive_quiet)
+    print(f"under a CPU quota of {args.cpu_quota:g} of {os.cpu_count()} cores (median of {args.repeat}):")
+    print(f"{'':24}{'olivekube':>12}{'olive 0.13':>12}{'ratio':>8}")
+    print(_row("wall time (s)", ours_wall, olive_wall))
+    print(_row("quota / quiet wall", ours_ratio, olive_ratio, 2))
 
 
 if __name__ == "__main__":

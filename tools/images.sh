@@ -52,27 +52,40 @@ if ! have "${base}"; then
   rm -rf "$(dirname "${tar}")"
 fi
 
-key=$( (echo "${base}"; cat Dockerfile pyproject.toml README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
+# Two keys: the dependency layers (the *-deps targets) change with the Dockerfile and pyproject.toml only;
+# the final images change with the package's sources too, and add a layer of kilobytes on a warm deps image.
+deps_key=$( (echo "${base}"; cat Dockerfile pyproject.toml tools/pyproject_requirements.py) | sha256sum | cut -c1-12)
+key=$( (echo "${deps_key}"; cat README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
   | sha256sum | cut -c1-12)
+operator="localhost/olivekube/operator:${key}"
+runner="localhost/olivekube/runner-cpu:${key}"
+keep=("${base}" "${operator}" "${runner}" "localhost/olivekube/operator-deps:${deps_key}"
+  "localhost/olivekube/runner-cpu-deps:${deps_key}")
+# Images of other keys go before anything is built, so the disk holds one runner's dependencies (about
+# 7 GB) while the next is built, not two: the tagged deps image of the current key survives the removal.
+stale=$(podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^localhost/olivekube(/|-base:)' \
+  | grep -v -x "${keep[@]/#/-e}" || true)
+if [[ -n "${stale}" ]]; then
+  echo "[images] removing images of other sources: $(echo "${stale}" | tr '\n' ' ')" >&2
+  echo "${stale}" | xargs -r podman rmi -f >/dev/null 2>&1 || true
+fi
+podman image prune -f >/dev/null 2>&1 || true
+
 trust=()  # the host's CA bundle, for a PyPI reached through a TLS-inspecting proxy
 if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
   trust=(--volume /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
 fi
-build() {  # TARGET: build one target of the Dockerfile unless its image is there already
-  local ref="localhost/olivekube/$1:${key}"
-  if ! have "${ref}"; then
+build() {  # TARGET REF: build one target of the Dockerfile as REF unless that image is there already
+  if ! have "$2"; then
     echo "[images] building $1" >&2
     timed "$1" buildah bud --quiet --layers --runtime runc --network host \
       --ulimit nofile=8192:8192 --ulimit nproc=4096:4096 "${trust[@]}" \
-      --build-arg "PYTHON_BASE=${base}" --target "$1" --tag "${ref}" . >/dev/null
+      --build-arg "PYTHON_BASE=${base}" --target "$1" --tag "$2" . >/dev/null
   fi
-  echo "${ref}"
 }
-operator=$(build operator)
-runner=$(build runner-cpu)
-# Images of other sources than these go, so the cache holds one runner (about 7 GB), not one per change.
-podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^localhost/olivekube(/|-base:)' \
-  | grep -v -x -e "${operator}" -e "${runner}" -e "${base}" | xargs -r podman rmi -f >/dev/null 2>&1 || true
-podman image prune -f >/dev/null 2>&1 || true
+build operator-deps "localhost/olivekube/operator-deps:${deps_key}"
+build operator "${operator}"
+build runner-cpu-deps "localhost/olivekube/runner-cpu-deps:${deps_key}"
+build runner-cpu "${runner}"
 echo "${operator}"
 echo "${runner}"

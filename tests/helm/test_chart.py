@@ -284,6 +284,7 @@ def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no
         ("events", "create patch list"),
         ("events.events.k8s.io", "create patch list"),
         ("serviceaccounts", "create"),
+        ("services", "create"),
         ("roles.rbac.authorization.k8s.io", "create"),
         ("rolebindings.rbac.authorization.k8s.io", "create"),
         ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),
@@ -538,3 +539,68 @@ def test_a_pass_over_its_memory_limit_is_oom_killed_and_the_workflow_says_so(ins
     result = wait_for(status, timeout=300)
     assert result["phase"] == "Failed", result
     assert "OOMKilled" in result["message"] and "150Mi" in result["message"], result["message"]
+
+
+def two_pod_training(name: str, s3, **training_args: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """LoRA on two pods (one process each) and a merge after it, in the runner image."""
+    lora = json.loads(json.dumps(LORA))
+    lora["training_args"].update(training_args)
+    doc = small_workflow(name, s3, envFrom=[{"secretRef": {"name": "s3-credentials"}}])
+    doc["spec"]["data_configs"] = [
+        {
+            "name": "tone",
+            "load_dataset_config": {"data_name": "json", "data_files": f"s3://{s3.bucket}/helm/data/tone.json"},
+            "pre_process_data_config": {"text_template": "{phrase} {tone}", "max_seq_len": 32},
+        }
+    ]
+    doc["spec"]["passes"] = {"lora": lora, "merge": {"type": "MergeAdapterWeights"}}
+    doc["spec"]["cache_dir"] = f"s3://{s3.bucket}/helm/cache-{name}"
+    doc["spec"]["kubernetes"]["training"] = {"passes": {"lora": {"numNodes": 2, "numProcPerNode": 1}}}
+    return doc
+
+
+def pods_of(cp, job: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out = cp.kubectl("get", "pods", "-n", WORK_NS, "-l", f"batch.kubernetes.io/job-name={job}", "-o", "json")
+    return list(json.loads(out.stdout)["items"])
+
+
+def test_a_pass_on_two_pods_trains_as_one_and_the_next_pass_runs(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(two_pod_training("two-pods", s3)))
+    status = wait_for(lambda: finished(cp, "two-pods"), timeout=600)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    lora = status["passes"]["lora"]
+    assert lora["metrics"]["world_size"] == 2 and lora["metrics"]["steps"] == LORA["training_args"]["max_steps"]
+    assert status["passes"]["merge"]["phase"] == "Succeeded"
+    (job,) = [j for j in jobs_of(cp, "two-pods") if j["metadata"]["labels"]["olivekube.io/pass"] == "lora"]
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    pods = pods_of(cp, job["metadata"]["name"])
+    assert sorted(p["status"]["phase"] for p in pods) == ["Succeeded", "Succeeded"]
+    assert all(p["status"]["containerStatuses"][0]["containerID"].startswith("podman://") for p in pods)
+    service = cp.kubectl(
+        "get", "service", job["spec"]["template"]["spec"]["subdomain"], "-n", WORK_NS, "-o", "json"
+    )
+    assert json.loads(service.stdout)["spec"]["clusterIP"] == "None"
+
+
+def test_one_of_two_pods_deleted_fails_the_attempt_and_the_retry_resumes(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    doc = two_pod_training("two-pods-kill", s3, max_steps=1500, save_strategy="steps", save_steps=10)
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+    def third_checkpoint() -> str | None:
+        out = cp.kubectl("get", "owf", "two-pods-kill", "-n", WORK_NS, "-o", "json").stdout
+        lora = (json.loads(out).get("status") or {}).get("passes", {}).get("lora") or {}
+        return lora.get("jobName") if (lora.get("progress") or {}).get("checkpointStep", 0) >= 30 else None
+
+    first_job = wait_for(third_checkpoint, timeout=600, step=1)
+    (second,) = [p for p in pods_of(cp, first_job) if p["metadata"]["name"].startswith(f"{first_job}-1-")]
+    cp.kubectl("delete", "pod", second["metadata"]["name"], "-n", WORK_NS, "--wait=false")
+
+    status = wait_for(lambda: finished(cp, "two-pods-kill"), timeout=900, step=2)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    lora = status["passes"]["lora"]
+    assert lora["failedJobs"] == [first_job] and lora["attempts"] == 2
+    assert lora["metrics"]["resumed_from_step"] >= 30
+    assert lora["progress"]["resumedFromStep"] == lora["metrics"]["resumed_from_step"]
+    assert lora["metrics"]["steps"] == 1500
