@@ -604,3 +604,46 @@ def test_one_of_two_pods_deleted_fails_the_attempt_and_the_retry_resumes(install
     assert lora["metrics"]["resumed_from_step"] >= 30
     assert lora["progress"]["resumedFromStep"] == lora["metrics"]["resumed_from_step"]
     assert lora["metrics"]["steps"] == 400
+
+
+def one_pod_training(name: str, s3) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    doc = two_pod_training(name, s3, max_steps=200, save_strategy="steps", save_steps=10)
+    doc["spec"]["kubernetes"].pop("training")
+    doc["spec"]["passes"].pop("merge")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_eval_loss(installed) -> float:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(one_pod_training("whole-run", s3)))
+    status = wait_for(lambda: finished(cp, "whole-run"), timeout=600, step=2)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    return float(status["passes"]["lora"]["metrics"]["eval_loss"])
+
+
+@pytest.mark.parametrize("sig", ["KILL", "TERM"])
+def test_a_runner_killed_after_its_third_checkpoint_resumes_to_the_same_eval_loss(  # type: ignore[no-untyped-def]
+    installed, uninterrupted_eval_loss: float, sig: str
+) -> None:
+    cp, s3 = installed
+    name = f"killed-{sig.lower()}"
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(one_pod_training(name, s3)))
+
+    def third_checkpoint() -> str | None:
+        out = cp.kubectl("get", "owf", name, "-n", WORK_NS, "-o", "json").stdout
+        lora = (json.loads(out).get("status") or {}).get("passes", {}).get("lora") or {}
+        return lora.get("jobName") if (lora.get("progress") or {}).get("checkpointStep", 0) >= 30 else None
+
+    job = wait_for(third_checkpoint, timeout=600, step=0.5)
+    (pod,) = pods_of(cp, job)
+    container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("podman://")
+    env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)}
+    subprocess.run(["podman", "kill", "--signal", sig, container], env=env, check=True, capture_output=True)
+
+    status = wait_for(lambda: finished(cp, name), timeout=600, step=2)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    lora = status["passes"]["lora"]
+    assert lora["failedJobs"] == [job]
+    assert lora["metrics"]["resumed_from_step"] >= 30 and lora["metrics"]["steps"] == 200
+    assert abs(lora["metrics"]["eval_loss"] - uninterrupted_eval_loss) < 1e-5, (lora, uninterrupted_eval_loss)
