@@ -190,7 +190,7 @@ def run_ours(
     wall, rss, code = timed(
         [str(REPO / ".venv/bin/olivekube"), "run", str(cfg), "--summary-json", str(summary)], env, log, quota
     )
-    if code != 0 or not (work / "ours-out" / "model.onnx").exists():
+    if code != 0 or not list((work / "ours-out" / "versions").glob("*/model.onnx")):
         raise SystemExit(f"olivekube failed; see {log}")
     passes = json.loads(summary.read_text())["passes"]
     metrics = next(p for p in passes if p["name"] == "lora")["metrics"]

@@ -272,7 +272,7 @@ class WorkflowSpec(ApiModel):
         training = self.kubernetes.training if self.kubernetes else None
         trained = ", ".join(n for n, p in self.passes.items() if p.trains) or "none"
         return [
-            (f"kubernetes.training.passes.{name}", f"names no training pass (training passes: {trained})")
+            ("kubernetes.training.passes", f"{name} is not a training pass (training passes: {trained})")
             for name in ((training.passes or {}) if training else {})
             if name not in self.passes or not self.passes[name].trains
         ]

@@ -309,6 +309,16 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
         setter("spec.kubernetes.envFrom", [{"secretRef": {"name": "s"}, "fieldRef": {"fieldPath": "x"}}]),
         "spec.kubernetes.envFrom.0.fieldRef",
     ),
+    (
+        "training settings for a pass that does not train",
+        setter("spec.kubernetes.training", {"passes": {"builder": {"numNodes": 2}}}),
+        "spec.kubernetes.training.passes",
+    ),
+    (
+        "no nodes",
+        setter("spec.kubernetes.training", {"default": {"numNodes": 0}}),
+        "spec.kubernetes.training.default.numNodes",
+    ),
     ("spec is a list", setter("spec", []), "spec"),
 ]
 

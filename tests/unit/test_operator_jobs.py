@@ -183,7 +183,7 @@ def test_training_settings_must_name_a_training_pass() -> None:
     doc = valid_manifest()
     doc["spec"]["kubernetes"] = {"training": {"passes": {"builder": {"numNodes": 2}}}}
     with pytest.raises(
-        pydantic.ValidationError, match=r"kubernetes.training.passes.builder: names no training pass"
+        pydantic.ValidationError, match=r"kubernetes.training.passes: builder is not a training pass"
     ):
         parse_workflow(doc)
 
