@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def test_a_run_killed_after_its_third_checkpoint_resumes_from_it(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "COLUMNS": "400"},  # the error line unwrapped
     )
 
     def third_checkpoint() -> list[int] | None:

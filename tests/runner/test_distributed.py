@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def test_sigterm_reaches_every_rank_and_they_stop_at_one_checkpoint(
         workflow_doc(str(tiny_models["qwen2"]), "tone.json", {"lora": options}, cache_dir="cache"),
     )
     command = [sys.executable, "-m", "olivekube.cli", "run", str(path), "--nproc-per-node", "2"]
-    run_ = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wide = {**os.environ, "COLUMNS": "400"}  # the error line unwrapped
+    run_ = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=wide)
     cache = workspace / "cache"
     wait_for(lambda: list(cache.glob("checkpoints/default/*/steps.json")), timeout=300, step=0.05)
     run_.send_signal(signal.SIGTERM)
