@@ -18,7 +18,7 @@ def null_sink(pass_name: str, progress: dict[str, Any]) -> None:
 
 
 class Throttled:
-    """Forward at most one update per `interval` seconds; the last one is kept and flushed on demand."""
+    """Forward at most one update per `interval` seconds; those in between are merged, and flushed on demand."""
 
     def __init__(self, sink: ProgressSink, interval: float = 5.0) -> None:
         self.sink = sink
@@ -27,6 +27,10 @@ class Throttled:
         self.pending: tuple[str, dict[str, Any]] | None = None
 
     def __call__(self, pass_name: str, progress: dict[str, Any]) -> None:
+        # Updates not yet sent merge: a field only some updates carry (checkpointStep) is not lost
+        # to a later update without it.
+        if self.pending is not None and self.pending[0] == pass_name:
+            progress = {**self.pending[1], **progress}
         self.pending = (pass_name, progress)
         if time.monotonic() - self.last_sent >= self.interval:
             self.flush()

@@ -64,3 +64,15 @@ def test_an_edit_between_read_and_patch_is_caught_by_the_resource_version() -> N
     with pytest.raises(Superseded):
         fenced_patch(api, "ml", "tone", "lora", _key(old), {"passes": {"lora": {"chainKey": _key(old)}}})  # type: ignore[arg-type]
     assert api.patches == []
+
+
+def test_throttled_progress_keeps_a_field_a_later_update_does_not_carry() -> None:
+    from olivekube.runner.progress import Throttled
+
+    sent: list[tuple[str, dict[str, object]]] = []
+    sink = Throttled(lambda name, progress: sent.append((name, progress)), interval=3600)
+    sink("lora", {"step": 1})  # the first goes at once
+    sink("lora", {"step": 10, "checkpointStep": 10})
+    sink("lora", {"step": 11, "loss": 2.0})
+    sink.flush()
+    assert sent == [("lora", {"step": 1}), ("lora", {"step": 11, "checkpointStep": 10, "loss": 2.0})]
