@@ -52,15 +52,14 @@ if ! have "${base}"; then
   rm -rf "$(dirname "${tar}")"
 fi
 
-# Two keys: the dependency layers (the *-deps targets) change with the Dockerfile and pyproject.toml only;
+# Two keys: the runner's dependency layer (the runner-cpu-deps target) changes with the Dockerfile and pyproject.toml only;
 # the final images change with the package's sources too, and add a layer of kilobytes on a warm deps image.
 deps_key=$( (echo "${base}"; cat Dockerfile pyproject.toml tools/pyproject_requirements.py) | sha256sum | cut -c1-12)
 key=$( (echo "${deps_key}"; cat README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
   | sha256sum | cut -c1-12)
 operator="localhost/olivekube/operator:${key}"
 runner="localhost/olivekube/runner-cpu:${key}"
-keep=("${base}" "${operator}" "${runner}" "localhost/olivekube/operator-deps:${deps_key}"
-  "localhost/olivekube/runner-cpu-deps:${deps_key}")
+keep=("${base}" "${operator}" "${runner}" "localhost/olivekube/runner-cpu-deps:${deps_key}")
 # Images of other keys go before anything is built, so the disk holds one runner's dependencies (about
 # 7 GB) while the next is built, not two: the tagged deps image of the current key survives the removal.
 stale=$(podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^localhost/olivekube(/|-base:)' \
@@ -83,7 +82,6 @@ build() {  # TARGET REF: build one target of the Dockerfile as REF unless that i
       --build-arg "PYTHON_BASE=${base}" --target "$1" --tag "$2" . >/dev/null
   fi
 }
-build operator-deps "localhost/olivekube/operator-deps:${deps_key}"
 build operator "${operator}"
 build runner-cpu-deps "localhost/olivekube/runner-cpu-deps:${deps_key}"
 build runner-cpu "${runner}"
