@@ -22,6 +22,7 @@ class S3Server:
     bucket: str
     proc: subprocess.Popen[bytes] | None = None
     relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
+    objects: Path | None = None
 
     def restart(self, down_seconds: float = 2.0) -> None:
         """SIGKILL the server, keep it down a while, and start it again on the same port and files."""
@@ -99,6 +100,7 @@ def s3_server(workdir: Path, bucket: str = "olivekube") -> Iterator[S3Server]:
     port = free_port()
     server = S3Server(f"http://127.0.0.1:{port}", bucket)
     server.relaunch = lambda: _launch(workdir, port, bucket)
+    server.objects = workdir / "s3" / "buckets" / bucket  # the -fs backend's files, one per object
     server.proc = server.relaunch()
     try:
         yield server

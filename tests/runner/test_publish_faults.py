@@ -38,6 +38,19 @@ def _keys(s3, prefix: str) -> list[str]:  # type: ignore[no-untyped-def]
     return []
 
 
+SHARD = 64 * 1024
+
+
+def _drop_cut_off_upload(s3, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """gofakes3's fs backend (the test's S3 server) keeps the first bytes of a PUT whose client died
+    mid-body, without their metadata, and from then on every listing of that folder fails with
+    InternalError (it hashes the missing metadata file). Real S3 keeps nothing of a cut-off PUT: so
+    does the test server once the file, shorter than every shard, is removed from its folder."""
+    for path in (s3.objects / prefix).rglob("*"):
+        if path.is_file() and path.stat().st_size != SHARD:
+            path.unlink()
+
+
 def test_a_publisher_killed_mid_upload_leaves_nothing_under_the_final_uri(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from olivekube.storage import build_manifest
     from olivekube.storage.s3 import S3Store
@@ -45,7 +58,7 @@ def test_a_publisher_killed_mid_upload_leaves_nothing_under_the_final_uri(s3, tm
     src = tmp_path / "model"
     src.mkdir()
     for i in range(400):  # many files: the kill lands among the uploads to the staging prefix
-        (src / f"shard-{i:03}.bin").write_bytes(os.urandom(64 * 1024))
+        (src / f"shard-{i:03}.bin").write_bytes(os.urandom(SHARD))
     uri = f"s3://{s3.bucket}/killed/passes/ns/key1"
     proc = subprocess.Popen(
         [sys.executable, "-c", PUBLISH, str(src), uri], env={**os.environ, **s3.env()}, cwd=REPO
@@ -53,6 +66,8 @@ def test_a_publisher_killed_mid_upload_leaves_nothing_under_the_final_uri(s3, tm
     wait_for(lambda: _keys(s3, "killed/passes/ns/.staging/") or proc.poll() is not None, timeout=60, step=0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    time.sleep(1)  # the server ends the cut-off request
+    _drop_cut_off_upload(s3, "killed/passes/ns/.staging")
     store = S3Store()
     assert _keys(s3, "killed/passes/ns/.staging/"), "the kill came after the upload: nothing was tested"
     assert _keys(s3, f"{uri.split('/', 3)[3]}/") == [] and store.read_manifest(uri) is None
