@@ -7,7 +7,8 @@ Checks, each timed and reported on its own (a failing one does not stop the othe
                 then the int4 model builder for the CUDA execution provider
   fp16 build    the same workflow with an fp16 build (the trained passes come from the cache)
   generate      greedy generation with onnxruntime-genai from each build: tokens/s
-  data-parallel LoRA on every GPU under torchrun (NCCL), when the machine has two or more
+  data-parallel LoRA on every GPU under torchrun (NCCL), then the same sharded with FSDP, when the
+                machine has two or more GPUs
 
 On a machine lent by the device tool (see /work/.library/device/README.md):
 
@@ -225,6 +226,19 @@ def generate(folder: Path, new_tokens: int) -> str:
     )
 
 
+def data_parallel(model: Path, work: Path, steps: int, gpus: int, fsdp: bool | None) -> str:
+    """LoRA on every GPU (one process each, NCCL), optionally sharded with FSDP."""
+    label = "fsdp" if fsdp else "ddp"
+    doc = workflow(model, work / f"cache-{label}", work / f"out-{label}", "cuda", "int4", steps)
+    lora = {**doc["spec"]["passes"]["qlora"], "type": "LoRA"}
+    if fsdp:
+        lora["training_args"] = {**lora["training_args"], "fsdp": "full_shard auto_wrap"}
+    doc["spec"]["passes"] = {"lora": lora}
+    path = work / f"{label}.json"
+    path.write_text(json.dumps(doc))
+    return describe(olivekube_run(path, "--nproc-per-node", str(gpus)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -265,12 +279,8 @@ def main() -> int:
 
         gpus = torch.cuda.device_count()
         if gpus >= 2:
-            doc = workflow(model, work / "cache-ddp", work / "out-ddp", "cuda", "int4", args.steps)
-            doc["spec"]["passes"] = {"lora": {**doc["spec"]["passes"]["qlora"], "type": "LoRA"}}
-            path = work / "ddp.json"
-            path.write_text(json.dumps(doc))
-            ddp = lambda: describe(olivekube_run(path, "--nproc-per-node", str(gpus)))  # noqa: E731
-            timed(f"data-parallel LoRA on {gpus} GPUs", checks, ddp)
+            for name, fsdp in ((f"data-parallel LoRA on {gpus} GPUs", None), (f"FSDP LoRA on {gpus} GPUs", True)):
+                timed(name, checks, lambda fsdp=fsdp: data_parallel(model, work, args.steps, gpus, fsdp))  # type: ignore[misc]
     print()
     print(f"{'check':32} {'ok':6} {'seconds':>8}")
     for c in checks:

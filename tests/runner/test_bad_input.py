@@ -129,3 +129,20 @@ def test_cli_run_refuses_an_invalid_manifest(workspace: Path) -> None:
     assert out.returncode == 1
     assert "spec.passes.lora.r" in out.stderr
     assert json.loads(path.read_text())  # the file is untouched
+
+
+def test_fsdp_is_refused_where_it_would_not_shard(tiny_models, workspace: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """transformers quietly trains unsharded when `fsdp` is set on the CPU: refused instead, naming it."""
+    from olivekube.core.errors import PassError
+    from olivekube.runner.passes.lora import check_fsdp
+
+    doc = workflow_doc(str(tiny_models["llama"]), "tone.json", {"lora": copy.deepcopy(LORA)})
+    doc["spec"]["passes"]["lora"]["training_args"] = {"max_steps": 2, "fsdp": "full_shard auto_wrap"}
+    err = fails(workspace, doc)
+    assert err.field == "spec.passes.lora.training_args.fsdp" and "GPU" in err.message
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(PassError, match="2 or more processes.*numProcPerNode"):
+        check_fsdp("spec.passes.lora.training_args.fsdp", "cuda")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_fsdp("spec.passes.lora.training_args.fsdp", "cuda")  # two GPU processes: allowed

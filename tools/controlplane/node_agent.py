@@ -67,6 +67,7 @@ class NodeAgent:
         self.gpus = gpus
         self.core = client.CoreV1Api()
         self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.containers: dict[str, str] = {}  # pod uid -> podman container name, removed at shutdown
         self.started: set[str] = set()
         self.lock = threading.Lock()
 
@@ -488,6 +489,8 @@ class NodeAgent:
             self.fail(pod, "StartError", f"cannot run {argv[0]!r}: {exc.strerror}")
             return
         self.running[pod.metadata.uid] = proc
+        if in_container:
+            self.containers[pod.metadata.uid] = self.container_name(pod)
         base = {"name": container.name, "image": container.image, "imageID": container.image, "restartCount": 0}
         if in_container:
             base["containerID"] = self.container_id(pod, proc)
@@ -590,6 +593,11 @@ class NodeAgent:
                 time.sleep(1)
 
     def shutdown(self, *_: object) -> None:
+        # A killed `podman run` leaves its container running (conmon owns it): remove them, or every
+        # test module's operator container would outlive its control plane.
+        names = list(self.containers.values())
+        if names:
+            subprocess.run(["podman", "rm", "--force", "--ignore", "--time", "0", *names], env=PODMAN_ENV, capture_output=True)
         for proc in list(self.running.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -7,6 +7,7 @@ import gc
 import inspect
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
                 "bf16/fp16 mixed precision needs a GPU; this pass runs on the CPU: "
                 "remove them or use a GPU system",
             )
+        if args.get("fsdp"):
+            check_fsdp(f"{self.ctx.field}.training_args.fsdp", device)
         args.setdefault("logging_steps", 10)
         args["logging_first_step"] = True
         args.update(
@@ -191,9 +194,12 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
         trainer.remove_callback(PrinterCallback)  # progress goes through ctx, not print()
         result = self._train(trainer, checkpointing, restored)
         self.ctx.metrics.update(training_metrics(trainer, result, data, history))
+        # Under FSDP each rank holds a shard of every parameter: gather the whole adapter (all ranks
+        # take part) for rank 0 to save, as transformers' own Trainer.save_model does.
+        state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
         if not trainer.is_world_process_zero():
             return {}  # a data-parallel worker: rank 0 writes the output
-        peft_model.save_pretrained(str(out))
+        peft_model.save_pretrained(str(out), state_dict=state_dict)
         tokenizer.save_pretrained(out)
         (out / TRAINING_LOG).write_text(json.dumps(trainer.state.log_history))  # the report's loss curves
         return self._metadata(model, out)
@@ -214,6 +220,24 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             saved = "; its checkpoint is saved: the next attempt resumes from it" if checkpointing.store else ""
             raise PassError(self.ctx.field, f"stopped by SIGTERM at step {checkpointing.stopped_at}{saved}")
         return result
+
+
+def check_fsdp(field: str, device: str) -> None:
+    """FSDP (transformers' `fsdp` option) shards the model across the processes of a data-parallel run
+    on GPUs. accelerate has no FSDP on the CPU, where transformers would quietly train unsharded, and
+    one process has nothing to shard across: refuse both, naming what would make it work."""
+    if device == "cpu":
+        raise PassError(
+            field,
+            "FSDP shards the model across GPUs and this pass runs on the CPU (accelerate has no CPU FSDP); "
+            "remove fsdp, or run the pass on a GPU system",
+        )
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise PassError(
+            field,
+            "FSDP needs 2 or more processes and this pass runs 1: set numProcPerNode or numNodes in "
+            "spec.kubernetes.training (or `olivekube run --nproc-per-node N`), or remove fsdp",
+        )
 
 
 class LossHistory:
