@@ -142,7 +142,7 @@ def test_fsdp_is_refused_where_it_would_not_shard(tiny_models, workspace: Path, 
     assert err.field == "spec.passes.lora.training_args.fsdp" and "GPU" in err.message
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(PassError, match="2 or more processes.*numProcPerNode"):
+    with pytest.raises(PassError, match=r"2 or more processes.*numProcPerNode"):
         check_fsdp("spec.passes.lora.training_args.fsdp", "cuda")
     monkeypatch.setenv("WORLD_SIZE", "2")
     check_fsdp("spec.passes.lora.training_args.fsdp", "cuda")  # two GPU processes: allowed

@@ -85,6 +85,35 @@ def test_a_failing_rank_fails_the_pass_with_its_message(tiny_models: dict[str, P
     assert "missing.json" in out.stdout + out.stderr
 
 
+def test_loftq_on_two_processes_writes_one_base_and_merges(tiny_models: dict[str, Path], workspace: Path) -> None:
+    """Both ranks initialise LoftQ on one pod (one folder): each loads its own copy, rank 0's is published."""
+    options = lora(4)
+    options["training_args"].update(max_steps=4)
+    passes = {"lora": {**options, "type": "LoftQ"}, "merge": {"type": "MergeAdapterWeights"}}
+    doc = workflow_doc(str(tiny_models["llama"]), "tone.json", passes, cache_dir="cache")
+    run(write(workspace / "w.json", doc), "--nproc-per-node", "2")
+    manifests = [
+        json.loads(m.read_text()) for m in (workspace / "cache").glob(f"passes/default/*/{MANIFEST_NAME}")
+    ]
+    (adapter,) = [m for m in manifests if any(name.startswith("loftq_base/") for name in m["files"])]
+    assert adapter["metadata"]["metrics"]["world_size"] == 2
+    assert len(manifests) == 2  # the adapter (with its base) and the merged model
+
+
+def test_fsdp_on_the_cpu_is_refused_by_every_rank_naming_the_field(
+    tiny_models: dict[str, Path], workspace: Path
+) -> None:
+    options = lora(4)
+    options["training_args"].update(fsdp="full_shard auto_wrap")
+    doc = workflow_doc(str(tiny_models["qwen2"]), "tone.json", {"lora": options}, cache_dir="cache")
+    out = olivekube_cli("run", str(write(workspace / "w.json", doc)), "--nproc-per-node", "2")
+    assert out.returncode == 1
+    printed = " ".join((out.stdout + out.stderr).split())
+    assert "spec.passes.lora.training_args.fsdp" in printed and "accelerate has no CPU FSDP" in printed, printed[
+        -3000:
+    ]
+
+
 def test_sigterm_reaches_every_rank_and_they_stop_at_one_checkpoint(
     tiny_models: dict[str, Path], workspace: Path
 ) -> None:

@@ -597,7 +597,9 @@ class NodeAgent:
         # test module's operator container would outlive its control plane.
         names = list(self.containers.values())
         if names:
-            subprocess.run(["podman", "rm", "--force", "--ignore", "--time", "0", *names], env=PODMAN_ENV, capture_output=True)
+            subprocess.run(
+                ["podman", "rm", "--force", "--ignore", "--time", "0", *names], env=PODMAN_ENV, capture_output=True
+            )
         for proc in list(self.running.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

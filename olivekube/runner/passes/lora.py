@@ -409,9 +409,12 @@ class LoftQPass(QLoRAPass, pass_type="LoftQ"):
         targets = self.options.target_modules or sorted(linear_module_names(full) - {"lm_head"})
         initialised = get_peft_model(full.to(device), self._lora_config(target_modules=targets))  # type: ignore[arg-type]
         self.ctx.metrics["loftq_layers"] = apply_loftq(initialised, int(self.options.option("loftq_iter")))
-        init_adapter = self.ctx.workdir / "loftq-init-adapter"
+        # Data-parallel ranks on one pod share `out` and the workdir: each writes its own copies (the
+        # same bytes, computed from the same seed) and loads them back; rank 0's base is the output's.
+        rank = int(os.environ.get("RANK", "0"))
+        init_adapter = self.ctx.workdir / f"loftq-init-adapter-rank-{rank}"
         initialised.save_pretrained(str(init_adapter))
-        new_base = out / LOFTQ_BASE
+        new_base = out / LOFTQ_BASE if rank == 0 else self.ctx.workdir / f"loftq-base-rank-{rank}"
         unloaded: Any = initialised.unload()
         unloaded.to("cpu").save_pretrained(str(new_base))
         load_tokenizer(model, self.ctx).save_pretrained(new_base)
