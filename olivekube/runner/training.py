@@ -81,6 +81,14 @@ class PassTrainer(Trainer):
         finally:
             del model.zero_grad
 
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        """Evaluate without touching the random state training draws from (dropout, data loader seeds).
+        Each evaluation's data loader takes a seed from torch's generator; at an epoch's end the Trainer
+        saves a checkpoint (with that generator's state) before it evaluates, so a run resumed from that
+        checkpoint would draw every later dropout mask one step off the uninterrupted run's."""
+        with preserved_random_state():
+            return super().evaluate(*args, **kwargs)
+
     @functools.cached_property
     def _parameters_without_embeddings(self) -> int:
         model: Any = self.model
@@ -91,6 +99,24 @@ class PassTrainer(Trainer):
         if ids is None or not hasattr(self.model, "num_parameters"):
             return 0
         return 6 * int(ids.numel()) * self._parameters_without_embeddings
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Python's, numpy's, torch's CPU and the current CUDA device's random state, as they were before."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    devices = [torch.cuda.current_device()] if cuda_in_use else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 class Checkpointing:
