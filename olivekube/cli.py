@@ -288,6 +288,9 @@ def operator(
     job_ttl_seconds: Annotated[
         int, _opt("ttlSecondsAfterFinished of Jobs whose workflow names none (negative: keep them).")
     ] = 86400,
+    termination_grace_seconds: Annotated[
+        int, _opt("terminationGracePeriodSeconds of runner pods: time to checkpoint after SIGTERM.")
+    ] = 120,
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
     from olivekube.operator.jobs import OperatorSettings
@@ -301,6 +304,7 @@ def operator(
         cpu_request=cpu_request,
         memory_request=memory_request,
         job_ttl_seconds=job_ttl_seconds if job_ttl_seconds >= 0 else None,
+        termination_grace_seconds=termination_grace_seconds,
         allowed_images=tuple(allowed_image_prefix or ()),
         allowed_service_accounts=tuple(allowed_service_account or ()),
         allowed_priority_classes=tuple(allowed_priority_class or ()),

@@ -48,6 +48,9 @@ class OperatorSettings:
     cpu_request: str = "1"  # requests of a pass whose workflow and system name no resources
     memory_request: str = "4Gi"
     job_ttl_seconds: int | None = 86400  # ttlSecondsAfterFinished of a Job whose workflow names none
+    # Between SIGTERM and SIGKILL: a training pass saves a checkpoint at the end of its running step
+    # and uploads it to the cache in that time (a large adapter's optimizer state takes a while).
+    termination_grace_seconds: int = 120
     allowed_images: tuple[str, ...] = ()  # image prefixes a workflow may name; the runner image always
     allowed_service_accounts: tuple[str, ...] = ()  # besides service_account (passes run as their own)
     allowed_priority_classes: tuple[str, ...] = ()
@@ -242,8 +245,11 @@ def _pod_spec(
     tolerations += [t.dump() for t in k8s.tolerations or []]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s).
-        "terminationGracePeriodSeconds": AZUREML_CANCEL_GRACE_SECONDS if isinstance(system, AzureMLSystem) else 30,
+        # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s), a
+        # training pass checkpoints.
+        "terminationGracePeriodSeconds": (
+            AZUREML_CANCEL_GRACE_SECONDS if isinstance(system, AzureMLSystem) else settings.termination_grace_seconds
+        ),
         "serviceAccountName": runner_account(workflow, uid),
         "securityContext": RESTRICTED_POD,
         "containers": [container],

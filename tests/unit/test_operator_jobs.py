@@ -135,6 +135,13 @@ def test_finished_jobs_go_after_a_default_ttl_unless_the_workflow_names_one() ->
     assert "ttlSecondsAfterFinished" not in job["spec"]
 
 
+def test_runner_pods_get_the_admins_grace_period_to_checkpoint_after_sigterm() -> None:
+    assert render(valid_manifest())["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
+    longer = dataclasses.replace(SETTINGS, termination_grace_seconds=600)
+    job = build_job(parse_workflow(valid_manifest()), "uid-1", "lora", "k" * 64, 0, longer)
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 600
+
+
 def env_of(job: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
