@@ -69,6 +69,17 @@ def _kwargs(workflow: OptimizationWorkflow) -> dict[str, Any]:
     return load.dump() if load else {}
 
 
+def work_folder(cache_dir: str) -> Path:
+    """A folder of this run's own for what it fetches and builds before publishing: beside a local
+    cache (so that publishing is a rename on one file system), else in the user's cache folder. Runs
+    sharing a cache each have their own, so one finishing never removes another's work."""
+    if is_uri(cache_dir):
+        parent = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "olivekube" / "work"
+    else:
+        parent = Path(cache_dir) / ".work"
+    return parent / uuid.uuid4().hex[:12]
+
+
 class WorkflowRunner:
     """Runs the passes of one workflow."""
 
@@ -91,9 +102,7 @@ class WorkflowRunner:
         self.output_dir = self._location(output_dir or self.spec.output_dir or f"outputs/{workflow.metadata.name}")
         self.chain = self.spec.chain_keys()
         self.scope = workflow.metadata.namespace or "default"  # a namespace's own part of the cache
-        self.work_root = (
-            Path(self.cache_dir) / ".work" if not is_uri(self.cache_dir) else Path(".olivekube-work").resolve()
-        )
+        self.work_root = work_folder(self.cache_dir)
         self._resolved: dict[str, ModelArtifact] = {}
         self.acceptance = Acceptance(self)
 
@@ -423,7 +432,7 @@ class WorkflowRunner:
             self.acceptance.final(model, results[-1].uri if results else None)
         with _failing_pass("output_dir", results):
             output = self.publish_output(model, self.acceptance.files(results))
-        shutil.rmtree(self.work_root, ignore_errors=True)
+        shutil.rmtree(self.work_root, ignore_errors=True)  # this run's own folder, never a sibling's
         return results, output
 
     def check_output_dir(self) -> None:

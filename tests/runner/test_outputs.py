@@ -110,3 +110,27 @@ def test_azureml_versions_leave_the_users_blobs_under_the_path(fake_azureml: Fak
     assert current_model(output_dir) == uris[1]
     names = {n for _, n in fake_azureml.blobs}
     assert any(n.startswith(uris[0].split("/paths/")[1]) for n in names)
+
+
+@pytest.mark.runner
+def test_a_finishing_run_removes_only_its_own_work_folder(tiny_models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Runs sharing a cache (or, with a remote cache, a user) each work in a folder of their own: the
+    one that finishes first used to remove the shared one, under the others' feet."""
+    from olivekube.api.workflow import parse_workflow
+    from olivekube.runner.engine import WorkflowRunner
+
+    running = tmp_path / "cache" / ".work" / "another-run"  # a run still going, beside this one
+    running.mkdir(parents=True)
+    (running / "model.onnx").write_bytes(b"half built")
+    out = olivekube_run(write(tmp_path / "wf.json", _builder_workflow(tiny_models["llama"], "models", "fp32")))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (running / "model.onnx").read_bytes() == b"half built"
+    assert [p.name for p in (tmp_path / "cache" / ".work").iterdir()] == ["another-run"]
+
+    doc = _builder_workflow(tiny_models["llama"], "models", "fp32")
+    first, second = (WorkflowRunner(parse_workflow(doc), tmp_path) for _ in range(2))
+    assert first.work_root != second.work_root and first.work_root.parent == tmp_path / "cache" / ".work"
+    doc["spec"]["cache_dir"] = "s3://bucket/cache"  # a remote cache: the work folder is in the user's cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    remote = WorkflowRunner(parse_workflow(doc), tmp_path)
+    assert remote.work_root.parent == tmp_path / "xdg" / "olivekube" / "work"
