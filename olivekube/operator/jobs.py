@@ -243,13 +243,13 @@ def _pod_spec(
     node_selector = {**(getattr(system, "nodeSelector", None) or {}), **(k8s.nodeSelector or {})}
     tolerations = [t.dump() for t in (getattr(system, "tolerations", None) or [])]
     tolerations += [t.dump() for t in k8s.tolerations or []]
+    # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s), a training
+    # pass saves and uploads its last checkpoint.
+    azureml = isinstance(system, AzureMLSystem)
+    grace = AZUREML_CANCEL_GRACE_SECONDS if azureml else settings.termination_grace_seconds
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        # Time after SIGTERM to stop cleanly: an Azure ML dispatcher cancels its job (up to 60 s), a
-        # training pass checkpoints.
-        "terminationGracePeriodSeconds": (
-            AZUREML_CANCEL_GRACE_SECONDS if isinstance(system, AzureMLSystem) else settings.termination_grace_seconds
-        ),
+        "terminationGracePeriodSeconds": grace,
         "serviceAccountName": runner_account(workflow, uid),
         "securityContext": RESTRICTED_POD,
         "containers": [container],

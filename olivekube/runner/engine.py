@@ -416,6 +416,12 @@ class WorkflowRunner:
 
     def run(self, on_result: Callable[[PassResult], None] | None = None) -> tuple[list[PassResult], str]:
         """Run every pass in order. Raises PassError (with `results_so_far`) when a pass fails."""
+        try:
+            return self._run_passes(on_result)
+        finally:
+            shutil.rmtree(self.work_root, ignore_errors=True)  # this run's own folder, never a sibling's
+
+    def _run_passes(self, on_result: Callable[[PassResult], None] | None) -> tuple[list[PassResult], str]:
         results: list[PassResult] = []
         self.check_output_dir()
         model = self.input_model()
@@ -432,7 +438,6 @@ class WorkflowRunner:
             self.acceptance.final(model, results[-1].uri if results else None)
         with _failing_pass("output_dir", results):
             output = self.publish_output(model, self.acceptance.files(results))
-        shutil.rmtree(self.work_root, ignore_errors=True)  # this run's own folder, never a sibling's
         return results, output
 
     def check_output_dir(self) -> None:
