@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,11 +74,19 @@ def work_folder(cache_dir: str) -> Path:
     """A folder of this run's own for what it fetches and builds before publishing: beside a local
     cache (so that publishing is a rename on one file system), else in the user's cache folder. Runs
     sharing a cache each have their own, so one finishing never removes another's work."""
-    if is_uri(cache_dir):
-        parent = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "olivekube" / "work"
-    else:
-        parent = Path(cache_dir) / ".work"
+    parent = user_cache_folder() / "olivekube" / "work" if is_uri(cache_dir) else Path(cache_dir) / ".work"
     return parent / uuid.uuid4().hex[:12]
+
+
+def user_cache_folder() -> Path:
+    """$XDG_CACHE_HOME, else ~/.cache, else (no writable home: the runner image's read-only root) the
+    temporary folder."""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"])
+    home = Path(os.path.expanduser("~"))
+    if home.is_absolute() and os.access(home, os.W_OK):
+        return home / ".cache"
+    return Path(tempfile.gettempdir())
 
 
 class WorkflowRunner:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,13 @@ def test_a_finishing_run_removes_only_its_own_work_folder(tiny_models, tmp_path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     remote = WorkflowRunner(parse_workflow(doc), tmp_path)
     assert remote.work_root.parent == tmp_path / "xdg" / "olivekube" / "work"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "no-such-home"))  # as in the image: no writable home
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        remote = WorkflowRunner(parse_workflow(doc), tmp_path)
+    finally:
+        tempfile.tempdir = None
+    assert remote.work_root.parent == tmp_path / "tmp" / "olivekube" / "work"
