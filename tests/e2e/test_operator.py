@@ -142,14 +142,21 @@ def test_watch_shows_the_passes_until_the_end(cluster, tone) -> None:  # type: i
     assert "lora" in out.stdout and "builder" in out.stdout and "ml/tone: Succeeded" in out.stdout
 
 
-def test_reapplied_identical_workflow_completes_from_the_cache_without_jobs(cluster, tone) -> None:  # type: ignore[no-untyped-def]
+def test_reapplied_identical_workflow_trains_nothing_and_publishes_its_output(cluster, tone) -> None:  # type: ignore[no-untyped-def]
+    """Every pass is in the cache: the operator takes all but the last without a Job; the last pass's
+    Job takes it from the cache too and publishes the model to this workflow's own output_dir."""
     cp, s3, _ = cluster
     assert phase(cp, tone) == "Succeeded"
     apply(cp, manifest("tone-again", s3))
-    wait_for(lambda: phase(cp, "tone-again") == "Succeeded", timeout=60)
+    wait_for(lambda: phase(cp, "tone-again") in ("Succeeded", "Failed"), timeout=300)
     status = get(cp, "tone-again")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert all(p["cached"] for p in status["passes"].values())
-    assert jobs(cp, "tone-again") == []
+    assert [j.rsplit("/", 1)[1] for j in jobs(cp, "tone-again")] == [status["passes"]["builder"]["jobName"]]
+    first = get(cp, tone)["status"]
+    assert status["passes"]["builder"]["artifact"] == first["passes"]["builder"]["artifact"]
+    assert status["outputs"]["uri"].startswith(f"s3://{s3.bucket}/e2e/outputs/tone-again/versions/")
+    assert status["outputs"]["sha256"] == first["outputs"]["sha256"]  # the same model, in its own output_dir
 
 
 def test_data_changed_under_the_same_uri_trains_again_and_unchanged_data_is_taken_from_the_cache(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -159,7 +166,8 @@ def test_data_changed_under_the_same_uri_trains_again_and_unchanged_data_is_take
     lora = {**LORA, "training_args": {**LORA["training_args"], "seed": 21, "max_steps": 5}}
 
     def run(name: str) -> dict[str, Any]:
-        doc = manifest(name, s3, passes={"lora": lora})
+        # lora is not the last pass: the last pass's Job always runs, to publish output_dir
+        doc = manifest(name, s3, passes={"lora": lora, "merge": {"type": "MergeAdapterWeights"}})
         doc["spec"]["data_configs"][0]["load_dataset_config"]["data_files"] = f"s3://{s3.bucket}/{key}"
         apply(cp, doc)
         wait_for(lambda: phase(cp, name) in ("Succeeded", "Failed"), timeout=300)
@@ -170,9 +178,9 @@ def test_data_changed_under_the_same_uri_trains_again_and_unchanged_data_is_take
     rows = json.loads(DATA.read_text())
     client.put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(rows[: len(rows) // 2]).encode())
     changed = run("data-changed")
-    assert first["artifact"] and not first.get("cached") and len(jobs(cp, "data-first")) == 1
-    assert same["cached"] is True and jobs(cp, "data-same") == []  # the operator took it: no Job
-    assert not changed.get("cached") and len(jobs(cp, "data-changed")) == 1
+    assert first["artifact"] and not first.get("cached") and len(jobs(cp, "data-first")) == 2
+    assert same["cached"] is True and len(jobs(cp, "data-same")) == 1  # the operator took lora: merge's Job only
+    assert not changed.get("cached") and len(jobs(cp, "data-changed")) == 2
     assert changed["artifact"]["sha256"] != first["artifact"]["sha256"]
 
 
@@ -299,10 +307,10 @@ def test_an_index_entry_planted_by_another_namespace_is_refused_and_the_pass_run
     from olivekube.storage import build_manifest
 
     cp, s3, _ = cluster
-    doc = manifest(
-        "planted", s3, passes={"builder": {"type": "ModelBuilder", "precision": "int4", "int4_block_size": 16}}
-    )
-    key = parse_workflow(doc).spec.chain_keys()["builder"]
+    # The entry is for lora, not the last pass: the last pass's Job always runs (to publish output_dir)
+    lora = {**LORA, "training_args": {**LORA["training_args"], "seed": 17, "max_steps": 2}}
+    doc = manifest("planted", s3, passes={"lora": lora, "merge": {"type": "MergeAdapterWeights"}})
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
     # Team B, with the shared store's credentials, writes an output of its own and an index entry for A's key.
     client = s3.client()
     fake = Path(cp.workdir) / "planted-model"
@@ -327,8 +335,8 @@ def test_an_index_entry_planted_by_another_namespace_is_refused_and_the_pass_run
     wait_for(lambda: phase(cp, "planted") in ("Succeeded", "Failed"), timeout=300)
     status = get(cp, "planted")["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert not status["passes"]["builder"].get("cached") and len(jobs(cp, "planted")) == 1
-    assert "/passes/team-b/" not in status["passes"]["builder"]["artifact"]["uri"]
+    assert not status["passes"]["lora"].get("cached") and len(jobs(cp, "planted")) == 2
+    assert "/passes/team-b/" not in status["passes"]["lora"]["artifact"]["uri"]
     events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=planted").stdout
     assert "CacheEntryRefused" in events
 

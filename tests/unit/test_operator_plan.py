@@ -112,6 +112,17 @@ def test_a_cache_hit_skips_the_job() -> None:
     assert d.create is not None and d.create[0] == "merge"
 
 
+def test_the_last_pass_runs_its_job_on_a_cache_hit_to_publish_the_output() -> None:
+    """Every pass in the cache: the earlier ones are taken without Jobs, the last one's Job publishes
+    output_dir (the runner takes the pass from the cache); without it output_dir stayed empty."""
+    wf = workflow()
+    names = wf.spec.ordered_pass_names()
+    hit = {"uri": "s3://b/cache/x", "digest": "d", "sizeBytes": 3}
+    d = plan(wf, {}, [], cached=lambda name, key: hit)
+    assert all(d.status["passes"][n]["cached"] for n in names[:-1])
+    assert d.create is not None and d.create[0] == names[-1]
+
+
 def test_an_evaluated_pass_is_never_taken_from_the_cache_and_a_missed_goal_is_not_retried() -> None:
     """Its Job measures the model (the runner takes the pass itself from the cache); a Job that ended
     GoalNotMet fails the workflow at once, with that reason."""
