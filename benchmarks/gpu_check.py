@@ -83,6 +83,9 @@ def environment(device: str) -> str:
         ]
     for package in ("transformers", "peft", "bitsandbytes", "onnxruntime-genai", "onnxruntime-genai-cuda"):
         parts.append(f"{package} {version(package)}")
+    import onnxruntime_genai as og
+
+    parts.append(f"onnxruntime-genai CUDA available: {og.is_cuda_available()}")
     return ", ".join(parts)
 
 

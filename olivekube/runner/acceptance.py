@@ -143,9 +143,11 @@ def _training_log(result: PassResult) -> list[dict[str, Any]]:
 
 
 def provider_available(ep: str) -> bool:
-    """Whether onnxruntime-genai here can run a model built for `ep` (cuda needs a CUDA device)."""
+    """Whether onnxruntime-genai here can run a model built for `ep`: cuda needs a CUDA device and
+    onnxruntime-genai's CUDA build (the PyPI package `onnxruntime-genai` alone runs only on the CPU)."""
     if ep == "cuda":
+        import onnxruntime_genai as og
         import torch
 
-        return bool(torch.cuda.is_available())
+        return bool(torch.cuda.is_available() and og.is_cuda_available())
     return ep == "cpu"
