@@ -183,7 +183,7 @@ class _GenaiModel(_Scored):
 
         assert model.path is not None
         self.og = og
-        self.model = og.Model(str(model.path))
+        self.model = og.Model(genai_config(og, Path(model.path)))
         self.tokenizer = AutoTokenizer.from_pretrained(str(model.path))
         try:
             self.eos = _eos_ids(GenerationConfig.from_pretrained(str(model.path)).eos_token_id)
@@ -224,6 +224,20 @@ class _GenaiModel(_Scored):
     def forward(self, tokens: list[int]) -> None:
         generator = self._generator(len(tokens) + 1)
         generator.append_tokens(tokens)
+
+
+def genai_config(og: Any, folder: Path) -> Any:
+    """The model's onnxruntime-genai config with its thread pool sized to the CPUs this process may use
+    (its affinity and cgroup quota, as for torch): onnxruntime's default is one thread per core of
+    the node, which oversubscribes a pod with a CPU limit on a large node."""
+    import json
+
+    from olivekube.runner.cpus import usable_cpus
+
+    config = og.Config(str(folder))
+    options = {"intra_op_num_threads": usable_cpus(), "inter_op_num_threads": 1}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return config
 
 
 def _eos_ids(value: Any) -> set[int]:

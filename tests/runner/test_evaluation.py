@@ -252,3 +252,36 @@ def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(
     for colour in COLOURS[:2]:  # the loss curve and the input model's bars; eval loss and the final's
         rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         assert sum(p == rgb for p in seen) > 100, f"nothing drawn in {colour}"
+
+
+def test_onnx_runs_on_as_many_threads_as_the_process_may_use(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """onnxruntime's own default is a thread per core of the node: a pod limited to 2 CPUs of 64
+    would run 64. The evaluator's sessions take the count torch gets (affinity and CPU quota)."""
+    import subprocess
+    import sys
+
+    doc = {
+        "apiVersion": "olivekube.io/v1alpha1",
+        "kind": "OptimizationWorkflow",
+        "metadata": {"name": "threads"},
+        "spec": {
+            "input_model": {"model_path": str(tiny_models["llama"])},
+            "passes": {"builder": {"type": "ModelBuilder", "precision": "fp32"}},
+            "cache_dir": "cache",
+        },
+    }
+    _, output = WorkflowRunner(parse_workflow(doc), tmp_path).run()
+    probe = (
+        "import sys, onnxruntime_genai as og; from pathlib import Path\n"
+        "import olivekube.runner.cpus as cpus; cpus.usable_cpus = lambda: int(sys.argv[2])\n"
+        "from olivekube.runner.evaluation import genai_config\n"
+        "model = og.Model(genai_config(og, Path(sys.argv[1])))\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Threads:')][0])\n"
+    )
+
+    def threads(cpus: int) -> int:
+        out = subprocess.run([sys.executable, "-c", probe, output, str(cpus)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    assert threads(7) - threads(1) == 6  # one pool thread per CPU beyond the calling one
