@@ -92,6 +92,13 @@ def usable_cpus() -> int:
     return max(1, count)
 
 
+def thread_count() -> int:
+    """Threads for a compute pool: OMP_NUM_THREADS when set (by the user, or by size_thread_pools),
+    else `usable_cpus()`."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else usable_cpus()
+
+
 def size_thread_pools() -> int:
     """Size torch's and OpenMP's thread pools (and those of child processes) to `usable_cpus()`,
     unless the user set OMP_NUM_THREADS. Returns the count used."""

@@ -232,10 +232,10 @@ def genai_config(og: Any, folder: Path) -> Any:
     the node, which oversubscribes a pod with a CPU limit on a large node."""
     import json
 
-    from olivekube.runner.cpus import usable_cpus
+    from olivekube.runner.cpus import thread_count
 
     config = og.Config(str(folder))
-    options = {"intra_op_num_threads": usable_cpus(), "inter_op_num_threads": 1}
+    options = {"intra_op_num_threads": thread_count(), "inter_op_num_threads": 1}
     config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
     return config
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -254,7 +255,7 @@ def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(
         assert sum(p == rgb for p in seen) > 100, f"nothing drawn in {colour}"
 
 
-def test_onnx_runs_on_as_many_threads_as_the_process_may_use(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_onnx_runs_on_as_many_threads_as_the_process_may_use(tiny_models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """onnxruntime's own default is a thread per core of the node: a pod limited to 2 CPUs of 64
     would run 64. The evaluator's sessions take the count torch gets (affinity and CPU quota)."""
     import subprocess
@@ -280,8 +281,14 @@ def test_onnx_runs_on_as_many_threads_as_the_process_may_use(tiny_models, tmp_pa
     )
 
     def threads(cpus: int) -> int:
-        out = subprocess.run([sys.executable, "-c", probe, output, str(cpus)], capture_output=True, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        command = [sys.executable, "-c", probe, output, str(cpus)]
+        out = subprocess.run(command, capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         return int(out.stdout.split()[-1])
 
     assert threads(7) - threads(1) == 6  # one pool thread per CPU beyond the calling one
+    from olivekube.runner.cpus import thread_count
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
+    assert thread_count() == 3
