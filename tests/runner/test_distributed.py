@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from olivekube.runner.distributed import Topology, launcher_command, worker_env
 from olivekube.storage.manifest import MANIFEST_NAME
 from tests.helpers.manifests import LORA, workflow_doc, write
@@ -109,16 +111,18 @@ def test_fsdp_on_the_cpu_is_refused_by_every_rank_naming_the_field(
     out = olivekube_cli("run", str(write(workspace / "w.json", doc)), "--nproc-per-node", "2")
     assert out.returncode == 1
     printed = " ".join((out.stdout + out.stderr).split())
-    assert "spec.passes.lora.training_args.fsdp" in printed and "accelerate has no CPU FSDP" in printed, printed[
-        -3000:
-    ]
+    assert "spec.passes.lora.training_args.fsdp" in printed, printed[-3000:]
+    assert "accelerate has no CPU FSDP" in printed
 
 
-def test_sigterm_reaches_every_rank_and_they_stop_at_one_checkpoint(
+def test_sigterm_reaches_every_rank_and_they_stop_at_one_checkpoint_and_resume_exactly(
     tiny_models: dict[str, Path], workspace: Path
 ) -> None:
     options = lora(4)
-    options["training_args"].update(max_steps=400, save_strategy="steps", save_steps=5)
+    options["lora_dropout"] = 0.1  # each rank's dropout masks come from its own RNG state
+    options["training_args"].update(max_steps=STEPS, save_strategy="steps", save_steps=2)
+    whole = workflow_doc(str(tiny_models["qwen2"]), "tone.json", {"lora": options}, cache_dir="cache-whole")
+    run(write(workspace / "whole.json", whole), "--nproc-per-node", "2")
     path = write(
         workspace / "w.json",
         workflow_doc(str(tiny_models["qwen2"]), "tone.json", {"lora": options}, cache_dir="cache"),
@@ -137,6 +141,12 @@ def test_sigterm_reaches_every_rank_and_they_stop_at_one_checkpoint(
     # the checkpoint holds both ranks' RNG states
     (folder,) = cache.glob(f"checkpoints/default/*/step-{newest:09d}")
     assert {p.name for p in folder.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    assert newest < STEPS, "the run ended before the signal: nothing was interrupted"
+
+    run(path, "--nproc-per-node", "2")  # both ranks resume from it, each from its own copy
+    (manifest,) = cache.glob(f"passes/default/*/{MANIFEST_NAME}")
+    assert json.loads(manifest.read_text())["metadata"]["metrics"]["resumed_from_step"] == newest
+    assert losses(cache) == losses(workspace / "cache-whole")
 
 
 def test_the_launcher_gives_each_worker_its_share_of_the_cpus() -> None:
@@ -146,3 +156,43 @@ def test_the_launcher_gives_each_worker_its_share_of_the_cpus() -> None:
     assert "--standalone" in single and "--nproc-per-node=2" in single
     nodes = launcher_command(Topology(2, 3, 1, "w-0.svc"), Path("task.json"))
     assert {"--nnodes=3", "--node-rank=1", "--master-addr=w-0.svc"} <= set(nodes)
+
+
+def _agree(rank: int, port: int, steps: list[int | None], errors: Any) -> None:
+    import torch.distributed as dist
+
+    from olivekube.core.errors import PassError
+    from olivekube.runner.passes.lora import agree_on_resume_step
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        agree_on_resume_step("spec.passes.lora", steps[rank])
+        errors.put((rank, None))
+    except PassError as exc:
+        errors.put((rank, exc.message))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("steps", "refused"), [([6, 6], False), ([6, 4], True), ([None, 6], True)])
+def test_ranks_that_restored_different_checkpoints_fail_instead_of_hanging(
+    steps: list[int | None], refused: bool
+) -> None:
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    ranks = [context.Process(target=_agree, args=(rank, port, steps, errors)) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=60)
+    found = dict(errors.get(timeout=5) for _ in ranks)
+    if not refused:
+        assert found == {0: None, 1: None}
+    else:  # every rank fails, with one message naming what each found
+        assert found[0] == found[1] and "different checkpoints" in str(found[0]), found

@@ -179,7 +179,10 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             use_fast_lora(peft_model)
         args = self.training_arguments(out, device, data.eval is not None)
         store = CheckpointStore(ctx.checkpoint_root, args.save_total_limit or 2) if ctx.checkpoint_root else None
-        restored = store.restore(ctx.workdir / "resume") if store else None
+        # Each rank fetches its own copy (ranks of one pod share the workdir), and all must resume from
+        # the same step or they would wait for each other's gradients forever.
+        restored = store.restore(ctx.workdir / f"resume-rank-{os.environ.get('RANK', '0')}") if store else None
+        agree_on_resume_step(ctx.field, restored.step if restored else None)
         history = LossHistory(ctx, resumed_from=restored.step if restored else None)
         checkpointing = Checkpointing(store, ctx)
         trainer = PassTrainer(
@@ -220,6 +223,20 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             saved = "; its checkpoint is saved: the next attempt resumes from it" if checkpointing.store else ""
             raise PassError(self.ctx.field, f"stopped by SIGTERM at step {checkpointing.stopped_at}{saved}")
         return result
+
+
+def agree_on_resume_step(field: str, step: int | None) -> None:
+    """PassError when the data-parallel ranks restored different checkpoints (one could not fetch
+    the newest): the attempt fails with that message and its retry tries again."""
+    import torch
+
+    if not torch.distributed.is_initialized():
+        return
+    steps: list[int | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(steps, step)
+    if len(set(steps)) > 1:
+        found = ", ".join(f"rank {rank}: {s if s is not None else 'none'}" for rank, s in enumerate(steps))
+        raise PassError(field, f"the ranks found different checkpoints to resume from ({found})")
 
 
 def check_fsdp(field: str, device: str) -> None:
