@@ -101,6 +101,22 @@ class PassTrainer(Trainer):
         return 6 * int(ids.numel()) * self._parameters_without_embeddings
 
 
+def gather_rng_states(folder: Path) -> None:
+    """Every rank's `rng_state_<rank>.pth` into rank 0's checkpoint folder. The Trainer writes each
+    rank's file into its own pod's folder; on several pods rank 0's folder, the one published, held
+    only its own pod's, and the other pods' ranks resumed with fresh random states."""
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    own = folder / f"rng_state_{rank}.pth"
+    states: list[bytes | None] = [None] * world
+    torch.distributed.all_gather_object(states, own.read_bytes() if own.is_file() else None)
+    if rank != 0:
+        return
+    for other, data in enumerate(states):
+        target = folder / f"rng_state_{other}.pth"
+        if data is not None and not target.exists():
+            target.write_bytes(data)
+
+
 @contextlib.contextmanager
 def preserved_random_state() -> Iterator[None]:
     """Python's, numpy's, torch's CPU and the current CUDA device's random state, as they were before."""
@@ -145,11 +161,11 @@ class Checkpointing:
             def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
                 if checkpointing.store is None:
                     return
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if torch.distributed.is_initialized():
-                    torch.distributed.barrier()  # every local rank's RNG state is in the folder
+                    gather_rng_states(folder)  # and so every rank's file is written before rank 0 publishes
                 if not state.is_world_process_zero:
                     return
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 checkpointing.store.save(folder, state.global_step)
                 checkpointing.ctx.progress(checkpointStep=state.global_step)
 
