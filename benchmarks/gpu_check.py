@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -89,16 +88,12 @@ def environment(device: str) -> str:
     return ", ".join(parts)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def process_group(device: str) -> str:
     """One rank, the backend our data-parallel runs use on this device, and an all-reduce through it."""
     import torch
     import torch.distributed as dist
+
+    from tools.controlplane.harness import free_port
 
     backend = "nccl" if device == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)

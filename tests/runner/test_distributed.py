@@ -179,11 +179,10 @@ def test_ranks_that_restored_different_checkpoints_fail_instead_of_hanging(
     steps: list[int | None], refused: bool
 ) -> None:
     import multiprocessing
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tools.controlplane.harness import free_port
+
+    port = free_port()
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
     ranks = [context.Process(target=_agree, args=(rank, port, steps, errors)) for rank in range(2)]
