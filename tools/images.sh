@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the operator and CPU runner images from the Dockerfile with buildah, with no registry: the
-# Python base is made here from Debian packages (mmdebstrap) and imported. Images live in podman's
-# storage under ~/.cache/olivekube/containers (CONTAINERS_STORAGE_CONF), tagged by a digest of the
-# Dockerfile, pyproject.toml and the package's sources, so a warm run only finds them (seconds).
+# Python base is made here from Debian packages (mmdebstrap) and imported. Every Python package comes
+# from uv.lock (requirements/*.txt, hashes checked), downloaded through uv's cache on this machine
+# (~/.cache/uv, mounted into the build), so images built from one lock hold the same packages on any day.
+# Images live in podman's storage under ~/.cache/olivekube/containers (CONTAINERS_STORAGE_CONF), tagged
+# by a digest of the Dockerfile, the lock and the package's sources, so a warm run only finds them
+# (seconds) and a changed lock rebuilds them.
 # Prints the two image references as its last two lines: operator first, runner second.
 #   OLIVEKUBE_IMAGES_TIMES=FILE  also appends "name seconds" per built part (for benchmarks/images.py)
 set -euo pipefail
@@ -52,10 +55,11 @@ if ! have "${base}"; then
   rm -rf "$(dirname "${tar}")"
 fi
 
-# Two keys: the runner's dependency layer (the runner-cpu-deps target) changes with the Dockerfile and pyproject.toml only;
-# the final images change with the package's sources too, and add a layer of kilobytes on a warm deps image.
-deps_key=$( (echo "${base}"; cat Dockerfile pyproject.toml tools/pyproject_requirements.py) | sha256sum | cut -c1-12)
-key=$( (echo "${deps_key}"; cat README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
+# Two keys: the runner's dependency layer (the runner-cpu-deps target) changes with the Dockerfile and the
+# lock's exports only; the final images change with the package's sources too, and add a layer of
+# kilobytes on a warm deps image.
+deps_key=$( (echo "${base}"; cat Dockerfile requirements/*.txt) | sha256sum | cut -c1-12)
+key=$( (echo "${deps_key}"; cat pyproject.toml README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
   | sha256sum | cut -c1-12)
 operator="localhost/olivekube/operator:${key}"
 runner="localhost/olivekube/runner-cpu:${key}"
@@ -70,20 +74,25 @@ if [[ -n "${stale}" ]]; then
 fi
 podman image prune -f >/dev/null 2>&1 || true
 
-trust=()  # the host's CA bundle, for a PyPI reached through a TLS-inspecting proxy
+mounts=()  # the host's CA bundle, for a PyPI reached through a TLS-inspecting proxy
 if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
-  trust=(--volume /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
+  mounts=(--volume /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg CA_BUNDLE=/run/host-ca.crt)
 fi
+# uv's download cache (tools/setup.sh filled it with the same wheels), so a build downloads nothing twice
+uv_cache="${UV_CACHE_DIR:-${HOME}/.cache/uv}"
+mkdir -p "${uv_cache}"
+mounts+=(--volume "${uv_cache}:/uv-cache" --build-arg UV_CACHE_DIR=/uv-cache)
 build() {  # TARGET REF: build one target of the Dockerfile as REF unless that image is there already
   if ! have "$2"; then
     echo "[images] building $1" >&2
     timed "$1" buildah bud --quiet --layers --runtime runc --network host \
-      --ulimit nofile=8192:8192 --ulimit nproc=4096:4096 "${trust[@]}" \
+      --ulimit nofile=8192:8192 --ulimit nproc=4096:4096 "${mounts[@]}" \
       --build-arg "PYTHON_BASE=${base}" --target "$1" --tag "$2" . >/dev/null
   fi
 }
 build operator "${operator}"
 build runner-cpu-deps "localhost/olivekube/runner-cpu-deps:${deps_key}"
 build runner-cpu "${runner}"
+echo "[images] to run them: export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF}; podman run --rm ${runner} --help" >&2
 echo "${operator}"
 echo "${runner}"

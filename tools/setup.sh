@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Set up a development environment from scratch: the Python virtualenv (.venv) with the runner and
-# dev extras, and the pinned control-plane binaries (built from Go modules, cached under ~/.cache).
-# Idempotent and cached: a warm run takes seconds.
+# Set up a development environment from scratch: the Python virtualenv (.venv) with the runner, azure and
+# dev extras, installed by uv exactly as uv.lock says (every package's version and hashes; uv's download
+# cache: ~/.cache/uv), and the pinned control-plane binaries (built from Go modules, cached under
+# ~/.cache). Idempotent and cached: a warm run takes seconds. Fails when uv.lock is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
-stamp=".venv/.olivekube-deps-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.olivekube-deps-$(cat pyproject.toml uv.lock | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
-  echo "[setup] installing Python dependencies into .venv (pip cache: ~/.cache/pip)" >&2
-  [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,runner,azure]'
+  echo "[setup] installing uv.lock into .venv (uv's cache: ~/.cache/uv)" >&2
+  uv="$(bash tools/uv.sh)"
+  UV_PYTHON_DOWNLOADS=never "$uv" sync --quiet --locked --python "$PY" --extra dev --extra runner --extra azure
   rm -f .venv/.olivekube-deps-*
   touch "$stamp"
 fi
