@@ -23,7 +23,9 @@ class Throttled:
     def __init__(self, sink: ProgressSink, interval: float = 5.0) -> None:
         self.sink = sink
         self.interval = interval
-        self.last_sent = 0.0
+        # None until the first update goes (at once): time.monotonic() counts from the host's boot, so
+        # a start time of 0 held back the first update on a machine up for less than `interval`.
+        self.last_sent: float | None = None
         self.pending: tuple[str, dict[str, Any]] | None = None
 
     def __call__(self, pass_name: str, progress: dict[str, Any]) -> None:
@@ -32,7 +34,7 @@ class Throttled:
         if self.pending is not None and self.pending[0] == pass_name:
             progress = {**self.pending[1], **progress}
         self.pending = (pass_name, progress)
-        if time.monotonic() - self.last_sent >= self.interval:
+        if self.last_sent is None or time.monotonic() - self.last_sent >= self.interval:
             self.flush()
 
     def flush(self) -> None:
