@@ -23,7 +23,7 @@ RUN --mount=type=bind,source=.,target=/src,rw sh /src/requirements/with-uv.sh '\
     uv venv -q /opt/venv --python python3 \
     && uv pip sync -q --compile-bytecode --require-hashes /src/requirements/operator.txt \
     && uv pip install -q --compile-bytecode --no-deps /src \
-    && find "$(python -c "import botocore, os; print(os.path.dirname(botocore.__file__))")/data" \
+    && find "$(/opt/venv/bin/python -c "import botocore, os; print(os.path.dirname(botocore.__file__))")/data" \
        -mindepth 1 -maxdepth 1 -type d ! -name s3 ! -name sts ! -name sso ! -name sso-oidc ! -name signin \
        -exec rm -rf {} +'
 USER 65532:65532

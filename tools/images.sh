@@ -28,6 +28,12 @@ if [[ ! -f "${CONTAINERS_STORAGE_CONF}" ]]; then
   printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "/run/olivekube-containers"\n' \
     "${CACHE}/storage" >"${CONTAINERS_STORAGE_CONF}"
 fi
+# For a plain `podman run` of these images (README): runc, and limits a process here may set (podman's
+# defaults raise RLIMIT_NOFILE, which a container started without CAP_SYS_RESOURCE may not).
+if [[ ! -f "${CACHE}/containers.conf" ]]; then
+  printf '[containers]\ndefault_ulimits = ["nofile=8192:8192", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n' \
+    >"${CACHE}/containers.conf"
+fi
 
 timed() {  # NAME COMMAND...: run it, and note how long it took
   local name="$1" began
@@ -93,6 +99,6 @@ build() {  # TARGET REF: build one target of the Dockerfile as REF unless that i
 build operator "${operator}"
 build runner-cpu-deps "localhost/olivekube/runner-cpu-deps:${deps_key}"
 build runner-cpu "${runner}"
-echo "[images] to run them: export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF}; podman run --rm ${runner} --help" >&2
+echo "[images] to run them: export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF} CONTAINERS_CONF=${CACHE}/containers.conf" >&2
 echo "${operator}"
 echo "${runner}"
