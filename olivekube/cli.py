@@ -281,6 +281,13 @@ def operator(
     cache_lookup_prefix: Annotated[
         Names, _opt("A cache URI prefix the operator may read itself (its own credentials) to skip Jobs.")
     ] = None,
+    writable_prefix: Annotated[
+        Names,
+        _opt(
+            "A URI prefix under which cache_dir and output_dir must lie ({namespace}: the workflow's); "
+            "none: anywhere."
+        ),
+    ] = None,
     scratch_size_limit: Annotated[str, _opt("sizeLimit of the runner's /tmp emptyDir.")] = "100Gi",
     scratch_request: Annotated[str, _opt("ephemeral-storage request of runner containers.")] = "10Gi",
     cpu_request: Annotated[str, _opt("CPU request of a pass that names no resources.")] = "1",
@@ -310,6 +317,7 @@ def operator(
         allowed_priority_classes=tuple(allowed_priority_class or ()),
         cache_lookup_prefixes=tuple(cache_lookup_prefix or ()),
         runner_env_from_secrets=tuple(runner_env_from_secret or ()),
+        writable_prefixes=tuple(writable_prefix or ()),
     )
     run_operator(
         namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds, peering_lifetime

@@ -61,6 +61,29 @@ class Toleration(ApiModel):
     tolerationSeconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
 
 
+OPERATOR_ENV_NAMES = ("HOME", "TMPDIR")
+OPERATOR_ENV_PREFIX = "OLIVEKUBE_"
+"""Set by the operator in every runner container (the scratch space, the attempt, the topology): a
+workflow's env may not name them, whoever wrote it."""
+
+GUARDED_ENV_PREFIXES = (
+    "OLIVEKUBE_", "AWS_", "AZURE_", "ARM_", "AZUREML_", "MSI_", "IDENTITY_", "GOOGLE_", "HF_", "HUGGING_FACE_",
+    "KUBERNETES_", "LD_", "PYTHON", "SSL_", "REQUESTS_", "CURL_", "NCCL_", "TORCHELASTIC_",
+)  # fmt: skip
+GUARDED_ENV_NAMES = (
+    "HOME", "TMPDIR", "PATH", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy",
+    "https_proxy", "no_proxy", "all_proxy", "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+)  # fmt: skip
+"""Variables that the runner, its libraries or the stores read to find credentials, endpoints, code or
+peers: only a user who may create Jobs in the namespace may set them (the chart's admission policy;
+its lists are these). Others (TOKENIZERS_PARALLELISM, OMP_NUM_THREADS) are every author's to set."""
+
+
+def guarded_env_name(name: str) -> bool:
+    return name in GUARDED_ENV_NAMES or name.startswith(GUARDED_ENV_PREFIXES)
+
+
 class EnvVar(ApiModel):
     """corev1.EnvVar."""
 
@@ -71,6 +94,13 @@ class EnvVar(ApiModel):
         description="Source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
         json_schema_extra=PRESERVE,
     )
+
+    @model_validator(mode="after")
+    def _not_the_operators(self) -> EnvVar:
+        if self.name in OPERATOR_ENV_NAMES or self.name.startswith(OPERATOR_ENV_PREFIX):
+            owned = ", ".join([*OPERATOR_ENV_NAMES, f"{OPERATOR_ENV_PREFIX}*"])
+            raise ValueError(f"name: {self.name} is set by the operator in every runner ({owned})")
+        return self
 
 
 class NameRef(ApiModel):

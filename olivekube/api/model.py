@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from olivekube.api.common import MAX_STRING, ApiModel, OpenModel
+from olivekube.api.common import MAX_STRING, PRESERVE, ApiModel
 
 
 class ModelFileFormat(str, Enum):
@@ -17,11 +17,16 @@ class ModelFileFormat(str, Enum):
     MLFLOW = "PyTorch.MLflow"
 
 
-class LoadKwargs(OpenModel):
-    """Arguments for `from_pretrained`; keys other than these pass through unchanged."""
+class LoadKwargs(ApiModel):
+    """Arguments for `from_pretrained`: these keys only. Others (a cache folder, a token, a quantization
+    config, custom code's own arguments) could load code or files from elsewhere, so they are refused."""
 
     trust_remote_code: bool | None = Field(
-        None, description="Allow model code from the model repository (`trust_remote_code`)."
+        None,
+        description=(
+            "Run Python code from the model repository (`trust_remote_code`). In a cluster only a user who "
+            "may create Jobs in the namespace may set it (the chart's admission policy)."
+        ),
     )
     torch_dtype: str | None = Field(
         None,
@@ -32,6 +37,24 @@ class LoadKwargs(OpenModel):
     attn_implementation: str | None = Field(
         None, max_length=64, description="Attention implementation (eager, sdpa, flash_attention_2)."
     )
+    load_in_4bit: bool | None = Field(None, description="Load the weights quantized to 4 bits (bitsandbytes).")
+    load_in_8bit: bool | None = Field(None, description="Load the weights quantized to 8 bits (bitsandbytes).")
+    quantization_config: dict[str, Any] | None = Field(
+        None,
+        description="transformers' quantization config (e.g. BitsAndBytesConfig's arguments, with quant_method).",
+        json_schema_extra=PRESERVE,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys_only(cls, data: Any) -> Any:
+        unknown = sorted(set(data) - set(cls.model_fields)) if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not allowed (allowed: {', '.join(cls.model_fields)}); other arguments "
+                "of from_pretrained could load code or files from elsewhere"
+            )
+        return data
 
 
 class InputModel(ApiModel):

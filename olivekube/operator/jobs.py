@@ -56,6 +56,8 @@ class OperatorSettings:
     allowed_priority_classes: tuple[str, ...] = ()
     cache_lookup_prefixes: tuple[str, ...] = ()  # caches the operator itself may read (its credentials)
     runner_env_from_secrets: tuple[str, ...] = ()  # the admin's Secrets in every runner's env (store access)
+    # URI prefixes cache_dir and output_dir must lie under ({namespace}: the workflow's); empty: anywhere
+    writable_prefixes: tuple[str, ...] = ()
 
 
 AZUREML_CANCEL_GRACE_SECONDS = 90
@@ -172,9 +174,11 @@ def _env(
     """The container's env and envFrom: the admin's, the user's, the attempt, mounted claims, Azure
     credentials."""
     k8s = workflow.spec.kubernetes or KubernetesSettings()
-    # The image's home is on the read-only root file system: the scratch space serves instead.
-    env: list[dict[str, Any]] = [{"name": "HOME", "value": SCRATCH_DIR}, {"name": "TMPDIR", "value": SCRATCH_DIR}]
-    env += [e.dump() for e in k8s.env or []]
+    # The author's first, then the operator's (its names are refused in the author's, and the later of
+    # two entries of one name wins in a container). The image's home is on the read-only root file
+    # system: the scratch space serves instead.
+    env: list[dict[str, Any]] = [e.dump() for e in k8s.env or []]
+    env += [{"name": "HOME", "value": SCRATCH_DIR}, {"name": "TMPDIR", "value": SCRATCH_DIR}]
     env_from: list[dict[str, Any]] = [{"secretRef": {"name": n}} for n in settings.runner_env_from_secrets]
     env_from += [e.dump() for e in k8s.envFrom or []]
     env.append({"name": ATTEMPT_ENV, "value": str(attempt)})

@@ -42,17 +42,40 @@ def priority_class_problem(name: str | None, settings: OperatorSettings) -> Prob
     return "spec.kubernetes.priorityClassName", f"{name} is not allowed by the cluster admin (allowed: {allowed})"
 
 
+def writable_prefixes(namespace: str, settings: OperatorSettings) -> list[str]:
+    """The admin's writable prefixes for one namespace, each ending in "/" (a folder, so that team-a's
+    prefix is not also team-ab's)."""
+    return [p.replace("{namespace}", namespace).rstrip("/") + "/" for p in settings.writable_prefixes]
+
+
+def under(uri: str, prefix: str) -> bool:
+    """Whether `uri` is the folder `prefix` (ending in "/") or lies in it, with no ".." segment."""
+    return ".." not in uri.split("/") and (uri.rstrip("/") + "/").startswith(prefix)
+
+
+def writable_problems(workflow: OptimizationWorkflow, settings: OperatorSettings) -> list[Problem]:
+    """cache_dir and output_dir outside every prefix the admin lets this namespace write to."""
+    if not settings.writable_prefixes:
+        return []
+    allowed = writable_prefixes(workflow.metadata.namespace or "default", settings)
+    problems: list[Problem] = []
+    for field in ("cache_dir", "output_dir"):
+        value: str | None = getattr(workflow.spec, field)
+        if value and not any(under(value, p) for p in allowed):
+            message = f"{value} is not under a prefix the cluster admin lets this namespace write to"
+            problems.append((f"spec.{field}", f"{message} (allowed: {_listed(allowed)})"))
+    return problems
+
+
 def policy_problems(workflow: OptimizationWorkflow, settings: OperatorSettings) -> list[Problem]:
     """Every field of the workflow that the admin's allowlists refuse."""
     k8s = workflow.spec.kubernetes
-    if k8s is None:
-        return []
-    found = (
-        image_problem(k8s.image, settings),
-        service_account_problem(k8s.serviceAccountName, settings),
-        priority_class_problem(k8s.priorityClassName, settings),
-    )
-    return [p for p in found if p is not None]
+    found = [
+        image_problem(k8s.image, settings) if k8s else None,
+        service_account_problem(k8s.serviceAccountName, settings) if k8s else None,
+        priority_class_problem(k8s.priorityClassName, settings) if k8s else None,
+    ]
+    return [p for p in found if p is not None] + writable_problems(workflow, settings)
 
 
 SHARED_STORES = ("s3://", "azureml://", "pvc://")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers.manifests import DATA, LORA
+from olivekube.api.kubernetes import GUARDED_ENV_NAMES, GUARDED_ENV_PREFIXES
+from tests.helpers.manifests import DATA, LORA, merge_patch
 from tests.helpers.processes import wait_for
 from tools.controlplane.harness import free_port
 
@@ -108,9 +110,10 @@ def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: i
     return rules
 
 
-def install_release(cp, images: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+def install_release(cp, images: tuple[str, str], bucket: str) -> None:  # type: ignore[no-untyped-def]
     """Adopt the CRD that came from crds/ (as a cluster admin would) and install the release, with
-    the images built from the Dockerfile: the operator and every pass run in real containers."""
+    the images built from the Dockerfile: the operator and every pass run in real containers.
+    Workflows write under helm/ (the tests' own), a folder per namespace under teams/, or bob's claim."""
     (operator_repo, operator_tag), (runner_repo, runner_tag) = (ref.rsplit(":", 1) for ref in images)
     crd = "crd/optimizationworkflows.olivekube.io"
     cp.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
@@ -147,6 +150,12 @@ def install_release(cp, images: tuple[str, str]) -> None:  # type: ignore[no-unt
         f"policy.allowedImagePrefixes={{{ALLOWED_IMAGE_PREFIX}}}",
         "--set",
         "runner.envFromSecrets={s3-credentials}",
+        "--set",
+        f"policy.writablePrefixes[0]=s3://{bucket}/helm/",
+        "--set",
+        f"policy.writablePrefixes[1]=s3://{bucket}/teams/\\{{namespace\\}}/",
+        "--set",
+        "policy.writablePrefixes[2]=pvc://bob-models/",
         "--set",
         f"operator.image.repository={operator_repo}",
         "--set",
@@ -189,7 +198,7 @@ def installed(crd_installed, s3, tiny_models, images, tmp_path_factory):  # type
     client = s3.client()
     client.upload_file(str(DATA), s3.bucket, "helm/data/tone.json")
     s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
-    install_release(cp, images)
+    install_release(cp, images, s3.bucket)
     yield cp, s3
 
 
@@ -336,7 +345,7 @@ def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, images,
         "-f",
         str(REPO / "crds" / "olivekube.io_optimizationworkflows.yaml"),
     )
-    install_release(cp, images)
+    install_release(cp, images, installed[1].bucket)
 
 
 def small_workflow(name: str, s3, **kubernetes: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -372,39 +381,187 @@ def jobs_of(cp, name: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-d
     return list(json.loads(out.stdout)["items"])
 
 
-POD_SHAPING = [
+ATTACKS = [
     (
         "hostPath volume",
         {
-            "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
-            "volumeMounts": [{"name": "root", "mountPath": "/h"}],
+            "kubernetes": {
+                "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                "volumeMounts": [{"name": "root", "mountPath": "/h"}],
+            }
         },
         ["hostPath"],
     ),
-    ("privileged service account", {"serviceAccountName": "ops-admin"}, ["spec.kubernetes.serviceAccountName"]),
-    ("image outside the allowlist", {"image": "docker.io/library/python:3.11"}, ["spec.kubernetes.image"]),
+    (
+        "privileged service account",
+        {"kubernetes": {"serviceAccountName": "ops-admin"}},
+        ["spec.kubernetes.serviceAccountName"],
+    ),
+    (
+        "image outside the allowlist",
+        {"kubernetes": {"image": "docker.io/library/python:3.11"}},
+        ["spec.kubernetes.image"],
+    ),
     (
         "every taint on a control-plane node",
-        {"tolerations": [{"operator": "Exists"}], "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}},
+        {
+            "kubernetes": {
+                "tolerations": [{"operator": "Exists"}],
+                "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+            }
+        },
         ["spec.kubernetes.nodeSelector", "spec.kubernetes.tolerations"],
     ),
     (
         "a Secret the author cannot read",
-        {"envFrom": [{"secretRef": {"name": "team-secret"}}]},
+        {"kubernetes": {"envFrom": [{"secretRef": {"name": "team-secret"}}]}},
         ["spec.kubernetes.envFrom"],
+    ),
+    (
+        "a mount of the admin's volume elsewhere",
+        {"kubernetes": {"volumeMounts": [{"name": "models", "mountPath": "/home"}]}},
+        ["spec.kubernetes.volumeMounts"],
+    ),
+    (
+        "the model repository's code",
+        {"input_model": {"load_kwargs": {"trust_remote_code": True}}},
+        ["spec.input_model.load_kwargs.trust_remote_code"],
+    ),
+    (
+        "the dataset repository's code",
+        {
+            "data_configs": [
+                {"name": "d", "load_dataset_config": {"data_name": "someone/data", "trust_remote_code": True}}
+            ]
+        },
+        ["spec.data_configs.*.load_dataset_config.trust_remote_code"],
+    ),
+    (
+        "Azure credentials sent to another authority",
+        {"kubernetes": {"env": [{"name": "AZURE_AUTHORITY_HOST", "value": "https://login.example"}]}},
+        ["spec.kubernetes.env: AZURE_AUTHORITY_HOST"],
+    ),
+    (
+        "the store's traffic through the author's proxy",
+        {
+            "kubernetes": {
+                "env": [{"name": "TZ", "value": "UTC"}, {"name": "HTTPS_PROXY", "value": "http://p:3128"}]
+            }
+        },
+        ["spec.kubernetes.env: HTTPS_PROXY"],
+    ),
+    (
+        "the token sent to another API server",
+        {"kubernetes": {"env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "10.0.0.9"}]}},
+        ["spec.kubernetes.env: KUBERNETES_SERVICE_HOST"],
+    ),
+    (
+        "an S3 endpoint of the author's",
+        {"kubernetes": {"env": [{"name": "AWS_ENDPOINT_URL_S3", "value": "http://collector:9000"}]}},
+        ["spec.kubernetes.env: AWS_ENDPOINT_URL_S3"],
+    ),
+    (
+        "the runner's rendezvous",
+        {"kubernetes": {"env": [{"name": "OLIVEKUBE_MASTER_ADDR", "value": "collector"}]}},
+        ["spec.kubernetes.env: OLIVEKUBE_MASTER_ADDR"],
+    ),
+    (
+        "code on the Python path",
+        {"kubernetes": {"env": [{"name": "PYTHONPATH", "value": "/tmp/x"}]}},
+        ["spec.kubernetes.env: PYTHONPATH"],
     ),
 ]
 
 
-@pytest.mark.parametrize(("name", "kubernetes", "fields"), POD_SHAPING, ids=[p[0] for p in POD_SHAPING])
-def test_an_author_who_may_not_create_jobs_cannot_shape_the_pods(installed, name, kubernetes, fields) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("name", "changes", "fields"), ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_an_author_who_may_not_create_jobs_cannot_shape_the_pods(installed, name, changes, fields) -> None:  # type: ignore[no-untyped-def]
     cp, s3 = installed
-    wf = "author-" + name.replace(" ", "-").lower()[:40]
-    out = apply_as(cp, "alice", small_workflow(wf, s3, **kubernetes))
+    wf = "author-" + re.sub(r"[^a-z0-9]+", "-", name.lower())[:40].strip("-")
+    doc = small_workflow(wf, s3)
+    doc["spec"] = merge_patch(doc["spec"], changes)
+    out = apply_as(cp, "alice", doc)
     assert out.returncode != 0, f"{name}: accepted"
     assert any(f in out.stderr for f in fields), out.stderr
     assert cp.kubectl("get", "owf", wf, "-n", WORK_NS, check=False).returncode != 0
     assert jobs_of(cp, wf) == []
+
+
+def test_an_author_may_not_change_a_workflow_that_sets_guarded_fields(installed) -> None:  # type: ignore[no-untyped-def]
+    """bob, who may create Jobs, makes a (suspended) workflow with his claim mounted; alice, who may
+    update workflows, may change neither its data, model, output nor suspend, nor delete its fields."""
+    cp, s3 = installed
+    doc = small_workflow(
+        "editor-guarded",
+        s3,
+        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "bob-models"}}],
+        volumeMounts=[{"name": "models", "mountPath": "/models"}],
+    )
+    doc["spec"]["suspend"] = True
+    assert (out := apply_as(cp, "bob", doc)).returncode == 0, out.stderr
+    for change in [
+        {"output_dir": f"s3://{s3.bucket}/helm/outputs/alice-took-it"},
+        {"input_model": {"model_path": f"s3://{s3.bucket}/helm/models/alices"}},
+        {"suspend": False},
+        {"kubernetes": {"volumes": None, "volumeMounts": None}},
+    ]:
+        patched = cp.kubectl(
+            "patch", "owf", "editor-guarded", "-n", WORK_NS, "--as=alice", "--type=merge",
+            "-p", json.dumps({"spec": change}), check=False,
+        )  # fmt: skip
+        assert patched.returncode != 0 and "only such a user may change its spec" in patched.stderr, (
+            change,
+            patched.stderr,
+        )
+    held = json.loads(cp.kubectl("get", "owf", "editor-guarded", "-n", WORK_NS, "-o", "json").stdout)["spec"]
+    assert held == merge_patch(held, doc["spec"]) and jobs_of(cp, "editor-guarded") == []
+    # bob may change it, and alice may still change a workflow of her own
+    bob = cp.kubectl(
+        "patch", "owf", "editor-guarded", "-n", WORK_NS, "--as=bob", "--type=merge",
+        "-p", json.dumps({"spec": {"output_dir": f"s3://{s3.bucket}/helm/outputs/bobs"}}), check=False,
+    )  # fmt: skip
+    assert bob.returncode == 0, bob.stderr
+    plain = small_workflow("author-own", s3)
+    plain["spec"]["suspend"] = True
+    assert (out := apply_as(cp, "alice", plain)).returncode == 0, out.stderr
+    own = cp.kubectl(
+        "patch", "owf", "author-own", "-n", WORK_NS, "--as=alice", "--type=merge",
+        "-p", json.dumps({"spec": {"output_dir": f"s3://{s3.bucket}/helm/outputs/alices"}}), check=False,
+    )  # fmt: skip
+    assert own.returncode == 0, own.stderr
+    for name in ("editor-guarded", "author-own"):
+        cp.kubectl("delete", "owf", name, "-n", WORK_NS, "--wait=false", check=False)
+
+
+def test_an_author_may_write_only_under_the_prefixes_the_admin_gave_the_namespace(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, s3 = installed
+    for field, value, allowed in [
+        ("output_dir", f"s3://{s3.bucket}/teams/{WORK_NS}/onnx", True),
+        ("cache_dir", f"s3://{s3.bucket}/teams/{WORK_NS}/cache", True),
+        ("output_dir", f"s3://{s3.bucket}/teams/other-team/onnx", False),
+        ("cache_dir", f"s3://{s3.bucket}/teams/other-team/cache", False),
+        ("output_dir", f"s3://{s3.bucket}/teams/{WORK_NS}/../other-team/onnx", False),
+        ("output_dir", f"s3://{s3.bucket}/teams/{WORK_NS}-b/onnx", False),
+    ]:
+        doc = small_workflow("author-prefix", s3)
+        doc["spec"][field] = value
+        out = cp.kubectl(
+            "apply", "--dry-run=server", "--as=alice", "-f", "-", input=yaml.safe_dump(doc), check=False
+        )
+        if allowed:
+            assert out.returncode == 0, (value, out.stderr)
+        else:
+            assert out.returncode != 0 and f"spec.{field}: {value} is not under a prefix" in out.stderr, (
+                value,
+                out.stderr,
+            )
+            assert f"s3://{s3.bucket}/teams/{WORK_NS}/" in out.stderr
+
+
+def test_the_admission_policy_guards_the_env_names_the_api_model_names() -> None:
+    template = (CHART / "templates" / "admission-policy.yaml").read_text()
+    lists = dict(re.findall(r"\{\{- \$(envNames|envPrefixes) := list (.+?) \}\}", template))
+    assert tuple(json.loads(f"[{lists['envNames'].replace(' ', ',')}]")) == GUARDED_ENV_NAMES
+    assert tuple(json.loads(f"[{lists['envPrefixes'].replace(' ', ',')}]")) == GUARDED_ENV_PREFIXES
 
 
 def test_an_authors_plain_workflow_runs_in_a_restricted_namespace(installed) -> None:  # type: ignore[no-untyped-def]
@@ -413,12 +570,16 @@ def test_an_authors_plain_workflow_runs_in_a_restricted_namespace(installed) -> 
         cp.kubectl("auth", "can-i", "create", "jobs", "--as=alice", "-n", WORK_NS, check=False).stdout.strip()
         == "no"
     )
-    out = apply_as(cp, "alice", small_workflow("author-plain", s3))
+    plain_env = [{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
+    out = apply_as(cp, "alice", small_workflow("author-plain", s3, env=plain_env))
     assert out.returncode == 0, out.stderr
     status = wait_for(lambda: finished(cp, "author-plain"), timeout=300)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     (job,) = jobs_of(cp, "author-plain")
     pod = job["spec"]["template"]["spec"]
+    assert plain_env[0] in pod["containers"][0]["env"]
+    policies = json.loads(cp.kubectl("get", "networkpolicy", "-n", WORK_NS, "-o", "json").stdout)["items"]
+    assert [p["metadata"]["name"] for p in policies] == ["olivekube-runners"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     # The namespace really enforces the restricted standard: a privileged pod is refused there.
@@ -456,6 +617,18 @@ def test_an_image_outside_the_admins_allowlist_fails_before_any_job(installed) -
     assert failed["status"] == "True" and failed["reason"] == "NotAllowed"
     assert "spec.kubernetes.image: docker.io/library/python:3.11 is not allowed" in failed["message"]
     assert jobs_of(cp, "editor-foreign") == []
+
+
+def test_each_runner_namespace_gets_a_network_policy_that_admits_only_its_runner_pods(control_plane) -> None:  # type: ignore[no-untyped-def]
+    rendered = helm(control_plane, "template", "x", str(CHART), *VALUE_SETS["namespaced"]).stdout
+    policies = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "NetworkPolicy"]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
+    runners = {"matchLabels": {"app.kubernetes.io/managed-by": "olivekube"}}
+    for policy in policies:
+        assert policy["spec"]["podSelector"] == runners and policy["spec"]["policyTypes"] == ["Ingress"]
+        assert policy["spec"]["ingress"] == [{"from": [{"podSelector": runners}]}]
+    off = helm(control_plane, "template", "x", str(CHART), "--set", "runner.networkPolicy.enabled=false").stdout
+    assert "NetworkPolicy" not in off
 
 
 @pytest.mark.parametrize(

@@ -319,6 +319,21 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
         setter("spec.kubernetes.training", {"default": {"numNodes": 0}}),
         "spec.kubernetes.training.default.numNodes",
     ),
+    (
+        "env naming the operator's home",
+        setter("spec.kubernetes.env", [{"name": "HOME", "value": "/h"}]),
+        "spec.kubernetes.env.0",
+    ),
+    (
+        "env naming the operator's variables",
+        setter("spec.kubernetes.env", [{"name": "OLIVEKUBE_ATTEMPT", "value": "9"}]),
+        "spec.kubernetes.env.0",
+    ),
+    (
+        "from_pretrained argument outside the list",
+        setter("spec.input_model.load_kwargs", {"cache_dir": "/elsewhere"}),
+        "spec.input_model.load_kwargs",
+    ),
     ("spec is a list", setter("spec", []), "spec"),
 ]
 

@@ -212,3 +212,13 @@ def test_the_runner_reads_its_topology_as_the_operator_wrote_it() -> None:
     topology = topology_from_env(env)
     assert topology == Topology(3, 2, 1, env["OLIVEKUBE_MASTER_ADDR"])
     assert topology_from_env({}) == Topology()
+
+
+def test_the_authors_env_comes_first_and_the_operators_own_names_last() -> None:
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"]["env"] = [{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
+    env = render(doc, attempt=2)["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert names[0] == "TOKENIZERS_PARALLELISM"
+    assert names.index("HOME") > 0 and names.index("TMPDIR") > 0 and names.index("OLIVEKUBE_ATTEMPT") > 0
+    assert len(names) == len(set(names))

@@ -519,3 +519,40 @@ def test_a_later_pass_is_not_taken_when_the_pass_before_it_produced_something_el
     status = workflows.items[("ml", "tone")]["status"]
     assert status["passes"]["lora"]["cached"] is True
     assert [job["metadata"]["labels"]["olivekube.io/pass"] for job in batch.jobs.values()] == ["merge"]
+
+
+def _with_writable_prefixes(*prefixes: str) -> tuple[Reconciler, FakeWorkflows, FakeBatch]:
+    workflows, batch = FakeWorkflows(), FakeBatch()
+    settings = OperatorSettings(writable_prefixes=prefixes)
+    reconciler = Reconciler(
+        settings, 0, workflows=workflows, batch=batch, core=FakeCore(), rbac=FakeRbac(), clock=lambda: NOW
+    )
+    return reconciler, workflows, batch
+
+
+@pytest.mark.parametrize(
+    ("cache_dir", "output_dir", "refused"),
+    [
+        ("s3://models/teams/ml/cache", "s3://models/teams/ml/onnx", None),
+        ("s3://models/teams/ml/cache", "s3://models/teams/ml-b/onnx", "spec.output_dir"),
+        ("s3://models/teams/other/cache", "s3://models/teams/ml/onnx", "spec.cache_dir"),
+        ("s3://models/teams/ml/cache", "s3://models/teams/ml/../other/onnx", "spec.output_dir"),
+        ("s3://models/teams/ml", "s3://models/shared/onnx", "spec.output_dir"),
+    ],
+)
+def test_cache_and_output_lie_under_the_prefixes_the_admin_gave_the_namespace(
+    cache_dir: str, output_dir: str, refused: str | None
+) -> None:
+    reconciler, workflows, batch = _with_writable_prefixes("s3://models/teams/{namespace}")
+    doc = valid_manifest()
+    doc["spec"].update(cache_dir=cache_dir, output_dir=output_dir)
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")].get("status") or {}
+    if refused is None:
+        assert len(batch.jobs) == 1, status
+        return
+    assert batch.jobs == {} and status["phase"] == "Failed"
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "NotAllowed" and f"{refused}: " in failed["message"], failed["message"]
+    assert "allowed: s3://models/teams/ml/" in failed["message"]
