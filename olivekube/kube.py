@@ -11,16 +11,17 @@ from olivekube.core.pod_paths import pod_path
 
 
 def load_config() -> None:
-    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
+    """In a pod: the service account, through the kubernetes client's in-cluster loader, which reads
+    the token file again once a minute (a projected token is rotated well before it expires; one read
+    at start stopped working after the token's hour); elsewhere: KUBECONFIG or ~/.kube/config."""
     from kubernetes import client, config
+    from kubernetes.config.incluster_config import InClusterConfigLoader
 
     sa = pod_path(SERVICE_ACCOUNT_DIR)
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    if host and (sa / "token").is_file():
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and (sa / "token").is_file():
         configuration = client.Configuration()
-        configuration.host = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
-        configuration.ssl_ca_cert = str(sa / "ca.crt")
-        configuration.api_key = {"authorization": "Bearer " + (sa / "token").read_text().strip()}
+        loader = InClusterConfigLoader(token_filename=str(sa / "token"), cert_filename=str(sa / "ca.crt"))
+        loader.load_and_set(configuration)
         client.Configuration.set_default(_with_no_proxy(configuration))
         return
     config.load_kube_config()

@@ -40,12 +40,14 @@ def _reconcile_quietly(namespace: str, name: str) -> None:
 
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    """The same credentials as the kubernetes client (a mapped service account in tests' pods)."""
+    """The same credentials as the kubernetes client (a mapped service account in tests' pods). kopf
+    calls this again when the API server answers 401, so a rotated token is read anew."""
     from kubernetes import client
 
     load_config()
     cfg = client.Configuration.get_default_copy()
-    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ") or None
+    header = cfg.get_api_key_with_prefix("authorization") or ""
+    token = header.split(" ", 1)[1].strip() if header.lower().startswith("bearer ") else None
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,
