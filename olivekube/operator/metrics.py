@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from olivekube.api.common import MAX_NAME_LEN, MAX_PASSES
 
 WORKFLOWS = Gauge("olivekube_workflows", "Workflows by phase", ["phase"])
 JOBS_CREATED = Counter("olivekube_jobs_created_total", "Jobs created, one per pass attempt", ["pass_type"])
@@ -31,11 +34,25 @@ GOAL_MET = Gauge(
 )
 
 
+# status.evaluation is written by the runner, so by whoever controls a runner pod: only what an
+# evaluator can produce becomes a label set (models input, final and pass:NAME; at most 16 metrics of
+# 16 sub-types each, as the API allows), so a status cannot grow the operator's memory without bound.
+MODEL_LABEL = re.compile(rf"^(input|final|pass:[A-Za-z0-9_.-]{{1,{MAX_NAME_LEN}}})$")
+METRIC_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,160}$")
+MAX_MODELS = MAX_PASSES + 2
+MAX_METRICS_PER_MODEL = 16 * 16
+
+
 def evaluation_samples(evaluation: dict[str, Any] | None) -> list[tuple[str, str, float, float | None]]:
-    """(model, metric, value, goal met as 1/0 or None) for each value in status.evaluation."""
+    """(model, metric, value, goal met as 1/0 or None) for each value in status.evaluation that an
+    evaluator could have written; anything else is left out."""
     out = []
-    for model, values in ((evaluation or {}).get("models") or {}).items():
-        for metric, entry in (values or {}).items():
+    models = (evaluation or {}).get("models")
+    models = models if isinstance(models, dict) else {}
+    named = [(m, v) for m, v in models.items() if MODEL_LABEL.match(str(m)) and isinstance(v, dict)]
+    for model, values in named[:MAX_MODELS]:
+        metrics = [(k, e) for k, e in values.items() if METRIC_LABEL.match(str(k))]
+        for metric, entry in metrics[:MAX_METRICS_PER_MODEL]:
             if isinstance(entry, dict) and isinstance(entry.get("value"), int | float):
                 met = entry.get("met")
                 out.append(

@@ -97,6 +97,22 @@ def test_an_olive_config_with_evaluators_converts_and_validates() -> None:
     assert "evaluators.common_evaluator.metrics[0].data_config" in paths
 
 
+def test_a_status_evaluation_written_to_flood_the_operator_adds_only_what_an_evaluator_could() -> None:
+    from olivekube.operator.metrics import evaluation_samples
+
+    flood = {
+        "models": {
+            **{f"junk-{i}": {"m": {"value": 1.0}} for i in range(1000)},
+            "final": {f"metric-{i}": {"value": float(i)} for i in range(10_000)},
+            "pass:lora": {"x" * 5000: {"value": 1.0}, "accuracy-accuracy_score": {"value": 0.5}},
+        }
+    }
+    samples = evaluation_samples(flood)
+    assert {model for model, *_ in samples} == {"final", "pass:lora"}
+    assert len(samples) == 16 * 16 + 1
+    assert evaluation_samples({"models": ["not", "a", "map"]}) == []
+
+
 def test_status_evaluation_becomes_prometheus_samples_and_goes_with_the_workflow() -> None:
     from prometheus_client import REGISTRY
 
