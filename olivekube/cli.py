@@ -254,6 +254,26 @@ def _opt(help_text: str) -> Any:
     return typer.Option(help=help_text)
 
 
+# The operator's policy options (the chart's policy.* and runner.* values).
+ImagePrefixes = Annotated[Names, _opt("An image prefix workflows may name (and the runner image).")]
+ServiceAccounts = Annotated[Names, _opt("A ServiceAccount workflows may name (and the runner's).")]
+RunnerSecrets = Annotated[
+    Names, _opt("A Secret (in the workflow's namespace) whose keys every runner gets as env.")
+]
+CachePrefixes = Annotated[
+    Names, _opt("A cache URI prefix the operator may read itself (its own credentials) to skip Jobs.")
+]
+RunnerNamespaces = Annotated[
+    Names, _opt("A namespace where workflows may run (cluster-wide mode); none: every watched one.")
+]
+WritablePrefixes = Annotated[
+    Names,
+    _opt(
+        "A URI prefix under which cache_dir and output_dir must lie ({namespace}: the workflow's); none: anywhere."
+    ),
+]
+
+
 @app.command()
 def operator(
     namespace: Annotated[
@@ -268,26 +288,13 @@ def operator(
     peering: Annotated[str | None, _opt("kopf peering name, for more than one replica.")] = None,
     peering_lifetime: Annotated[int, _opt("Seconds a replica's keep-alive lasts (failover time).")] = 60,
     retry_backoff_seconds: Annotated[float, _opt("First retry delay; doubles per failure.")] = 10.0,
-    allowed_image_prefix: Annotated[
-        Names, _opt("An image prefix workflows may name (and the runner image).")
-    ] = None,
-    allowed_service_account: Annotated[
-        Names, _opt("A ServiceAccount workflows may name (and the runner's).")
-    ] = None,
+    allowed_image_prefix: ImagePrefixes = None,
+    allowed_service_account: ServiceAccounts = None,
     allowed_priority_class: Annotated[Names, _opt("A priority class workflows may name (default: none).")] = None,
-    runner_env_from_secret: Annotated[
-        Names, _opt("A Secret (in the workflow's namespace) whose keys every runner gets as env.")
-    ] = None,
-    cache_lookup_prefix: Annotated[
-        Names, _opt("A cache URI prefix the operator may read itself (its own credentials) to skip Jobs.")
-    ] = None,
-    writable_prefix: Annotated[
-        Names,
-        _opt(
-            "A URI prefix under which cache_dir and output_dir must lie ({namespace}: the workflow's); "
-            "none: anywhere."
-        ),
-    ] = None,
+    runner_env_from_secret: RunnerSecrets = None,
+    cache_lookup_prefix: CachePrefixes = None,
+    runner_namespace: RunnerNamespaces = None,
+    writable_prefix: WritablePrefixes = None,
     scratch_size_limit: Annotated[str, _opt("sizeLimit of the runner's /tmp emptyDir.")] = "100Gi",
     scratch_request: Annotated[str, _opt("ephemeral-storage request of runner containers.")] = "10Gi",
     cpu_request: Annotated[str, _opt("CPU request of a pass that names no resources.")] = "1",
@@ -318,6 +325,7 @@ def operator(
         cache_lookup_prefixes=tuple(cache_lookup_prefix or ()),
         runner_env_from_secrets=tuple(runner_env_from_secret or ()),
         writable_prefixes=tuple(writable_prefix or ()),
+        runner_namespaces=tuple(runner_namespace or ()),
     )
     run_operator(
         namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds, peering_lifetime

@@ -58,6 +58,8 @@ class OperatorSettings:
     runner_env_from_secrets: tuple[str, ...] = ()  # the admin's Secrets in every runner's env (store access)
     # URI prefixes cache_dir and output_dir must lie under ({namespace}: the workflow's); empty: anywhere
     writable_prefixes: tuple[str, ...] = ()
+    # Namespaces where workflows may run (cluster-wide mode: those the admin opened); empty: any watched
+    runner_namespaces: tuple[str, ...] = ()
 
 
 AZUREML_CANCEL_GRACE_SECONDS = 90

@@ -67,10 +67,18 @@ def writable_problems(workflow: OptimizationWorkflow, settings: OperatorSettings
     return problems
 
 
+def namespace_problem(namespace: str, settings: OperatorSettings) -> Problem | None:
+    if not settings.runner_namespaces or namespace in settings.runner_namespaces:
+        return None
+    opened = _listed(settings.runner_namespaces)
+    return "metadata.namespace", f"{namespace} is not a namespace the cluster admin opened to workflows ({opened})"
+
+
 def policy_problems(workflow: OptimizationWorkflow, settings: OperatorSettings) -> list[Problem]:
     """Every field of the workflow that the admin's allowlists refuse."""
     k8s = workflow.spec.kubernetes
     found = [
+        namespace_problem(workflow.metadata.namespace or "default", settings),
         image_problem(k8s.image, settings) if k8s else None,
         service_account_problem(k8s.serviceAccountName, settings) if k8s else None,
         priority_class_problem(k8s.priorityClassName, settings) if k8s else None,

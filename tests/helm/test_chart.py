@@ -99,15 +99,33 @@ def test_templates_are_accepted_by_the_api_server(control_plane, name: str) -> N
 
 
 def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(resource, its verbs in alphabetical order) for what `account` may do in `namespace`."""
     out = cp.kubectl("auth", "can-i", "--list", f"--as={account}", "-n", namespace).stdout
-    rules: set[tuple[str, str]] = set()
+    verbs: dict[str, set[str]] = {}
     for line in out.splitlines()[1:]:
         parts = line.split()
-        resource, verbs = parts[0], line[line.rindex("[") + 1 : line.rindex("]")]
+        resource = parts[0] if parts else ""
         if resource.startswith(("selfsubject", "/", "[/")) or not resource:
             continue  # granted to every authenticated user
-        rules.add((resource, verbs))
-    return rules
+        verbs.setdefault(resource, set()).update(line[line.rindex("[") + 1 : line.rindex("]")].split())
+    return {(resource, " ".join(sorted(v))) for resource, v in verbs.items()}
+
+
+OPERATOR_READS = {
+    ("optimizationworkflows.olivekube.io", "get list watch"),
+    ("optimizationworkflows.olivekube.io/status", "get patch"),
+    ("pods", "get list"),
+    ("events", "create list patch"),
+    ("events.events.k8s.io", "create list patch"),
+    ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),
+    ("namespaces", "list watch"),
+}
+OPERATOR_WRITES = {
+    ("serviceaccounts", "create"),
+    ("services", "create"),
+    ("roles.rbac.authorization.k8s.io", "create"),
+    ("rolebindings.rbac.authorization.k8s.io", "create"),
+}
 
 
 def install_release(cp, images: tuple[str, str], bucket: str) -> None:  # type: ignore[no-untyped-def]
@@ -285,19 +303,8 @@ def test_install_runs_the_operator_and_every_pass_in_their_images(  # type: igno
 def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]
     cp, _ = installed
     operator = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}-operator"
-    assert _can_i(cp, operator, WORK_NS) == {
-        ("optimizationworkflows.olivekube.io", "get list watch"),
-        ("optimizationworkflows.olivekube.io/status", "get patch"),
-        ("jobs.batch", "get list watch create delete"),
-        ("pods", "get list"),
-        ("events", "create patch list"),
-        ("events.events.k8s.io", "create patch list"),
-        ("serviceaccounts", "create"),
-        ("services", "create"),
-        ("roles.rbac.authorization.k8s.io", "create"),
-        ("rolebindings.rbac.authorization.k8s.io", "create"),
-        ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),
-        ("namespaces", "list watch"),
+    assert _can_i(cp, operator, WORK_NS) == OPERATOR_READS | OPERATOR_WRITES | {
+        ("jobs.batch", "create delete get list watch")
     }
     runner = f"system:serviceaccount:{WORK_NS}:olivekube-runner"  # the shared account: no rights of its own
     assert _can_i(cp, runner, WORK_NS) == set()
@@ -310,6 +317,44 @@ def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no
                 ).stdout.strip()
                 == "no"
             )
+
+
+def test_cluster_wide_the_operator_creates_only_in_the_namespaces_the_admin_opened(installed) -> None:  # type: ignore[no-untyped-def]
+    """The RBAC of a cluster-wide release (rendered, applied alone, no operator): it reads workflows
+    everywhere, and creates Jobs and identities only in runner.namespaces, never in kube-system."""
+    cp, _ = installed
+    release, namespace = "wide", "wide-system"
+    rendered = helm(
+        cp, "template", release, str(CHART), "-n", namespace, "--set", f"runner.namespaces={{{WORK_NS}}}"
+    ).stdout
+    operator_account = {"kind": "ServiceAccount", "name": f"{release}-operator"}
+    rbac = [  # the operator's account and grants (the runner's account in WORK_NS is the installed release's)
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d
+        and (
+            d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+            or {"kind": d["kind"], "name": d["metadata"]["name"]} == operator_account
+        )
+    ]
+    assert any(d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == WORK_NS for d in rbac)
+    cp.kubectl("create", "namespace", namespace, check=False)
+    manifest = yaml.safe_dump_all(rbac)
+    cp.kubectl("apply", "-f", "-", input=manifest)
+    try:
+        operator = f"system:serviceaccount:{namespace}:{release}-operator"
+        assert _can_i(cp, operator, WORK_NS) == OPERATOR_READS | OPERATOR_WRITES | {
+            ("jobs.batch", "create delete get list watch")
+        }
+        for closed in ("kube-system", "default"):
+            assert _can_i(cp, operator, closed) == OPERATOR_READS | {("jobs.batch", "get list watch")}, closed
+        deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert f"--runner-namespace={WORK_NS}" in container["command"]
+    finally:
+        cp.kubectl("delete", "-f", "-", input=manifest, check=False)
+    refused = helm(cp, "template", release, str(CHART), "--set", "runner.namespaces={kube-system}", check=False)
+    assert refused.returncode != 0 and "kube-system is the cluster's own namespace" in refused.stderr
 
 
 def test_upgrade_upgrades_the_crd_and_uninstall_keeps_only_it(installed, images, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -556,3 +556,20 @@ def test_cache_and_output_lie_under_the_prefixes_the_admin_gave_the_namespace(
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
     assert failed["reason"] == "NotAllowed" and f"{refused}: " in failed["message"], failed["message"]
     assert "allowed: s3://models/teams/ml/" in failed["message"]
+
+
+def test_a_workflow_outside_the_namespaces_the_admin_opened_fails_before_any_job() -> None:
+    workflows, batch = FakeWorkflows(), FakeBatch()
+    settings = OperatorSettings(runner_namespaces=("team-a",))
+    reconciler = Reconciler(
+        settings, 0, workflows=workflows, batch=batch, core=FakeCore(), rbac=FakeRbac(), clock=lambda: NOW
+    )
+    workflows.add(valid_manifest())  # in namespace ml
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert batch.jobs == {} and failed["reason"] == "NotAllowed"
+    assert (
+        "metadata.namespace: ml is not a namespace the cluster admin opened to workflows (team-a)"
+        in (failed["message"])
+    )

@@ -24,8 +24,9 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
-{{/* The operator's namespaced permissions, for a Role per watched namespace or the ClusterRole. */}}
-{{- define "olivekube.operatorRules" -}}
+{{/* What the operator reads and patches in each namespace it watches: workflows and their status, the
+Jobs and pods it follows, events. */}}
+{{- define "olivekube.operatorReadRules" -}}
 - apiGroups: [olivekube.io]
   resources: [optimizationworkflows]
   verbs: [get, list, watch]
@@ -34,13 +35,26 @@ app.kubernetes.io/component: operator
   verbs: [get, patch]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, delete]  # delete: a suspended pass running on Azure ML stops at once
+  verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch, list]
+{{- if gt (int .Values.operator.replicaCount) 1 }}
+- apiGroups: [kopf.dev]
+  resources: [{{ if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end -}}
+
+{{/* What the operator creates, only in namespaces where workflows run (a watched one, or in
+cluster-wide mode one of runner.namespaces): Jobs, and each workflow's runner identity. */}}
+{{- define "olivekube.operatorWriteRules" -}}
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, delete]  # delete: a suspended pass running on Azure ML stops at once
 # Each workflow's runner identity: a ServiceAccount and a Role that reaches only that workflow.
 - apiGroups: [""]
   resources: [serviceaccounts]
@@ -52,9 +66,13 @@ app.kubernetes.io/component: operator
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create]
-{{- if gt (int .Values.operator.replicaCount) 1 }}
-- apiGroups: [kopf.dev]
-  resources: [{{ if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
-  verbs: [get, list, watch, patch]
+{{- end -}}
+
+{{/* Namespaces no release may open to workflows: the cluster's own. */}}
+{{- define "olivekube.checkNamespaces" -}}
+{{- range concat (.Values.watchNamespaces | default list) (.Values.runner.namespaces | default list) }}
+{{- if has . (list "kube-system" "kube-public" "kube-node-lease") }}
+{{- fail (printf "%s is the cluster's own namespace: olivekube never runs workflows there" .) }}
+{{- end }}
 {{- end }}
 {{- end -}}
