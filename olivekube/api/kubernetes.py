@@ -8,7 +8,16 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from olivekube.api.common import MAX_LIST, MAX_PASSES, MAX_STRING, PRESERVE, ApiModel
-from olivekube.core.constants import SCRATCH_DIR, SCRATCH_VOLUME
+from olivekube.core.constants import (
+    ATTEMPT_ENV,
+    MASTER_ADDR_ENV,
+    NPROC_PER_NODE_ENV,
+    NUM_NODES_ENV,
+    PVC_MOUNTS_ENV,
+    SCRATCH_DIR,
+    SCRATCH_VOLUME,
+    WORKFLOW_ENV,
+)
 
 
 class PullPolicy(str, Enum):
@@ -61,10 +70,12 @@ class Toleration(ApiModel):
     tolerationSeconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
 
 
-OPERATOR_ENV_NAMES = ("HOME", "TMPDIR")
-OPERATOR_ENV_PREFIX = "OLIVEKUBE_"
-"""Set by the operator in every runner container (the scratch space, the attempt, the topology): a
-workflow's env may not name them, whoever wrote it."""
+OPERATOR_ENV_NAMES = (
+    "HOME", "TMPDIR", ATTEMPT_ENV, NPROC_PER_NODE_ENV, NUM_NODES_ENV, MASTER_ADDR_ENV, WORKFLOW_ENV,
+    PVC_MOUNTS_ENV,
+)  # fmt: skip
+"""Set by the operator in runner containers (the scratch space, the attempt, the training topology,
+the mounted claims): a workflow's env may not name them, whoever wrote it."""
 
 GUARDED_ENV_PREFIXES = (
     "OLIVEKUBE_", "AWS_", "AZURE_", "ARM_", "AZUREML_", "MSI_", "IDENTITY_", "GOOGLE_", "HF_", "HUGGING_FACE_",
@@ -97,9 +108,9 @@ class EnvVar(ApiModel):
 
     @model_validator(mode="after")
     def _not_the_operators(self) -> EnvVar:
-        if self.name in OPERATOR_ENV_NAMES or self.name.startswith(OPERATOR_ENV_PREFIX):
-            owned = ", ".join([*OPERATOR_ENV_NAMES, f"{OPERATOR_ENV_PREFIX}*"])
-            raise ValueError(f"name: {self.name} is set by the operator in every runner ({owned})")
+        if self.name in OPERATOR_ENV_NAMES:
+            owned = ", ".join(OPERATOR_ENV_NAMES)
+            raise ValueError(f"name: {self.name} is the operator's to set in runner pods ({owned})")
         return self
 
 

@@ -92,10 +92,22 @@ class AzureMLClient(ApiModel):
 class AzureMLDockerConfig(ApiModel):
     """The environment image of an Azure ML job."""
 
+    _unsupported_keys = {
+        "dockerfile": "olivekube builds no image on Azure ML: give base_image (and conda_file_path) "
+        "or aml_environment_config",
+        "build_context_path": "olivekube builds no image on Azure ML: give base_image (and conda_file_path) "
+        "or aml_environment_config",
+    }
+
     base_image: str | None = Field(None, max_length=MAX_STRING, description="Base Docker image.")
-    conda_file_path: str | None = Field(None, max_length=MAX_STRING, description="Conda file for the image.")
-    dockerfile: str | None = Field(None, max_length=MAX_STRING, description="Dockerfile path in the context.")
-    build_context_path: str | None = Field(None, max_length=MAX_STRING, description="Docker build context.")
+    conda_file_path: str | None = Field(
+        None,
+        max_length=MAX_STRING,
+        description=(
+            "Conda file for the image. In a cluster it must lie on a volume of spec.kubernetes.volumeMounts "
+            "(a ConfigMap, say): the dispatcher pod uploads it."
+        ),
+    )
 
 
 class AzureMLEnvironmentConfig(ApiModel):

@@ -20,6 +20,8 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.artifact import is_hub_id
 from olivekube.core.constants import LABEL_ATTEMPT, LABEL_KEY, LABEL_PASS, LABEL_WORKFLOW, WORKFLOW_ENV
 from olivekube.core.errors import PassError
+from olivekube.core.pod_paths import pod_path
+from olivekube.kube import namespace_of_pod
 from olivekube.storage.outputs import version_uri
 
 DEFAULT_DATASTORE = "workspaceblobstore"
@@ -137,8 +139,25 @@ def _output_uri(at: PassAttempt, workspace: AzureMLClient) -> str:
     )
 
 
-def _environment(system: AzureMLSystem, where: str, base_dir: Path) -> tuple[str | None, str | None, str | None]:
-    """(image, conda file, registered environment) of the job, from the system's config."""
+def _outside_mounted_volumes(path: Path, mounts: list[str]) -> str | None:
+    """Why a file the dispatcher pod would upload may not be read: it must lie, symbolic links
+    resolved, on one of the workflow's own volumes (volumeMounts, which only a user who may create
+    Jobs sets), never elsewhere in the pod (its service account token, the image's files). `path` is
+    as this process sees it (pod_path)."""
+    real = path.resolve()
+    for mount in mounts:
+        root = pod_path(mount).resolve()
+        if real == root or root in real.parents:
+            return None
+    mounted = ", ".join(mounts) or "none"
+    return f"{path} is not on a volume of spec.kubernetes.volumeMounts (mounted: {mounted}); mount it there"
+
+
+def _environment(
+    system: AzureMLSystem, where: str, base_dir: Path, mounts: list[str], in_pod: bool
+) -> tuple[str | None, str | None, str | None]:
+    """(image, conda file, registered environment) of the job, from the system's config. In a pod the
+    conda file must lie on one of the workflow's volumes (`mounts`)."""
     if system.aml_environment_config is not None:
         env_cfg = system.aml_environment_config
         label = f"{env_cfg.name}@{env_cfg.label}" if env_cfg.label else f"{env_cfg.name}:{env_cfg.version}"
@@ -153,6 +172,10 @@ def _environment(system: AzureMLSystem, where: str, base_dir: Path) -> tuple[str
         return docker.base_image, None, None
     conda_path = Path(docker.conda_file_path).expanduser()
     conda_path = conda_path if conda_path.is_absolute() else base_dir / conda_path
+    conda_path = pod_path(str(conda_path)) if in_pod else conda_path
+    problem = _outside_mounted_volumes(conda_path, mounts) if in_pod else None
+    if problem:
+        raise PassError(f"{where}.aml_docker_config.conda_file_path", problem)
     if not conda_path.is_file():
         raise PassError(
             f"{where}.aml_docker_config.conda_file_path",
@@ -176,7 +199,9 @@ def plan_job(at: PassAttempt) -> JobPlan:
     inputs = _model_inputs(at, args)
     data_inputs = _data_inputs(at, inputs, args)
     output_uri = _output_uri(at, workspace)
-    image, conda, environment = _environment(system, where, at.base_dir)
+    k8s = workflow.spec.kubernetes
+    mounts = [m.mountPath for m in (k8s.volumeMounts if k8s else None) or []]
+    image, conda, environment = _environment(system, where, at.base_dir, mounts, namespace_of_pod() is not None)
     meta = workflow.metadata
     manifest = {
         "apiVersion": workflow.apiVersion,

@@ -19,6 +19,7 @@ from tests.helpers.processes import wait_for
 from tools.fake_azureml import FakeAzureML
 
 SECRET = "aml-sp"
+CONDA_CONFIGMAP = "aml-conda"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,8 @@ def aml_cluster(crd_installed, s3, tmp_path_factory) -> Iterator[tuple[Any, Fake
     workdir = tmp_path_factory.mktemp("aml")
     conda = workdir / "conda.yaml"
     conda.write_text("name: olivekube\ndependencies:\n  - python=3.11\n")
+    # The dispatcher pod uploads the conda file: it must lie on one of the workflow's volumes.
+    cp.kubectl("create", "configmap", CONDA_CONFIGMAP, "-n", NS, f"--from-file=conda.yaml={conda}", check=False)
     operator = Operator(cp, s3, workdir)
     operator.start()
     yield cp, fake, operator, conda
@@ -44,7 +47,7 @@ def aml_cluster(crd_installed, s3, tmp_path_factory) -> Iterator[tuple[Any, Fake
 
 
 def _manifest(name: str, fake: FakeAzureML, conda: Path) -> dict[str, Any]:
-    manifest = seed_aml_manifest(conda)
+    manifest = seed_aml_manifest(Path("/conda") / conda.name)
     manifest["metadata"] = {"name": name, "namespace": NS}
     spec = manifest["spec"]
     spec["systems"]["aml"]["credentials_secret"] = SECRET
@@ -53,6 +56,8 @@ def _manifest(name: str, fake: FakeAzureML, conda: Path) -> dict[str, Any]:
         "image": "olivekube/runner:test",
         "backoffLimit": 0,
         "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumes": [{"name": "conda", "configMap": {"name": CONDA_CONFIGMAP}}],
+        "volumeMounts": [{"name": "conda", "mountPath": "/conda"}],
     }
     return manifest
 

@@ -16,7 +16,9 @@ import pytest
 
 from olivekube.api.workflow import OptimizationWorkflow, parse_workflow
 from olivekube.azureml.job import PassAttempt
+from olivekube.core.constants import SERVICE_ACCOUNT_DIR
 from olivekube.core.errors import PassError
+from olivekube.core.pod_paths import TEST_NODE_PATHS_ENV
 from tests.helpers.azureml import HF_TOKEN, RG, SUB, WS, seed_aml_manifest
 from tools.fake_azureml import FakeAzureML
 
@@ -142,14 +144,40 @@ def test_a_failed_azure_job_fails_the_pass_with_azures_message(fake: FakeAzureML
         ("workspace", "spec.azureml_client.workspace_name", "was not found"),
         ("compute", "spec.systems.aml.aml_compute", "Compute nope not found"),
         ("conda", "spec.systems.aml.aml_docker_config.conda_file_path", "is not a file"),
+        (
+            "token-as-conda-file",
+            "spec.systems.aml.aml_docker_config.conda_file_path",
+            "is not on a volume of spec.kubernetes.volumeMounts (mounted: /conda)",
+        ),
         ("data", "spec.data_configs.dataset_default_train.load_dataset_config.data_files", "azureml://"),
     ],
 )
 def test_bad_azure_settings_fail_naming_the_field(
-    fake: FakeAzureML, conda_file: Path, caplog: pytest.LogCaptureFixture, change: str, field: str, words: str
+    fake: FakeAzureML,
+    conda_file: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    change: str,
+    field: str,
+    words: str,
 ) -> None:
     manifest = seed_aml_manifest(conda_file)
     spec = manifest["spec"]
+    if change == "token-as-conda-file":  # a dispatcher pod would upload its own service account token
+        account, volume = tmp_path / "account", tmp_path / "volume"
+        account.mkdir()
+        volume.mkdir()
+        (account / "namespace").write_text("ml")
+        (account / "token").write_text("the pod's token")
+        monkeypatch.setenv(
+            TEST_NODE_PATHS_ENV, json.dumps({SERVICE_ACCOUNT_DIR: str(account), "/conda": str(volume)})
+        )
+        spec["kubernetes"] = {
+            "volumes": [{"name": "conda", "configMap": {"name": "conda"}}],
+            "volumeMounts": [{"name": "conda", "mountPath": "/conda"}],
+        }
+        spec["systems"]["aml"]["aml_docker_config"]["conda_file_path"] = f"{SERVICE_ACCOUNT_DIR}/token"
     if change == "no-credentials":
         os.environ.pop("AZURE_CLIENT_SECRET")
     elif change == "no-hf-token":
