@@ -101,9 +101,9 @@ SAVE_STEPS = 4
 def resumable_workflow(tiny_models: dict[str, Path], workspace: Path, cache: str) -> Path:
     lora = json.loads(json.dumps(LORA))
     lora["lora_dropout"] = 0.1  # dropout draws from the RNG: its state must be resumed too
-    lora["training_args"].update(
-        max_steps=STEPS, save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=1, eval_steps=STEPS
-    )
+    # save_steps without save_strategy, as Olive configs write it: transformers' default strategy is
+    # "steps", so this asks for checkpoints (the runner once saved none)
+    lora["training_args"].update(max_steps=STEPS, save_steps=SAVE_STEPS, logging_steps=1, eval_steps=STEPS)
     doc = workflow_doc(str(tiny_models["qwen2"]), "tone.json", {"lora": lora}, cache_dir=cache)
     return write(workspace / f"{Path(cache).name}.json", doc)
 

@@ -88,7 +88,7 @@ class TrainingArgs(OpenModel):
     )
     eval_steps: float | None = Field(None, gt=0, description="Evaluate every N steps.")
     save_strategy: Literal["no", "steps", "epoch", "best"] | None = Field(
-        None, description="When to save checkpoints. Default no."
+        None, description="When to save checkpoints. Default: steps when save_steps is given, else no."
     )
     save_steps: float | None = Field(None, gt=0, description="Checkpoint every N steps.")
     group_by_length: bool | None = Field(None, description="Batch sequences of similar length together.")

@@ -117,9 +117,11 @@ class LoRAPass(RunnerPass, pass_type="LoRA"):
             check_fsdp(f"{self.ctx.field}.training_args.fsdp", device)
         args.setdefault("logging_steps", 10)
         args["logging_first_step"] = True
+        # No checkpoints unless asked for; save_steps alone asks for them, as it does in transformers
+        # (and so in Olive), whose default strategy is "steps".
+        args.setdefault("save_strategy", "steps" if "save_steps" in args else "no")
         args.update(
             output_dir=str(out / ".checkpoints"),
-            save_strategy=args.get("save_strategy", "no"),
             report_to=args.get("report_to") or [],
             use_cpu=device == "cpu",
             disable_tqdm=True,
