@@ -64,7 +64,11 @@ class _Converter:
             kinds = {o.get("type") for o in node.get("anyOf", [node]) if o.get("type") != "null"}
             out: Schema = {PRESERVE: True}
             if kinds == {"object"}:
-                out = {"type": "object", PRESERVE: True}
+                # An open object may still bound its size and type some of its keys.
+                out = self._bounds({"type": "object", PRESERVE: True}, node)
+                known: dict[str, Schema] = node.get("properties", {})
+                if known:
+                    out["properties"] = {k: self.convert(v, f"{path}.{k}", False) for k, v in known.items()}
         elif node.get("x-kubernetes-int-or-string"):
             out = {}
         elif "anyOf" in node:

@@ -98,6 +98,18 @@ def guarded_env_name(name: str) -> bool:
 class EnvVar(ApiModel):
     """corev1.EnvVar."""
 
+    model_config = ConfigDict(
+        **ApiModel.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!(self.name in {list(OPERATOR_ENV_NAMES)})",
+                    "message": f"the operator sets these in runner pods: {', '.join(OPERATOR_ENV_NAMES)}",
+                }
+            ]
+        },
+    )
+
     name: str = Field(min_length=1, max_length=256, description="Variable name.")
     value: str | None = Field(None, max_length=MAX_STRING, description="Variable value.")
     valueFrom: dict[str, Any] | None = Field(

@@ -10,8 +10,9 @@ from enum import Enum
 from typing import Any
 
 from pydantic import Field
+from pydantic.json_schema import JsonDict  # type: ignore[attr-defined]
 
-from olivekube.api.common import MAX_PASSES, MAX_STRING, PRESERVE, ApiModel
+from olivekube.api.common import MAX_LIST, MAX_PASSES, MAX_STRING, PRESERVE, ApiModel
 
 
 class WorkflowPhase(str, Enum):
@@ -116,6 +117,21 @@ class PassStatus(ApiModel):
     message: str | None = Field(None, max_length=32768, description="Failure message or note.")
 
 
+EVALUATION_BOUNDS: JsonDict = {
+    **PRESERVE,
+    "maxProperties": 8,
+    "properties": {
+        "models": {
+            "type": "object",
+            "maxProperties": MAX_PASSES + 2,
+            "additionalProperties": {"type": "object", "maxProperties": MAX_LIST * 16, **PRESERVE},
+        }
+    },
+}
+"""status.evaluation's size, as the runner writes it: a model per pass and the input and final ones,
+each with at most the 64 metrics of 16 sub-types an evaluator may have."""
+
+
 class WorkflowStatus(ApiModel):
     """Observed state of the workflow."""
 
@@ -137,7 +153,7 @@ class WorkflowStatus(ApiModel):
             "spec.evaluator's results: per model (input, pass:NAME, final) each metric's value, goal, "
             "the input model's value and whether the goal was met; goalsMet."
         ),
-        json_schema_extra=PRESERVE,
+        json_schema_extra=EVALUATION_BOUNDS,
     )
     message: str | None = Field(None, max_length=32768, description="Why the workflow is in its phase.")
 

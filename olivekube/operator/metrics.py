@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from olivekube.api.common import MAX_NAME_LEN, MAX_PASSES
+from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_PASSES
 
 WORKFLOWS = Gauge("olivekube_workflows", "Workflows by phase", ["phase"])
 JOBS_CREATED = Counter("olivekube_jobs_created_total", "Jobs created, one per pass attempt", ["pass_type"])
@@ -35,12 +35,12 @@ GOAL_MET = Gauge(
 
 
 # status.evaluation is written by the runner, so by whoever controls a runner pod: only what an
-# evaluator can produce becomes a label set (models input, final and pass:NAME; at most 16 metrics of
+# evaluator can produce becomes a label set (models input, final and pass:NAME; at most 64 metrics of
 # 16 sub-types each, as the API allows), so a status cannot grow the operator's memory without bound.
 MODEL_LABEL = re.compile(rf"^(input|final|pass:[A-Za-z0-9_.-]{{1,{MAX_NAME_LEN}}})$")
 METRIC_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,160}$")
 MAX_MODELS = MAX_PASSES + 2
-MAX_METRICS_PER_MODEL = 16 * 16
+MAX_METRICS_PER_MODEL = MAX_LIST * 16
 
 
 def evaluation_samples(evaluation: dict[str, Any] | None) -> list[tuple[str, str, float, float | None]]:

@@ -4,6 +4,7 @@ the Job controller through the node agent, garbage collection, helm."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,28 @@ def test_status_subresource_separates_spec_and_status(crd_installed) -> None:  #
     assert got["metadata"]["generation"] == 2
     columns = cp.kubectl("get", "owf", "subresource").stdout
     assert "Running" in columns and "lora" in columns
+
+
+def test_the_api_server_bounds_what_a_runner_may_write_to_status_evaluation(crd_installed) -> None:  # type: ignore[no-untyped-def]
+    cp = crd_installed
+    doc = valid_manifest()
+    doc["metadata"] = {"name": "evaluation-bounds", "namespace": "default"}
+    apply(cp, doc, check=True)
+
+    def patch(models: dict[str, dict[str, object]]) -> subprocess.CompletedProcess[str]:
+        body = json.dumps({"status": {"evaluation": {"evaluator": "e", "goalsMet": True, "models": models}}})
+        return cp.kubectl(
+            "patch", "owf", "evaluation-bounds", "--subresource=status", "--type=merge", "-p", body, check=False
+        )
+
+    metric = {"accuracy-accuracy_score": {"value": 0.9}}
+    fits = {"input": metric, "final": metric, **{f"pass:p{i}": metric for i in range(16)}}
+    assert (out := patch(fits)).returncode == 0, out.stderr
+    flood = patch({f"junk-{i}": metric for i in range(19)})
+    assert flood.returncode != 0 and "status.evaluation.models" in flood.stderr, flood.stderr
+    wide = patch({"final": {f"m-{i}": {"value": 1} for i in range(64 * 16 + 1)}})
+    assert wide.returncode != 0 and "status.evaluation.models.final" in wide.stderr, wide.stderr[:2000]
+    cp.kubectl("delete", "owf", "evaluation-bounds", check=False)
 
 
 def _job(name: str, code: str, backoff: int = 0) -> dict:

@@ -109,7 +109,7 @@ def test_a_status_evaluation_written_to_flood_the_operator_adds_only_what_an_eva
     }
     samples = evaluation_samples(flood)
     assert {model for model, *_ in samples} == {"final", "pass:lora"}
-    assert len(samples) == 16 * 16 + 1
+    assert len(samples) == 64 * 16 + 1
     assert evaluation_samples({"models": ["not", "a", "map"]}) == []
 
 
