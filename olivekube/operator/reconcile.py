@@ -17,7 +17,7 @@ from olivekube.api.common import API_VERSION, KIND
 from olivekube.api.status import WorkflowPhase
 from olivekube.api.validation import problems_from_error
 from olivekube.api.workflow import OptimizationWorkflow, workflow_of_object
-from olivekube.core.clock import Clock, timestamp, utc_now
+from olivekube.core.clock import Clock, parse_timestamp, timestamp, utc_now
 from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
@@ -29,14 +29,13 @@ from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
 
 log = logging.getLogger("olivekube.operator")
-CANNOT_START = (
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-)
+CANNOT_START = ("InvalidImageName",)
 """Container waiting reasons that no wait will cure."""
+MAY_PASS = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError")
+"""Waiting reasons the kubelet retries (a registry hiccup, a Secret or ConfigMap created a moment
+later): they fail the pass only when they still hold MAY_PASS_SECONDS after the Job was created, a
+moment the operator's startup timer still looks at (plan.STARTUP_WATCH_SECONDS)."""
+MAY_PASS_SECONDS = 90.0
 
 
 class JobRefused(Exception):
@@ -343,10 +342,14 @@ class Reconciler:
             events = []
         if meta.get("uid") and events:
             return f"FailedCreate: {events[-1].message}"
+        created = meta.get("creationTimestamp")
+        age = (self.clock() - parse_timestamp(created)).total_seconds() if created else MAY_PASS_SECONDS
         for pod in self._pods(job):
             for cs in pod.status.container_statuses or []:
                 waiting = cs.state.waiting if cs.state else None
-                if waiting is not None and waiting.reason in CANNOT_START:
+                if waiting is None:
+                    continue
+                if waiting.reason in CANNOT_START or (waiting.reason in MAY_PASS and age >= MAY_PASS_SECONDS):
                     return f"{waiting.reason}: {waiting.message or ''}".strip()
         return None
 

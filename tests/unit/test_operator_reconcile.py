@@ -89,6 +89,7 @@ class FakeCore:
         self.events: list[Any] = []
         self.message = "data file missing"
         self.failed_create: str | None = None
+        self.waiting: SimpleNamespace | None = None  # a container's waiting state, when it has not started
         self.accounts: list[dict[str, Any]] = []
 
     def create_namespaced_event(self, namespace: str, event: Any, **_: Any) -> None:
@@ -108,9 +109,9 @@ class FakeCore:
 
     def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
         terminated = SimpleNamespace(message=self.message, exit_code=1, reason="Error")
-        status = SimpleNamespace(
-            container_statuses=[SimpleNamespace(state=SimpleNamespace(terminated=terminated, waiting=None))]
-        )
+        state = SimpleNamespace(terminated=None, waiting=self.waiting) if self.waiting else None
+        state = state or SimpleNamespace(terminated=terminated, waiting=None)
+        status = SimpleNamespace(container_statuses=[SimpleNamespace(state=state)])
         return SimpleNamespace(items=[SimpleNamespace(status=status)])
 
 
@@ -454,6 +455,39 @@ def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words(p
     assert status["phase"] == "Failed" and "service account ml/ghost" in status["message"]
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "PodsNotStarting"
     assert batch.jobs == {}, "the Job that cannot start is deleted"
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"])
+def test_a_start_problem_the_kubelet_retries_fails_the_pass_only_when_it_lasts(reason: str) -> None:
+    now = [NOW]
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    reconciler = Reconciler(
+        OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+    )
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
+    core.waiting = SimpleNamespace(reason=reason, message="registry.example.com: i/o timeout")
+    for seconds in (5, 30, 80):
+        now[0] = NOW + dt.timedelta(seconds=seconds)
+        assert reconciler.reconcile("ml", "tone") is not None, seconds  # still looked at again
+        assert workflows.items[("ml", "tone")]["status"]["phase"] == "Running", seconds
+    now[0] = NOW + dt.timedelta(seconds=95)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "PodsNotStarting" and f"{reason}: registry.example.com" in failed["message"]
+
+
+def test_an_invalid_image_name_fails_the_pass_at_once(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, _, core = parts
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    core.waiting = SimpleNamespace(reason="InvalidImageName", message='couldn\'t parse image name "a b"')
+    reconciler.reconcile("ml", "tone")
+    assert workflows.items[("ml", "tone")]["status"]["phase"] == "Failed"
 
 
 def test_a_deleted_workflows_lock_is_dropped(parts) -> None:  # type: ignore[no-untyped-def]
