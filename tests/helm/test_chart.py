@@ -884,8 +884,16 @@ def test_a_runner_killed_after_its_third_checkpoint_resumes_to_the_same_eval_los
         return lora.get("jobName") if (lora.get("progress") or {}).get("checkpointStep", 0) >= 30 else None
 
     job = wait_for(third_checkpoint, timeout=600, step=0.5)
-    (pod,) = pods_of(cp, job)
-    container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("podman://")
+
+    def container_of_the_pod() -> str | None:
+        """Its container's id, once the node agent has reported it: the runner may train, and report
+        progress, before that (as under a kubelet, whose status updates lag the container too)."""
+        (pod,) = pods_of(cp, job)
+        statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+        found = str(statuses[0].get("containerID") or "").removeprefix("podman://")
+        return found if found and found != "unknown" else None
+
+    container = wait_for(container_of_the_pod, timeout=120, step=0.5)
     env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)}
     subprocess.run(["podman", "kill", "--signal", sig, container], env=env, check=True, capture_output=True)
 
