@@ -506,9 +506,14 @@ ATTACKS = [
         ["spec.kubernetes.env: AWS_ENDPOINT_URL_S3"],
     ),
     (
-        "the runner's rendezvous",
+        "the runner's rendezvous",  # the operator's own name: the CRD refuses it for everyone
         {"kubernetes": {"env": [{"name": "OLIVEKUBE_MASTER_ADDR", "value": "collector"}]}},
-        ["spec.kubernetes.env: OLIVEKUBE_MASTER_ADDR"],
+        ["spec.kubernetes.env[0]: Invalid value: the operator sets these in runner pods"],
+    ),
+    (
+        "a runner setting of the admin's",
+        {"kubernetes": {"env": [{"name": "OLIVEKUBE_AZUREML_POLL_SECONDS", "value": "0"}]}},
+        ["spec.kubernetes.env: OLIVEKUBE_AZUREML_POLL_SECONDS"],
     ),
     (
         "code on the Python path",
