@@ -117,14 +117,16 @@ class PassStatus(ApiModel):
     message: str | None = Field(None, max_length=32768, description="Failure message or note.")
 
 
+MAX_EVALUATED_MODELS = MAX_PASSES + 2  # a model per pass, the input and the final one
+MAX_EVALUATED_METRICS = MAX_LIST * 16  # an evaluator's metrics, each of at most 16 sub-types
 EVALUATION_BOUNDS: JsonDict = {
     **PRESERVE,
     "maxProperties": 8,
     "properties": {
         "models": {
             "type": "object",
-            "maxProperties": MAX_PASSES + 2,
-            "additionalProperties": {"type": "object", "maxProperties": MAX_LIST * 16, **PRESERVE},
+            "maxProperties": MAX_EVALUATED_MODELS,
+            "additionalProperties": {"type": "object", "maxProperties": MAX_EVALUATED_METRICS, **PRESERVE},
         }
     },
 }

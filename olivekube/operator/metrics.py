@@ -8,7 +8,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from olivekube.api.common import MAX_LIST, MAX_NAME_LEN, MAX_PASSES
+from olivekube.api.common import MAX_NAME_LEN
+from olivekube.api.status import MAX_EVALUATED_METRICS, MAX_EVALUATED_MODELS
 
 WORKFLOWS = Gauge("olivekube_workflows", "Workflows by phase", ["phase"])
 JOBS_CREATED = Counter("olivekube_jobs_created_total", "Jobs created, one per pass attempt", ["pass_type"])
@@ -39,8 +40,6 @@ GOAL_MET = Gauge(
 # 16 sub-types each, as the API allows), so a status cannot grow the operator's memory without bound.
 MODEL_LABEL = re.compile(rf"^(input|final|pass:[A-Za-z0-9_.-]{{1,{MAX_NAME_LEN}}})$")
 METRIC_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,160}$")
-MAX_MODELS = MAX_PASSES + 2
-MAX_METRICS_PER_MODEL = MAX_LIST * 16
 
 
 def evaluation_samples(evaluation: dict[str, Any] | None) -> list[tuple[str, str, float, float | None]]:
@@ -50,9 +49,9 @@ def evaluation_samples(evaluation: dict[str, Any] | None) -> list[tuple[str, str
     models = (evaluation or {}).get("models")
     models = models if isinstance(models, dict) else {}
     named = [(m, v) for m, v in models.items() if MODEL_LABEL.match(str(m)) and isinstance(v, dict)]
-    for model, values in named[:MAX_MODELS]:
+    for model, values in named[:MAX_EVALUATED_MODELS]:
         metrics = [(k, e) for k, e in values.items() if METRIC_LABEL.match(str(k))]
-        for metric, entry in metrics[:MAX_METRICS_PER_MODEL]:
+        for metric, entry in metrics[:MAX_EVALUATED_METRICS]:
             if isinstance(entry, dict) and isinstance(entry.get("value"), int | float):
                 met = entry.get("met")
                 out.append(

@@ -548,16 +548,20 @@ def test_an_author_may_not_change_a_workflow_that_sets_guarded_fields(installed)
     )
     doc["spec"]["suspend"] = True
     assert (out := apply_as(cp, "bob", doc)).returncode == 0, out.stderr
+
+    def patch_spec(user: str, name: str, change: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        body = json.dumps({"spec": change})
+        return cp.kubectl(
+            "patch", "owf", name, "-n", WORK_NS, f"--as={user}", "--type=merge", "-p", body, check=False
+        )
+
     for change in [
         {"output_dir": f"s3://{s3.bucket}/helm/outputs/alice-took-it"},
         {"input_model": {"model_path": f"s3://{s3.bucket}/helm/models/alices"}},
         {"suspend": False},
         {"kubernetes": {"volumes": None, "volumeMounts": None}},
     ]:
-        patched = cp.kubectl(
-            "patch", "owf", "editor-guarded", "-n", WORK_NS, "--as=alice", "--type=merge",
-            "-p", json.dumps({"spec": change}), check=False,
-        )  # fmt: skip
+        patched = patch_spec("alice", "editor-guarded", change)
         assert patched.returncode != 0 and "only such a user may change its spec" in patched.stderr, (
             change,
             patched.stderr,
@@ -565,18 +569,12 @@ def test_an_author_may_not_change_a_workflow_that_sets_guarded_fields(installed)
     held = json.loads(cp.kubectl("get", "owf", "editor-guarded", "-n", WORK_NS, "-o", "json").stdout)["spec"]
     assert held == merge_patch(held, doc["spec"]) and jobs_of(cp, "editor-guarded") == []
     # bob may change it, and alice may still change a workflow of her own
-    bob = cp.kubectl(
-        "patch", "owf", "editor-guarded", "-n", WORK_NS, "--as=bob", "--type=merge",
-        "-p", json.dumps({"spec": {"output_dir": f"s3://{s3.bucket}/helm/outputs/bobs"}}), check=False,
-    )  # fmt: skip
+    bob = patch_spec("bob", "editor-guarded", {"output_dir": f"s3://{s3.bucket}/helm/outputs/bobs"})
     assert bob.returncode == 0, bob.stderr
     plain = small_workflow("author-own", s3)
     plain["spec"]["suspend"] = True
     assert (out := apply_as(cp, "alice", plain)).returncode == 0, out.stderr
-    own = cp.kubectl(
-        "patch", "owf", "author-own", "-n", WORK_NS, "--as=alice", "--type=merge",
-        "-p", json.dumps({"spec": {"output_dir": f"s3://{s3.bucket}/helm/outputs/alices"}}), check=False,
-    )  # fmt: skip
+    own = patch_spec("alice", "author-own", {"output_dir": f"s3://{s3.bucket}/helm/outputs/alices"})
     assert own.returncode == 0, own.stderr
     for name in ("editor-guarded", "author-own"):
         cp.kubectl("delete", "owf", name, "-n", WORK_NS, "--wait=false", check=False)
