@@ -305,6 +305,9 @@ def operator(
     termination_grace_seconds: Annotated[
         int, _opt("terminationGracePeriodSeconds of runner pods: time to checkpoint after SIGTERM.")
     ] = 120,
+    rendezvous_network_policies: Annotated[
+        bool, _opt("A NetworkPolicy per several-pod Job admitting its own pods (pair with a deny-all one).")
+    ] = False,
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
     from olivekube.operator.jobs import OperatorSettings
@@ -326,6 +329,7 @@ def operator(
         runner_env_from_secrets=tuple(runner_env_from_secret or ()),
         writable_prefixes=tuple(writable_prefix or ()),
         runner_namespaces=tuple(runner_namespace or ()),
+        rendezvous_network_policies=rendezvous_network_policies,
     )
     run_operator(
         namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds, peering_lifetime

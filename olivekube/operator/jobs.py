@@ -60,6 +60,9 @@ class OperatorSettings:
     writable_prefixes: tuple[str, ...] = ()
     # Namespaces where workflows may run (cluster-wide mode: those the admin opened); empty: any watched
     runner_namespaces: tuple[str, ...] = ()
+    # A NetworkPolicy per several-pod Job that admits its own pods only (the chart's namespace policy
+    # admits nothing: together, a rendezvous is reachable from the pods of its Job and from nothing else)
+    rendezvous_network_policies: bool = False
 
 
 AZUREML_CANCEL_GRACE_SECONDS = 90
@@ -345,5 +348,23 @@ def build_rendezvous_service(job: dict[str, Any], uid: str) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,  # pods meet before any is Ready
             "selector": {"batch.kubernetes.io/job-name": meta["name"]},
+        },
+    }
+
+
+def build_rendezvous_network_policy(job: dict[str, Any], uid: str) -> dict[str, Any]:
+    """The NetworkPolicy of a several-node attempt: its pods accept connections from pods of the same
+    Job only (torchrun's store on 29500 and gloo/NCCL between ranks unpickle what they receive).
+    Named and owned as its rendezvous Service is."""
+    service = build_rendezvous_service(job, uid)
+    same_job = {"matchLabels": service["spec"]["selector"]}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": service["metadata"],
+        "spec": {
+            "podSelector": same_job,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": same_job}]}],
         },
     }

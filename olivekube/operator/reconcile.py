@@ -23,7 +23,14 @@ from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
 from olivekube.operator.identity import build_identity
-from olivekube.operator.jobs import OperatorSettings, build_job, build_rendezvous_service, job_name, label_value
+from olivekube.operator.jobs import (
+    OperatorSettings,
+    build_job,
+    build_rendezvous_network_policy,
+    build_rendezvous_service,
+    job_name,
+    label_value,
+)
 from olivekube.operator.plan import Decision, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
@@ -73,16 +80,18 @@ class Reconciler:
         batch: Any = None,
         core: Any = None,
         rbac: Any = None,
+        networking: Any = None,
         clock: Clock = utc_now,
     ) -> None:
-        """`workflows`, `batch`, `core` and `rbac` default to the API clients (Workflows, BatchV1Api,
-        CoreV1Api, RbacAuthorizationV1Api); tests pass their own."""
+        """`workflows`, `batch`, `core`, `rbac` and `networking` default to the API clients (Workflows,
+        BatchV1Api, CoreV1Api, RbacAuthorizationV1Api, NetworkingV1Api); tests pass their own."""
         self.settings = settings
         self.retry_backoff = retry_backoff
         self.workflows = workflows or Workflows()
         self.batch = batch or client.BatchV1Api()
         self.core = core or client.CoreV1Api()
         self.rbac = rbac or client.RbacAuthorizationV1Api()
+        self.networking = networking or client.NetworkingV1Api()
         self.clock = clock
         self.view = ClusterView()
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -228,7 +237,7 @@ class Reconciler:
             self._ensure_identity(workflow, uid)
         job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
         if job["spec"]["template"]["spec"].get("subdomain"):
-            self._create_rendezvous_service(build_rendezvous_service(job, uid))
+            self._create_rendezvous(job, uid)
         try:
             answer = self.batch.create_namespaced_job(namespace, job, _preload_content=False)
         except ApiException as exc:
@@ -247,14 +256,24 @@ class Reconciler:
             metrics.RETRIES.labels(pass_type).inc()
         return True
 
-    def _create_rendezvous_service(self, service: dict[str, Any]) -> None:
-        """The headless Service of a several-pod training Job, made before the Job so that its pods
-        find each other from the start (it exists already when a Job's creation is tried again)."""
-        try:
-            self.core.create_namespaced_service(service["metadata"]["namespace"], service, _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+    def _create_rendezvous(self, job: dict[str, Any], uid: str) -> None:
+        """The headless Service of a several-pod training Job, and (when the admin turned policies on) the
+        NetworkPolicy that opens its pods to each other: made before the Job, so that its pods find and
+        reach each other from the start (they exist already when a Job's creation is tried again)."""
+        namespace = job["metadata"]["namespace"]
+        creates: list[tuple[Any, dict[str, Any]]] = [
+            (self.core.create_namespaced_service, build_rendezvous_service(job, uid))
+        ]
+        if self.settings.rendezvous_network_policies:
+            creates.append(
+                (self.networking.create_namespaced_network_policy, build_rendezvous_network_policy(job, uid))
+            )
+        for create, body in creates:
+            try:
+                create(namespace, body, _preload_content=False)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
 
     def _read_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -123,6 +123,7 @@ OPERATOR_READS = {
 OPERATOR_WRITES = {
     ("serviceaccounts", "create"),
     ("services", "create"),
+    ("networkpolicies.networking.k8s.io", "create"),
     ("roles.rbac.authorization.k8s.io", "create"),
     ("rolebindings.rbac.authorization.k8s.io", "create"),
 }
@@ -627,7 +628,7 @@ def test_an_authors_plain_workflow_runs_in_a_restricted_namespace(installed) -> 
     pod = job["spec"]["template"]["spec"]
     assert plain_env[0] in pod["containers"][0]["env"]
     policies = json.loads(cp.kubectl("get", "networkpolicy", "-n", WORK_NS, "-o", "json").stdout)["items"]
-    assert [p["metadata"]["name"] for p in policies] == ["olivekube-runners"]
+    assert "olivekube-runners" in [p["metadata"]["name"] for p in policies]  # and one per several-pod Job
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     # The namespace really enforces the restricted standard: a privileged pod is refused there.
@@ -667,16 +668,34 @@ def test_an_image_outside_the_admins_allowlist_fails_before_any_job(installed) -
     assert jobs_of(cp, "editor-foreign") == []
 
 
-def test_each_runner_namespace_gets_a_network_policy_that_admits_only_its_runner_pods(control_plane) -> None:  # type: ignore[no-untyped-def]
+def test_runner_pods_admit_nothing_and_the_operator_opens_each_several_pod_job_to_itself(
+    control_plane,
+) -> None:  # type: ignore[no-untyped-def]
+    """Runner pods admit no connection; the operator (told so, and allowed to) adds one policy per
+    several-pod Job that admits that Job's pods. Turned off, neither exists nor may be made."""
     rendered = helm(control_plane, "template", "x", str(CHART), *VALUE_SETS["namespaced"]).stdout
-    policies = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "NetworkPolicy"]
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
     runners = {"matchLabels": {"app.kubernetes.io/managed-by": "olivekube"}}
     for policy in policies:
-        assert policy["spec"]["podSelector"] == runners and policy["spec"]["policyTypes"] == ["Ingress"]
-        assert policy["spec"]["ingress"] == [{"from": [{"podSelector": runners}]}]
-    off = helm(control_plane, "template", "x", str(CHART), "--set", "runner.networkPolicy.enabled=false").stdout
-    assert "NetworkPolicy" not in off
+        assert policy["spec"] == {"podSelector": runners, "policyTypes": ["Ingress"]}
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert "--rendezvous-network-policies" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    policy_rule = {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]}
+    assert all(policy_rule in r["rules"] for r in docs if r["kind"] == "Role")
+    off = helm(
+        control_plane,
+        "template",
+        "x",
+        str(CHART),
+        *VALUE_SETS["namespaced"],
+        "--set",
+        "runner.networkPolicy.enabled=false",
+    ).stdout
+    assert (
+        "NetworkPolicy" not in off and "networkpolicies" not in off and "--rendezvous-network-policies" not in off
+    )
 
 
 @pytest.mark.parametrize(
@@ -802,6 +821,11 @@ def test_a_pass_on_two_pods_trains_as_one_and_the_next_pass_runs(installed) -> N
         "get", "service", job["spec"]["template"]["spec"]["subdomain"], "-n", WORK_NS, "-o", "json"
     )
     assert json.loads(service.stdout)["spec"]["clusterIP"] == "None"
+    policy = cp.kubectl(
+        "get", "networkpolicy", job["spec"]["template"]["spec"]["subdomain"], "-n", WORK_NS, "-o", "json"
+    )
+    same_job = {"matchLabels": {"batch.kubernetes.io/job-name": job["metadata"]["name"]}}
+    assert json.loads(policy.stdout)["spec"]["ingress"] == [{"from": [{"podSelector": same_job}]}]
 
 
 def test_one_of_two_pods_deleted_fails_the_attempt_and_the_retry_resumes_exactly(installed) -> None:  # type: ignore[no-untyped-def]

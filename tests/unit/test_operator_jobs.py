@@ -147,7 +147,7 @@ def env_of(job: dict[str, Any]) -> dict[str, str]:
 
 
 def test_a_pass_on_several_nodes_is_an_indexed_job_under_a_headless_service() -> None:
-    from olivekube.operator.jobs import build_rendezvous_service
+    from olivekube.operator.jobs import build_rendezvous_network_policy, build_rendezvous_service
 
     doc = valid_manifest()
     doc["spec"]["kubernetes"] = {"training": {"passes": {"lora": {"numNodes": 3, "numProcPerNode": 2}}}}
@@ -167,6 +167,14 @@ def test_a_pass_on_several_nodes_is_an_indexed_job_under_a_headless_service() ->
         "selector": {"batch.kubernetes.io/job-name": name},
     }
     assert rendezvous["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    policy = build_rendezvous_network_policy(job, "uid-1")
+    same_job = {"matchLabels": {"batch.kubernetes.io/job-name": name}}
+    assert policy["metadata"] == rendezvous["metadata"]
+    assert policy["spec"] == {
+        "podSelector": same_job,
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": same_job}]}],
+    }
     # the other passes of the workflow stay one pod, one process
     builder = render(doc, "builder")
     assert "completionMode" not in builder["spec"] and "OLIVEKUBE_NPROC_PER_NODE" not in env_of(builder)

@@ -91,12 +91,16 @@ class FakeCore:
         self.failed_create: str | None = None
         self.waiting: SimpleNamespace | None = None  # a container's waiting state, when it has not started
         self.accounts: list[dict[str, Any]] = []
+        self.services: list[dict[str, Any]] = []
 
     def create_namespaced_event(self, namespace: str, event: Any, **_: Any) -> None:
         self.events.append(event)
 
     def create_namespaced_service_account(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
         self.accounts.append(body)
+
+    def create_namespaced_service(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self.services.append(body)
 
     def list_namespaced_event(self, namespace: str, field_selector: str) -> Any:
         """The Job controller's FailedCreate events, as `failed_create` says."""
@@ -607,3 +611,41 @@ def test_a_workflow_outside_the_namespaces_the_admin_opened_fails_before_any_job
         "metadata.namespace: ml is not a namespace the cluster admin opened to workflows (team-a)"
         in (failed["message"])
     )
+
+
+class FakeNetworking:
+    def __init__(self) -> None:
+        self.policies: list[dict[str, Any]] = []
+
+    def create_namespaced_network_policy(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self.policies.append(body)
+
+
+@pytest.mark.parametrize("policies", [True, False])
+def test_a_job_on_several_pods_gets_its_rendezvous_and_network_policy_before_it(policies: bool) -> None:
+    """With policies on (the chart's default), the Job's pods are opened to each other by a policy of
+    their own; it exists before the Job, as the Service does, so no pod starts unreachable."""
+    workflows, batch, core, networking = FakeWorkflows(), FakeBatch(), FakeCore(), FakeNetworking()
+    seen_when_made: list[int] = []
+    create = batch.create_namespaced_job
+
+    def create_job(namespace: str, job: dict[str, Any], **kwargs: Any) -> Any:
+        seen_when_made.append(len(core.services) + len(networking.policies))
+        return create(namespace, job, **kwargs)
+
+    batch.create_namespaced_job = create_job  # type: ignore[method-assign]
+    settings = OperatorSettings(rendezvous_network_policies=policies)
+    reconciler = Reconciler(
+        settings, 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), networking=networking
+    )
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"]["training"] = {"passes": {"lora": {"numNodes": 2}}}
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    (service,) = core.services
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    assert [p["metadata"]["name"] for p in networking.policies] == (
+        [service["metadata"]["name"]] if policies else []
+    )
+    assert seen_when_made == [1 + policies]

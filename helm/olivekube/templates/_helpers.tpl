@@ -59,13 +59,19 @@ cluster-wide mode one of runner.namespaces): Jobs, and each workflow's runner id
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [create]
-# The headless Service of a training pass on several pods (their rendezvous), owned by its Job.
+# The headless Service of a training pass on several pods (their rendezvous), owned by the workflow.
 - apiGroups: [""]
   resources: [services]
   verbs: [create]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create]
+{{- if .Values.runner.networkPolicy.enabled }}
+# The NetworkPolicy of that rendezvous: its Job's pods admit each other (and nothing else).
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create]
+{{- end }}
 {{- end -}}
 
 {{/* Namespaces no release may open to workflows: the cluster's own. */}}
