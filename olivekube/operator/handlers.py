@@ -1,5 +1,6 @@
-"""kopf handlers: thin, level-triggered. Every event of a workflow or of one of its Jobs leads to
-one reconcile of that workflow (no polling; a retry's backoff is a one-off timer)."""
+"""kopf handlers: thin, level-triggered. Every event of a workflow, of one of its Jobs or of one of
+their pods leads to one reconcile of that workflow (no polling; a retry's backoff is a one-off timer).
+The three watches are label-selected and feed the view the reconciler reads."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from olivekube.api.common import GROUP, KIND, PLURAL, VERSION
 from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import load_config
 from olivekube.operator.reconcile import Reconciler
+from olivekube.operator.view import JOB_NAME_LABEL
 
 log = logging.getLogger("olivekube.operator")
 STATE: dict[str, Reconciler] = {}
@@ -90,3 +92,19 @@ def job_event(event: kopf.RawEvent, **_: Any) -> None:
             else:
                 view.put_job(owner["uid"], job)
             _reconcile(job["metadata"]["namespace"], owner["name"])
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+    """A runner pod changed (scheduled, waiting on its image, started, ended): the view holds it, and
+    its workflow, once its Job has been seen, looks again."""
+    pod: dict[str, Any] = dict(event["object"])
+    view = reconciler().view
+    if event["type"] == "DELETED":
+        view.forget_pod(pod)
+        return
+    view.put_pod(pod)
+    meta = pod["metadata"]
+    owner = view.owner_of_job(meta["namespace"], (meta.get("labels") or {}).get(JOB_NAME_LABEL, ""))
+    if owner is not None:
+        _reconcile(meta["namespace"], owner)

@@ -43,6 +43,8 @@ MAY_PASS = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "C
 later): they fail the pass only when they still hold MAY_PASS_SECONDS after the Job was created, a
 moment the operator's startup timer still looks at (plan.STARTUP_WATCH_SECONDS)."""
 MAY_PASS_SECONDS = 90.0
+FAILED_CREATE_AFTER_SECONDS = 5.0
+"""A Job with no pod this long after its creation: the operator asks the Job controller's events why."""
 
 
 class JobRefused(Exception):
@@ -351,58 +353,71 @@ class Reconciler:
 
     def _start_problem(self, job: dict[str, Any]) -> str | None:
         """Why the Job's pods cannot be created or started, in the cluster's words; None when
-        nothing says so (yet)."""
+        nothing says so (yet). Pods come from the watch-fed view; the Job controller's FailedCreate
+        events are listed only for a Job that has no pod after FAILED_CREATE_AFTER_SECONDS (admission
+        refused them, a missing ServiceAccount), at most once per look (bounded by the planner)."""
         meta = job["metadata"]
-        try:
-            events = self.core.list_namespaced_event(
-                meta["namespace"], field_selector=f"involvedObject.uid={meta.get('uid')},reason=FailedCreate"
-            ).items
-        except ApiException:
-            events = []
-        if meta.get("uid") and events:
-            return f"FailedCreate: {events[-1].message}"
         created = meta.get("creationTimestamp")
         age = (self.clock() - parse_timestamp(created)).total_seconds() if created else MAY_PASS_SECONDS
-        for pod in self._pods(job):
-            for cs in pod.status.container_statuses or []:
-                waiting = cs.state.waiting if cs.state else None
-                if waiting is None:
+        pods = self.view.pods(meta["namespace"], meta["name"])
+        if not pods and meta.get("uid") and age >= FAILED_CREATE_AFTER_SECONDS:
+            try:
+                events = self.core.list_namespaced_event(
+                    meta["namespace"], field_selector=f"involvedObject.uid={meta['uid']},reason=FailedCreate"
+                ).items
+            except ApiException:
+                events = []
+            if events:
+                return f"FailedCreate: {events[-1].message}"
+        for pod in pods:
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting")
+                if not waiting:
                     continue
-                if waiting.reason in CANNOT_START or (waiting.reason in MAY_PASS and age >= MAY_PASS_SECONDS):
-                    return f"{waiting.reason}: {waiting.message or ''}".strip()
+                reason = waiting.get("reason")
+                if reason in CANNOT_START or (reason in MAY_PASS and age >= MAY_PASS_SECONDS):
+                    return f"{reason}: {waiting.get('message') or ''}".strip()
         return None
 
-    def _pods(self, job: dict[str, Any]) -> list[Any]:
-        """The Job's pods; none when they cannot be read."""
+    def _pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Job's pods: from the view, or (a failed Job whose pods no watch delivered, once per
+        failure) listed; none when they cannot be read."""
         meta = job["metadata"]
+        pods = self.view.pods(meta["namespace"], meta["name"])
+        if pods:
+            return pods
         try:
-            return list(
-                self.core.list_namespaced_pod(meta["namespace"], label_selector=f"job-name={meta['name']}").items
+            answer = self.core.list_namespaced_pod(
+                meta["namespace"],
+                label_selector=f"batch.kubernetes.io/job-name={meta['name']}",
+                _preload_content=False,
             )
         except ApiException:
             return []
+        return list(json.loads(answer.data).get("items") or [])
 
     def _failure_message(self, job: dict[str, Any]) -> str:
         for pod in self._pods(job):
-            for cs in pod.status.container_statuses or []:
-                terminated = cs.state.terminated if cs.state else None
-                if terminated and terminated.reason == "OOMKilled":
+            status = pod.get("status") or {}
+            for cs in status.get("containerStatuses") or []:
+                terminated = (cs.get("state") or {}).get("terminated")
+                if terminated and terminated.get("reason") == "OOMKilled":
                     return _oom_message(pod)
-                if terminated and terminated.message:
-                    return str(terminated.message).strip()
+                if terminated and terminated.get("message"):
+                    return str(terminated["message"]).strip()
                 if terminated:
-                    return f"exit code {terminated.exit_code} ({terminated.reason})"
-            if pod.status.reason:
-                return f"{pod.status.reason}: {pod.status.message or ''}".strip()
+                    return f"exit code {terminated.get('exitCode')} ({terminated.get('reason')})"
+            if status.get("reason"):
+                return f"{status['reason']}: {status.get('message') or ''}".strip()
         conditions = (job.get("status") or {}).get("conditions") or []
         return (
             next((c.get("message") or c.get("reason") for c in conditions if c.get("type") == "Failed"), "") or ""
         )
 
 
-def _oom_message(pod: Any) -> str:
-    resources = pod.spec.containers[0].resources
-    limit = ((resources.limits or {}) if resources else {}).get("memory", "none set")
+def _oom_message(pod: dict[str, Any]) -> str:
+    resources = (pod.get("spec") or {}).get("containers", [{}])[0].get("resources") or {}
+    limit = (resources.get("limits") or {}).get("memory", "none set")
     return (
         f"OOMKilled: the pass needed more memory than its limit ({limit}); "
         "raise the memory limit in spec.kubernetes.resources"

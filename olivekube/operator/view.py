@@ -1,7 +1,9 @@
 """The operator's picture of the cluster, fed by the watch streams kopf already holds open.
 
-A reconcile reads workflows and their Jobs from here instead of GET and LIST calls, so a new
-workflow costs one API call (its Job) on the way to running. What a watch has not delivered yet
+A reconcile reads workflows, their Jobs and the Jobs' pods from here instead of GET and LIST calls,
+so a new workflow costs one API call (its Job) on the way to running, and a Job whose pods do not
+start costs none while the operator looks at it again (a LIST per Job per tick, even with a label
+selector, makes the API server scan the namespace). What a watch has not delivered yet
 is caught where it matters: a Job that exists but is missing here makes the create answer 409, and
 a decision to fail is re-checked against the API server before it is written (see reconcile.py).
 """
@@ -13,6 +15,7 @@ import threading
 from typing import Any
 
 Key = tuple[str, str]  # namespace, name
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 def _version(obj: dict[str, Any]) -> int | None:
@@ -32,13 +35,16 @@ def _is_newer(candidate: dict[str, Any], held: dict[str, Any] | None) -> bool:
 
 
 class ClusterView:
-    """Latest known workflows and Jobs; thread-safe."""
+    """Latest known workflows, Jobs and the Jobs' pods; thread-safe. Pods go when their watch says
+    they are deleted (with their Job, by its TTL or the workflow's deletion)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._workflows: dict[Key, dict[str, Any]] = {}
         self._jobs: dict[str, dict[str, dict[str, Any]]] = {}  # owner uid → job name → Job
         self._listed: set[str] = set()  # owner uids whose Jobs were listed once (a full picture)
+        self._pods: dict[Key, dict[str, dict[str, Any]]] = {}  # (namespace, Job name) → pod name → pod
+        self._job_owners: dict[Key, str] = {}  # (namespace, Job name) → its workflow's name
 
     def workflow(self, key: Key) -> dict[str, Any] | None:
         with self._lock:
@@ -60,7 +66,8 @@ class ClusterView:
             body = self._workflows.pop(key, None)
             if body is not None:
                 uid = body["metadata"].get("uid")
-                self._jobs.pop(uid, None)
+                for name in self._jobs.pop(uid, {}):
+                    self._job_owners.pop((key[0], name), None)
                 self._listed.discard(uid)
 
     def jobs(self, owner_uid: str) -> list[dict[str, Any]]:
@@ -72,17 +79,56 @@ class ClusterView:
             return owner_uid in self._listed
 
     def put_job(self, owner_uid: str, job: dict[str, Any]) -> None:
+        meta = job["metadata"]
+        owner = next((o["name"] for o in meta.get("ownerReferences") or [] if o.get("uid") == owner_uid), None)
         with self._lock:
             mine = self._jobs.setdefault(owner_uid, {})
-            name = job["metadata"]["name"]
+            name = meta["name"]
             if _is_newer(job, mine.get(name)):
                 mine[name] = copy.deepcopy(job)
+            if owner and meta.get("namespace"):
+                self._job_owners[(meta["namespace"], name)] = owner
+
+    def owner_of_job(self, namespace: str, job: str) -> str | None:
+        """The name of the workflow a Job seen here belongs to."""
+        with self._lock:
+            return self._job_owners.get((namespace, job))
+
+    def put_pod(self, pod: dict[str, Any]) -> None:
+        """A Job's pod as a watch delivered it (its managed fields dropped: nothing reads them)."""
+        meta = pod["metadata"]
+        job = (meta.get("labels") or {}).get(JOB_NAME_LABEL)
+        if not job:
+            return
+        kept = {**pod, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        with self._lock:
+            mine = self._pods.setdefault((meta["namespace"], job), {})
+            if _is_newer(kept, mine.get(meta["name"])):
+                mine[meta["name"]] = copy.deepcopy(kept)
+
+    def forget_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        key = (meta["namespace"], (meta.get("labels") or {}).get(JOB_NAME_LABEL, ""))
+        with self._lock:
+            mine = self._pods.get(key)
+            if mine is not None:
+                mine.pop(meta["name"], None)
+                if not mine:
+                    del self._pods[key]
+
+    def pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The Job's pods a watch has delivered, oldest first."""
+        with self._lock:
+            found = [copy.deepcopy(p) for p in self._pods.get((namespace, job), {}).values()]
+        return sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
     def forget_job(self, owner_uid: str, name: str) -> None:
         with self._lock:
             mine = self._jobs.get(owner_uid)
             if mine is not None:
-                mine.pop(name, None)
+                gone = mine.pop(name, None)
+                if gone is not None:
+                    self._job_owners.pop((gone["metadata"].get("namespace", ""), name), None)
                 if not mine and owner_uid not in self._listed:
                     del self._jobs[owner_uid]  # the Jobs of a deleted workflow, collected
 
@@ -105,3 +151,8 @@ class ClusterView:
                     fresh[name] = job
             self._jobs[owner_uid] = fresh
             self._listed.add(owner_uid)
+            for name, job in fresh.items():
+                meta = job["metadata"]
+                for owner in meta.get("ownerReferences") or []:
+                    if owner.get("uid") == owner_uid and meta.get("namespace"):
+                        self._job_owners[(meta["namespace"], name)] = owner["name"]

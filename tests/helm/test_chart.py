@@ -114,7 +114,7 @@ def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: i
 OPERATOR_READS = {
     ("optimizationworkflows.olivekube.io", "get list watch"),
     ("optimizationworkflows.olivekube.io/status", "get patch"),
-    ("pods", "get list"),
+    ("pods", "get list watch"),
     ("events", "create list patch"),
     ("events.events.k8s.io", "create list patch"),
     ("customresourcedefinitions.apiextensions.k8s.io", "list watch"),

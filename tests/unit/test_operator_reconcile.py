@@ -89,7 +89,8 @@ class FakeCore:
         self.events: list[Any] = []
         self.message = "data file missing"
         self.failed_create: str | None = None
-        self.waiting: SimpleNamespace | None = None  # a container's waiting state, when it has not started
+        self.pod_lists = 0
+        self.event_lists = 0
         self.accounts: list[dict[str, Any]] = []
         self.services: list[dict[str, Any]] = []
 
@@ -104,6 +105,7 @@ class FakeCore:
 
     def list_namespaced_event(self, namespace: str, field_selector: str) -> Any:
         """The Job controller's FailedCreate events, as `failed_create` says."""
+        self.event_lists += 1
         found = (
             [SimpleNamespace(message=self.failed_create)]
             if self.failed_create and "FailedCreate" in field_selector
@@ -111,12 +113,26 @@ class FakeCore:
         )
         return SimpleNamespace(items=found)
 
-    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
-        terminated = SimpleNamespace(message=self.message, exit_code=1, reason="Error")
-        state = SimpleNamespace(terminated=None, waiting=self.waiting) if self.waiting else None
-        state = state or SimpleNamespace(terminated=terminated, waiting=None)
-        status = SimpleNamespace(container_statuses=[SimpleNamespace(state=state)])
-        return SimpleNamespace(items=[SimpleNamespace(status=status)])
+    def list_namespaced_pod(self, namespace: str, label_selector: str, **_: Any) -> Any:
+        """A failed Job's pod, ended with `message` (read when no watch delivered it)."""
+        self.pod_lists += 1
+        terminated = {"message": self.message, "exitCode": 1, "reason": "Error"}
+        pod = {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"terminated": terminated}}]}}
+        return SimpleNamespace(data=json.dumps({"items": [pod]}).encode())
+
+
+def waiting_pod(job: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """The Job's pod as the pod watch delivers it, its container waiting for `reason`."""
+    meta = job["metadata"]
+    return {
+        "metadata": {
+            "name": f"{meta['name']}-abcde",
+            "namespace": meta["namespace"],
+            "labels": {"batch.kubernetes.io/job-name": meta["name"]},
+            "resourceVersion": "7",
+        },
+        "status": {"containerStatuses": [{"state": {"waiting": {"reason": reason, "message": message}}}]},
+    }
 
 
 class FakeRbac:
@@ -448,17 +464,51 @@ def test_a_job_name_held_by_a_job_of_no_workflow_fails_the_workflow(parts) -> No
     assert reasons(core) == ["JobNameTaken"]
 
 
-def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words(parts) -> None:  # type: ignore[no-untyped-def]
-    reconciler, workflows, batch, core = parts
+def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words() -> None:
+    now = [NOW]
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    reconciler = Reconciler(
+        OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+    )
     workflows.add(valid_manifest())
     assert reconciler.reconcile("ml", "tone") is None
-    assert reconciler.reconcile("ml", "tone") == 10.0  # no pod ready yet: look again
+    (job,) = batch.jobs.values()
+    job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
     core.failed_create = 'pods "tone-lora-x" is forbidden: error looking up service account ml/ghost'
+    assert reconciler.reconcile("ml", "tone") == 10.0  # no pod yet, but a young Job: no LIST, look again
+    assert core.event_lists == 0
+    now[0] = NOW + dt.timedelta(seconds=10)
     reconciler.reconcile("ml", "tone")
     status = workflows.items[("ml", "tone")]["status"]
     assert status["phase"] == "Failed" and "service account ml/ghost" in status["message"]
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "PodsNotStarting"
     assert batch.jobs == {}, "the Job that cannot start is deleted"
+
+
+def test_a_job_with_pods_costs_no_list_while_it_waits_to_start() -> None:
+    """A Job whose pod waits (for a node, its image) is looked at again from the view: no event or
+    pod LIST however often, the load that drowned the API server at 2,000 workflows."""
+    now = [NOW]
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    reconciler = Reconciler(
+        OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+    )
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
+    pending = waiting_pod(job, "ContainerCreating", "")
+    reconciler.view.put_pod(pending)
+    for seconds in range(0, 120, 10):
+        now[0] = NOW + dt.timedelta(seconds=seconds)
+        reconciler.reconcile("ml", "tone")
+    assert (core.pod_lists, core.event_lists) == (0, 0)
+    assert workflows.items[("ml", "tone")]["status"]["phase"] == "Running"
+    assert reconciler.view.owner_of_job("ml", job["metadata"]["name"]) == "tone"
+    reconciler.view.forget_pod(pending)
+    assert reconciler.view.pods("ml", job["metadata"]["name"]) == []
 
 
 @pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"])
@@ -473,7 +523,7 @@ def test_a_start_problem_the_kubelet_retries_fails_the_pass_only_when_it_lasts(r
     (job,) = batch.jobs.values()
     job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
-    core.waiting = SimpleNamespace(reason=reason, message="registry.example.com: i/o timeout")
+    reconciler.view.put_pod(waiting_pod(job, reason, "registry.example.com: i/o timeout"))
     for seconds in (5, 30, 80):
         now[0] = NOW + dt.timedelta(seconds=seconds)
         assert reconciler.reconcile("ml", "tone") is not None, seconds  # still looked at again
@@ -483,13 +533,15 @@ def test_a_start_problem_the_kubelet_retries_fails_the_pass_only_when_it_lasts(r
     status = workflows.items[("ml", "tone")]["status"]
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
     assert failed["reason"] == "PodsNotStarting" and f"{reason}: registry.example.com" in failed["message"]
+    assert (core.pod_lists, core.event_lists) == (0, 0), "pods come from the watch, and this Job has one"
 
 
 def test_an_invalid_image_name_fails_the_pass_at_once(parts) -> None:  # type: ignore[no-untyped-def]
-    reconciler, workflows, _, core = parts
+    reconciler, workflows, batch, _ = parts
     workflows.add(valid_manifest())
     reconciler.reconcile("ml", "tone")
-    core.waiting = SimpleNamespace(reason="InvalidImageName", message='couldn\'t parse image name "a b"')
+    (job,) = batch.jobs.values()
+    reconciler.view.put_pod(waiting_pod(job, "InvalidImageName", 'couldn\'t parse image name "a b"'))
     reconciler.reconcile("ml", "tone")
     assert workflows.items[("ml", "tone")]["status"]["phase"] == "Failed"
 

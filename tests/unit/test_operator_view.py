@@ -60,3 +60,35 @@ def test_forgetting_a_workflow_drops_its_jobs_and_listing() -> None:
     view.put_job("u1", _obj("job-b", "3"))
     view.forget_job("u1", "job-b")
     assert view.jobs("u1") == []
+
+
+def _pod(name: str, version: str, job: str, phase: str) -> dict[str, Any]:
+    pod = _obj(name, version, status={"phase": phase})
+    pod["metadata"]["labels"] = {"batch.kubernetes.io/job-name": job}
+    pod["metadata"]["managedFields"] = [{"manager": "kubelet"}]
+    return pod
+
+
+def test_pods_are_held_per_job_newest_copy_and_go_when_deleted() -> None:
+    view = ClusterView()
+    view.put_pod(_pod("j-a", "10", "j", "Running"))
+    view.put_pod(_pod("j-a", "9", "j", "Pending"))  # a late, older copy
+    view.put_pod(_pod("k-a", "11", "k", "Pending"))
+    view.put_pod({"metadata": {"name": "stray", "namespace": "ns", "resourceVersion": "1"}})  # no Job
+    (held,) = view.pods("ns", "j")
+    assert held["status"]["phase"] == "Running" and "managedFields" not in held["metadata"]
+    view.forget_pod(held)
+    assert view.pods("ns", "j") == [] and len(view.pods("ns", "k")) == 1
+
+
+def test_a_jobs_workflow_is_known_from_a_watch_or_a_list_until_it_goes() -> None:
+    view = ClusterView()
+    owner = [{"kind": "OptimizationWorkflow", "name": "wf", "uid": "u1"}]
+    view.put_workflow(_obj("wf", "1"))
+    view.replace_jobs("u1", [{"metadata": {**_obj("job-b", "3")["metadata"], "ownerReferences": owner}}], "3")
+    assert view.owner_of_job("ns", "job-b") == "wf"
+    view.forget_job("u1", "job-b")
+    assert view.owner_of_job("ns", "job-b") is None
+    view.put_job("u1", {"metadata": {**_obj("job-c", "4")["metadata"], "ownerReferences": owner}})
+    view.forget_workflow(("ns", "wf"))
+    assert view.owner_of_job("ns", "job-c") is None
