@@ -162,10 +162,21 @@ class PassFacts:
         return recorded_chain_key(self.seen) == self.key
 
     @property
+    def vanished(self) -> str | None:
+        """The running attempt's Job, gone before the operator saw it end (a TTL of 0, a failure lost in
+        a watch's gap, deleted by hand): a failed attempt, or the retry limit would not hold."""
+        name = self.seen.get("jobName")
+        if not name or not self.counted_here or self.seen.get("phase") != PassPhase.RUNNING or self.recorded:
+            return None
+        return None if any(j["metadata"]["name"] == name for j in self.jobs) else str(name)
+
+    @property
     def failed_jobs(self) -> list[str]:
-        """This chain key's failed attempts: those status recorded (their Jobs may be gone) and those seen."""
+        """This chain key's failed attempts: those status recorded (their Jobs may be gone), those seen,
+        and the running one whose Job vanished."""
         recorded = [str(n) for n in self.seen.get("failedJobs") or []] if self.counted_here else []
         failed_now = [str(j["metadata"]["name"]) for j in self.jobs if job_state(j) == PassPhase.FAILED]
+        failed_now += [self.vanished] if self.vanished else []
         return recorded + [n for n in failed_now if n not in recorded]
 
     @property
@@ -314,7 +325,8 @@ def out_of_attempts(p: Planner, f: PassFacts) -> Answer:
     failed = f.failed_jobs
     failures = len(failed)
     last = f.jobs[-1] if f.jobs and f.states[-1] == PassPhase.FAILED else None
-    why = (p.failure_message(last) if last else f.seen.get("message")) or "the pass's Job failed"
+    gone = f"its Job {f.vanished} was removed before it finished" if f.vanished else None
+    why = (p.failure_message(last) if last else gone or f.seen.get("message")) or "the pass's Job failed"
     goal_not_met = GOAL_NOT_MET in why  # a measured model does not change on a retry
     if failures <= p.backoff_limit() and not goal_not_met:
         return None

@@ -196,6 +196,30 @@ def test_missing_data_file_fails_with_its_message_after_retries(cluster) -> None
     assert len(jobs(cp, "broken")) == 2, "backoffLimit 1: two attempts, one Job each"
 
 
+def test_jobs_removed_before_they_end_still_count_and_the_retry_limit_holds(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Each attempt's Job is deleted as soon as it exists, before the operator can see it end (as a
+    TTL of 0 or a failure lost in a watch's gap would): backoffLimit 1 still means two attempts."""
+    cp, s3, _ = cluster
+    doc = manifest("vanishing", s3, passes={"lora": LORA})
+    doc["spec"]["kubernetes"]["ttlSecondsAfterFinished"] = 0
+    apply(cp, doc)
+    deleted: set[str] = set()
+
+    def delete_jobs_until_failed() -> bool:
+        for name in jobs(cp, "vanishing"):
+            if name not in deleted:
+                cp.kubectl("delete", name, "-n", NS, "--wait=false", check=False)
+                deleted.add(name)
+        return phase(cp, "vanishing") == "Failed"
+
+    wait_for(delete_jobs_until_failed, timeout=120, step=0.2)
+    time.sleep(3)  # a third attempt, were one made, would show here
+    lora = get(cp, "vanishing")["status"]["passes"]["lora"]
+    assert len(deleted | set(jobs(cp, "vanishing"))) == 2 and lora["attempts"] == 2, (deleted, lora)
+    assert sorted(lora["failedJobs"]) == sorted(n.split("/", 1)[1] for n in deleted)
+    assert "was removed before it finished" in lora["message"]
+
+
 def test_twenty_workflows_at_once_all_succeed(cluster) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
     docs = [

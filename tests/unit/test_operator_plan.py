@@ -187,6 +187,28 @@ def test_a_job_whose_pods_have_not_started_is_looked_at_again_for_a_while_only()
     assert decide(wf, 1, {}, [queued], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
 
 
+def test_a_running_attempt_whose_job_vanished_counts_as_failed_and_the_limit_holds() -> None:
+    """A Job removed before the operator saw it end (TTL 0, deleted by hand): without counting it,
+    every attempt would start the next one, for ever."""
+    wf = workflow(kubernetes={"backoffLimit": 1})
+    status = merge_patch({}, plan(wf, {}, []).status)  # attempt 0 started: Running, its jobName recorded
+    first = plan(wf, status, [])  # and its Job is gone
+    assert first.create is not None and first.create[2] == 1
+    assert first.status["passes"]["lora"]["failedJobs"] == [job(wf, "lora", 0, None)["metadata"]["name"]]
+    status = merge_patch(status, first.status)
+    assert plan(wf, status, [job(wf, "lora", 1, None)]).create is None  # attempt 1 runs: nothing to do
+    last = plan(wf, status, [])  # attempt 1's Job vanished too: two failures, the limit is reached
+    assert last.create is None and last.status["phase"] == "Failed"
+    assert (
+        "failed after 2 attempts" in last.status["message"]
+        and "was removed before it finished" in last.status["message"]
+    )
+    resumed = merge_patch(status, {"passes": {"lora": {"phase": "Pending", "jobName": None}}})
+    again = plan(wf, resumed, [])  # a Job the operator stopped itself (suspend on Azure ML) is no failure
+    assert again.create is not None and again.create[2] == 2
+    assert len(again.status["passes"]["lora"]["failedJobs"]) == 1
+
+
 def test_a_failed_job_deleted_by_hand_still_counts_and_its_name_is_not_reused() -> None:
     wf = workflow(kubernetes={"backoffLimit": 1})
     status = merge_patch({}, plan(wf, {}, []).status)  # attempt 0 started
