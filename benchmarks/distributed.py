@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
+    if args.steps < SAVE_STEPS:
+        parser.error(f"--steps must be at least {SAVE_STEPS}: the checkpointed run saves every {SAVE_STEPS} steps")
     work = Path(tempfile.mkdtemp(prefix="olivekube-scaling-"))
     sys.path.insert(0, str(REPO))
     from tools.tiny_models import make_model, texts_from_json

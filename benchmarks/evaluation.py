@@ -4,11 +4,12 @@ merge → int4) run with and without its evaluator, each from a cold cache, in t
 Prints both wall times, the seconds evaluation adds and the ratio. Needs the example's tiny model
 (examples/tone-classifier/run.sh makes it).
 
-    .venv/bin/python benchmarks/evaluation.py
+    .venv/bin/python benchmarks/evaluation.py [--model FOLDER]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -22,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "tone-classifier"
 
 
-def run(doc: dict, folder: Path) -> float:
+def run(doc: dict, folder: Path, model: Path) -> float:
     path = folder / "workflow.json"
     doc = json.loads(json.dumps(doc))
     doc["spec"]["cache_dir"] = str(folder / "cache")
     doc["spec"]["output_dir"] = str(folder / "out")
-    doc["spec"]["input_model"]["model_path"] = str(EXAMPLE / "models" / "tiny-phi3")
+    doc["spec"]["input_model"]["model_path"] = str(model)
     doc["spec"]["data_configs"] = [
         {
             **d,
@@ -47,7 +48,10 @@ def run(doc: dict, folder: Path) -> float:
 
 
 def main() -> None:
-    if not (EXAMPLE / "models" / "tiny-phi3" / "config.json").is_file():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=EXAMPLE / "models" / "tiny-phi3", help="a tiny Phi-3 folder")
+    model = parser.parse_args().model
+    if not (model / "config.json").is_file():
         raise SystemExit("run examples/tone-classifier/run.sh first (it makes the tiny model)")
     with_eval = yaml.safe_load((EXAMPLE / "workflow.yaml").read_text())
     without = json.loads(json.dumps(with_eval))
@@ -56,8 +60,8 @@ def main() -> None:
     for options in without["spec"]["passes"].values():
         options.pop("evaluator", None)
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        plain = run(without, Path(a))
-        evaluated = run(with_eval, Path(b))
+        plain = run(without, Path(a), model)
+        evaluated = run(with_eval, Path(b), model)
     print(f"without evaluation: {plain:.1f} s")
     print(f"with evaluation:    {evaluated:.1f} s  (input, merged and int4 models; 60 held-out rows; latency,")
     print("                    throughput and size)")

@@ -1,0 +1,44 @@
+"""Every benchmark that fits the test command runs at its smallest size, so none breaks unseen: each
+must exit 0 and print its figures (the numbers themselves are the benchmark's to judge, not a test's)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def bench(script: str, *args: str, timeout: float = 600) -> str:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_operator_scale_runs_small_and_prints_its_figures() -> None:
+    out = bench("operator_scale.py", "--workflows", "20", "--timeout", "120")
+    assert "workflows with a Job: 20" in out, out
+    assert re.search(rf"first Job: p50 {NUMBER}s  p99 {NUMBER}s", out), out
+    assert re.search(rf"API requests per workflow \(every client\): {NUMBER}", out), out
+    assert re.search(rf"operator stopped {NUMBER}s after SIGTERM", out), out
+    assert re.search(rf"peak RSS: {NUMBER} MB", out), out
+
+
+def test_distributed_runs_small_and_prints_its_figures() -> None:
+    out = bench("distributed.py", "--steps", "10", "--repeat", "1")  # one checkpoint
+    assert re.search(rf"speed-up 2/1: {NUMBER}x", out), out
+    assert re.search(rf"one checkpoint: {NUMBER} MB", out), out
+
+
+def test_evaluation_runs_and_prints_its_figures(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    out = bench("evaluation.py", "--model", str(tiny_models["phi3"]))
+    assert re.search(rf"evaluation adds: +-?{NUMBER} s, ratio {NUMBER}", out), out
