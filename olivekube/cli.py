@@ -305,6 +305,9 @@ def operator(
     termination_grace_seconds: Annotated[
         int, _opt("terminationGracePeriodSeconds of runner pods: time to checkpoint after SIGTERM.")
     ] = 120,
+    start_timeout_seconds: Annotated[
+        float, _opt("Seconds a pass's pods may wait to start (unschedulable, pull errors) before it fails.")
+    ] = 300.0,
     rendezvous_network_policies: Annotated[
         bool, _opt("A NetworkPolicy per several-pod Job admitting its own pods (pair with a deny-all one).")
     ] = False,
@@ -330,6 +333,7 @@ def operator(
         writable_prefixes=tuple(writable_prefix or ()),
         runner_namespaces=tuple(runner_namespace or ()),
         rendezvous_network_policies=rendezvous_network_policies,
+        start_timeout_seconds=start_timeout_seconds,
     )
     run_operator(
         namespace or [], settings, metrics_port, liveness_port, peering, retry_backoff_seconds, peering_lifetime

@@ -352,6 +352,15 @@ class KubernetesSettings(ApiModel):
     ttlSecondsAfterFinished: int | None = Field(
         None, ge=0, description="Delete finished Jobs after this many seconds."
     )
+    startTimeoutSeconds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "How long a pass's pods may wait to start (unschedulable, an image that cannot be pulled yet)"
+            " before the workflow fails with the reason. At most the operator's own limit (chart value"
+            " runner.startTimeoutSeconds); a larger value is held to it."
+        ),
+    )
 
     @model_validator(mode="after")
     def _mounts_name_volumes(self) -> KubernetesSettings:

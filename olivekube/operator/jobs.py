@@ -63,6 +63,9 @@ class OperatorSettings:
     # A NetworkPolicy per several-pod Job that admits its own pods only (the chart's namespace policy
     # admits nothing: together, a rendezvous is reachable from the pods of its Job and from nothing else)
     rendezvous_network_policies: bool = False
+    # How long a pass's pods may wait to start (unschedulable, a pull error) before the pass fails;
+    # a workflow may ask for less (spec.kubernetes.startTimeoutSeconds), never more
+    start_timeout_seconds: float = 300.0
 
 
 AZUREML_CANCEL_GRACE_SECONDS = 90

@@ -27,7 +27,20 @@ from olivekube.operator.jobs import job_name, label_value
 
 DEFAULT_BACKOFF_LIMIT = 2
 STARTUP_RECHECK_SECONDS = 10.0
-STARTUP_WATCH_SECONDS = 120.0
+DEFAULT_START_TIMEOUT_SECONDS = 300.0
+WAITING = "waiting to start: "
+"""How a pass's status message begins while its pods wait (the scheduler's or the kubelet's words)."""
+
+
+@dataclass(frozen=True)
+class StartProblem:
+    """Why a Job's pods do not start. `may_pass`: the cluster keeps trying (unschedulable, a pull error,
+    a Secret not there yet), so the pass fails only when it still holds at the start timeout."""
+
+    message: str
+    may_pass: bool = False
+
+
 Event = tuple[str, str, str]  # type (Normal/Warning), reason, message
 
 
@@ -108,7 +121,8 @@ class Planner:
     failure_message: Callable[[dict[str, Any]], str]
     retry_backoff: float
     clock: Clock
-    start_problem: Callable[[dict[str, Any]], str | None] = lambda job: None
+    start_problem: Callable[[dict[str, Any]], StartProblem | None] = lambda job: None
+    start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS  # the admin's; a workflow may ask for less
     passes: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     done: int = 0
@@ -116,6 +130,12 @@ class Planner:
     @property
     def now(self) -> str:
         return timestamp(self.clock())
+
+    def start_limit(self) -> float:
+        """Seconds a pass's pods may wait to start: the workflow's, held to the admin's."""
+        k8s = self.workflow.spec.kubernetes
+        asked = k8s.startTimeoutSeconds if k8s and k8s.startTimeoutSeconds else None
+        return min(float(asked), self.start_timeout) if asked else self.start_timeout
 
     def backoff_limit(self) -> int:
         k8s = self.workflow.spec.kubernetes
@@ -259,13 +279,15 @@ def _started(job: dict[str, Any]) -> bool:
     return queued or bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
 
 
-def _watching_startup(p: Planner, job: dict[str, Any]) -> bool:
-    """Whether a Job that has not started is young enough to look at again on a timer (later, its
-    Events and pod changes still bring it back): bounded work per workflow, no endless polling."""
+def _age(p: Planner, job: dict[str, Any]) -> float:
     created = (job.get("metadata") or {}).get("creationTimestamp")
-    if not created:
-        return True
-    return (p.clock() - parse_timestamp(created)).total_seconds() < STARTUP_WATCH_SECONDS
+    return (p.clock() - parse_timestamp(created)).total_seconds() if created else 0.0
+
+
+def _watching_startup(p: Planner, job: dict[str, Any]) -> bool:
+    """Whether a Job that has not started is young enough to look at again on a timer: until its start
+    timeout has passed (reads come from the watch-fed view: a look costs no API call)."""
+    return _age(p, job) < p.start_limit() + STARTUP_RECHECK_SECONDS
 
 
 def cannot_start(p: Planner, f: PassFacts) -> Answer:
@@ -277,9 +299,16 @@ def cannot_start(p: Planner, f: PassFacts) -> Answer:
     job = f.jobs[f.states.index(PassPhase.RUNNING)]
     if _started(job):
         return None
-    why = p.start_problem(job)
-    if why is None:
+    problem = p.start_problem(job)
+    if problem is None:
         return None
+    why = problem.message
+    if problem.may_pass and _age(p, job) < p.start_limit():
+        if f.seen.get("message") != WAITING + why:  # said in status while the pass waits
+            p.passes[f.name] = {"message": WAITING + why}
+        return None
+    if problem.may_pass:
+        why = f"{why} (still so after the start timeout, {p.start_limit():.0f}s)"
     p.passes[f.name] = {"phase": PassPhase.FAILED.value, "message": why, "finishedAt": p.now}
     message = f"pass {f.name} cannot start: {why}"
     return p.finish(WorkflowPhase.FAILED, "PodsNotStarting", message, f.name, delete=[job["metadata"]["name"]])
@@ -302,10 +331,13 @@ def job_running(p: Planner, f: PassFacts) -> Answer:
         return p.finish(WorkflowPhase.SUSPENDED, "Suspended", message, f.name, delete=[job["metadata"]["name"]])
     if f.seen.get("phase") != PassPhase.RUNNING or f.seen.get("jobName") != job["metadata"]["name"]:
         p.passes[f.name] = {
+            **p.passes.get(f.name, {}),
             "phase": PassPhase.RUNNING.value,
             "jobName": job["metadata"]["name"],
             "attempts": f.next_attempt,
         }
+    if _started(job) and str(f.seen.get("message") or "").startswith(WAITING):
+        p.passes[f.name] = {**p.passes.get(f.name, {}), "message": None}  # it started: no longer waiting
     # Until a pod is ready nothing may change on the Job: look again, to catch pods that never start.
     again = None if _started(job) or not _watching_startup(p, job) else STARTUP_RECHECK_SECONDS
     return p.finish(WorkflowPhase.RUNNING, "PassRunning", f"running pass {f.name}", f.name, requeue_after=again)
@@ -413,12 +445,23 @@ def decide(
     failure_message: Callable[[dict[str, Any]], str],
     retry_backoff: float = 10.0,
     clock: Clock = utc_now,
-    start_problem: Callable[[dict[str, Any]], str | None] = lambda job: None,
+    start_problem: Callable[[dict[str, Any]], StartProblem | None] = lambda job: None,
+    start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS,
 ) -> Decision:
     """The next step for `workflow`: `_next_step`, and the deletion of every Job a spec edit superseded.
-    `start_problem(job)` says why a Job's pods cannot start, or None."""
+    `start_problem(job)` says why a Job's pods do not start, or None; one the cluster keeps trying
+    fails the pass at `start_timeout` (or the workflow's shorter spec.kubernetes.startTimeoutSeconds)."""
     planner = Planner(
-        workflow, generation, status, jobs, cached, failure_message, retry_backoff, clock, start_problem
+        workflow,
+        generation,
+        status,
+        jobs,
+        cached,
+        failure_message,
+        retry_backoff,
+        clock,
+        start_problem,
+        start_timeout,
     )
     decision = _next_step(planner)
     for job in superseded_jobs(workflow, jobs):

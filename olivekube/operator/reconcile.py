@@ -31,7 +31,7 @@ from olivekube.operator.jobs import (
     job_name,
     label_value,
 )
-from olivekube.operator.plan import Decision, conditions, decide
+from olivekube.operator.plan import Decision, StartProblem, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
 
@@ -40,9 +40,8 @@ CANNOT_START = ("InvalidImageName",)
 """Container waiting reasons that no wait will cure."""
 MAY_PASS = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError")
 """Waiting reasons the kubelet retries (a registry hiccup, a Secret or ConfigMap created a moment
-later): they fail the pass only when they still hold MAY_PASS_SECONDS after the Job was created, a
-moment the operator's startup timer still looks at (plan.STARTUP_WATCH_SECONDS)."""
-MAY_PASS_SECONDS = 90.0
+later): like a pod the scheduler cannot place yet, they fail the pass only when they still hold at
+the start timeout (plan.StartProblem)."""
 FAILED_CREATE_AFTER_SECONDS = 5.0
 """A Job with no pod this long after its creation: the operator asks the Job controller's events why."""
 
@@ -156,6 +155,7 @@ class Reconciler:
             retry_backoff=self.retry_backoff,
             clock=self.clock,
             start_problem=self._start_problem,
+            start_timeout=self.settings.start_timeout_seconds,
         )
         if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
@@ -351,14 +351,14 @@ class Reconciler:
                     f"({exc.status}): {api_message(exc)}",
                 ) from exc
 
-    def _start_problem(self, job: dict[str, Any]) -> str | None:
-        """Why the Job's pods cannot be created or started, in the cluster's words; None when
+    def _start_problem(self, job: dict[str, Any]) -> StartProblem | None:
+        """Why the Job's pods cannot be created, placed or started, in the cluster's words; None when
         nothing says so (yet). Pods come from the watch-fed view; the Job controller's FailedCreate
         events are listed only for a Job that has no pod after FAILED_CREATE_AFTER_SECONDS (admission
         refused them, a missing ServiceAccount), at most once per look (bounded by the planner)."""
         meta = job["metadata"]
         created = meta.get("creationTimestamp")
-        age = (self.clock() - parse_timestamp(created)).total_seconds() if created else MAY_PASS_SECONDS
+        age = (self.clock() - parse_timestamp(created)).total_seconds() if created else FAILED_CREATE_AFTER_SECONDS
         pods = self.view.pods(meta["namespace"], meta["name"])
         if not pods and meta.get("uid") and age >= FAILED_CREATE_AFTER_SECONDS:
             try:
@@ -368,15 +368,17 @@ class Reconciler:
             except ApiException:
                 events = []
             if events:
-                return f"FailedCreate: {events[-1].message}"
+                return StartProblem(f"FailedCreate: {events[-1].message}")
         for pod in pods:
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            status = pod.get("status") or {}
+            for cs in status.get("containerStatuses") or []:
                 waiting = (cs.get("state") or {}).get("waiting")
-                if not waiting:
-                    continue
-                reason = waiting.get("reason")
-                if reason in CANNOT_START or (reason in MAY_PASS and age >= MAY_PASS_SECONDS):
-                    return f"{reason}: {waiting.get('message') or ''}".strip()
+                if waiting and waiting.get("reason") in CANNOT_START + MAY_PASS:
+                    why = f"{waiting['reason']}: {waiting.get('message') or ''}".strip()
+                    return StartProblem(why, may_pass=waiting["reason"] in MAY_PASS)
+            for condition in status.get("conditions") or []:
+                if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                    return StartProblem(f"Unschedulable: {condition.get('message') or ''}".strip(), may_pass=True)
         return None
 
     def _pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:

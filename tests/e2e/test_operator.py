@@ -281,6 +281,43 @@ def test_operator_killed_at_random_moments_still_finishes_with_one_job_per_attem
     assert len(names) == 3 and len(set(names)) == 3
 
 
+@pytest.mark.parametrize(
+    ("name", "kubernetes", "scheduler_says"),
+    [
+        (
+            "too-many-gpus",
+            {"resources": {"default": {"limits": {"nvidia.com/gpu": 16}}}},
+            "Insufficient nvidia.com/gpu",
+        ),
+        ("no-such-node", {"nodeSelector": {"pool": "h100"}}, "didn't match Node's node affinity/selector"),
+    ],
+)
+def test_a_pass_no_node_can_take_says_why_and_fails_at_its_start_timeout(  # type: ignore[no-untyped-def]
+    cluster, name: str, kubernetes: dict[str, Any], scheduler_says: str
+) -> None:
+    """The real scheduler leaves the pod Unschedulable (the node has 8 GPUs and no `pool` label): the
+    pass says so in status while it waits, and fails with the scheduler's words at the timeout."""
+    cp, s3, _ = cluster
+    doc = manifest(name, s3, passes={"builder": {"type": "ModelBuilder", "precision": "fp32"}})
+    doc["spec"]["kubernetes"].update(kubernetes, startTimeoutSeconds=20)
+    doc["spec"]["clean_cache"] = True  # run the pass, do not take it from the cache
+    apply(cp, doc)
+
+    def waiting() -> str | None:
+        message = str(((get(cp, name).get("status") or {}).get("passes") or {}).get("builder", {}).get("message"))
+        return message if message.startswith("waiting to start: Unschedulable") else None
+
+    assert scheduler_says in wait_for(waiting, timeout=30)
+    began = time.monotonic()
+    wait_for(lambda: phase(cp, name) == "Failed", timeout=60)
+    status = get(cp, name)["status"]
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "PodsNotStarting" and scheduler_says in failed["message"], failed
+    assert "after the start timeout, 20s" in failed["message"]
+    assert time.monotonic() - began < 40
+    assert jobs(cp, name) == [], "the Job that cannot start is deleted"
+
+
 def test_pods_whose_service_account_does_not_exist_fail_the_workflow_within_seconds(cluster) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
     doc = manifest("ghostly", s3, passes={"builder": {"type": "ModelBuilder", "precision": "fp32"}})

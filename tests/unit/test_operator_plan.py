@@ -178,7 +178,7 @@ def test_a_job_whose_pods_have_not_started_is_looked_at_again_for_a_while_only()
     young["metadata"]["creationTimestamp"] = "2026-01-01T00:01:30Z"
     d = decide(wf, 1, {}, [young], no_cache, lambda j: "", retry_backoff=0, clock=lambda: now)
     assert d.requeue_after == 10.0 and d.status["phase"] == "Running"
-    young["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"  # two minutes: events will tell
+    young["metadata"]["creationTimestamp"] = "2025-12-31T23:56:00Z"  # past the start timeout (300 s)
     assert decide(wf, 1, {}, [young], no_cache, lambda j: "", clock=lambda: now).requeue_after is None
     young["status"]["ready"] = 1
     young["metadata"]["creationTimestamp"] = "2026-01-01T00:01:30Z"

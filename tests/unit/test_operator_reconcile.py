@@ -511,28 +511,58 @@ def test_a_job_with_pods_costs_no_list_while_it_waits_to_start() -> None:
     assert reconciler.view.pods("ml", job["metadata"]["name"]) == []
 
 
-@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"])
-def test_a_start_problem_the_kubelet_retries_fails_the_pass_only_when_it_lasts(reason: str) -> None:
+def unschedulable_pod(job: dict[str, Any], message: str) -> dict[str, Any]:
+    """The Job's pod as the scheduler leaves it when no node fits."""
+    pod = waiting_pod(job, "", "")
+    pod["status"] = {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}],
+    }
+    return pod
+
+
+START_PROBLEMS = {
+    "ErrImagePull": lambda job: waiting_pod(job, "ErrImagePull", "registry.example.com: i/o timeout"),
+    "ImagePullBackOff": lambda job: waiting_pod(job, "ImagePullBackOff", "registry.example.com: i/o timeout"),
+    "CreateContainerConfigError": lambda job: waiting_pod(
+        job, "CreateContainerConfigError", 'secret "s" not found'
+    ),
+    "Unschedulable": lambda job: unschedulable_pod(job, "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."),
+}
+
+
+@pytest.mark.parametrize("reason", sorted(START_PROBLEMS))
+@pytest.mark.parametrize(("admin", "asked", "limit"), [(90, None, 90), (300, 60, 60), (60, 600, 60)])
+def test_a_start_problem_the_cluster_retries_says_why_and_fails_the_pass_at_the_start_timeout(
+    reason: str, admin: int, asked: int | None, limit: int
+) -> None:
     now = [NOW]
     workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    settings = OperatorSettings(start_timeout_seconds=admin)
     reconciler = Reconciler(
-        OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+        settings, 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
     )
-    workflows.add(valid_manifest())
+    doc = valid_manifest()
+    if asked:
+        doc["spec"]["kubernetes"]["startTimeoutSeconds"] = asked
+    workflows.add(doc)
     reconciler.reconcile("ml", "tone")
     (job,) = batch.jobs.values()
     job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
-    reconciler.view.put_pod(waiting_pod(job, reason, "registry.example.com: i/o timeout"))
-    for seconds in (5, 30, 80):
+    reconciler.view.put_pod(START_PROBLEMS[reason](job))
+    for seconds in (5, limit // 2, limit - 5):
         now[0] = NOW + dt.timedelta(seconds=seconds)
         assert reconciler.reconcile("ml", "tone") is not None, seconds  # still looked at again
-        assert workflows.items[("ml", "tone")]["status"]["phase"] == "Running", seconds
-    now[0] = NOW + dt.timedelta(seconds=95)
+        status = workflows.items[("ml", "tone")]["status"]
+        assert status["phase"] == "Running", seconds
+        assert status["passes"]["lora"]["message"].startswith(f"waiting to start: {reason}: "), status
+    now[0] = NOW + dt.timedelta(seconds=limit + 5)
     reconciler.reconcile("ml", "tone")
     status = workflows.items[("ml", "tone")]["status"]
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
-    assert failed["reason"] == "PodsNotStarting" and f"{reason}: registry.example.com" in failed["message"]
+    assert failed["reason"] == "PodsNotStarting" and f"{reason}: " in failed["message"]
+    assert f"after the start timeout, {limit}s" in failed["message"]
     assert (core.pod_lists, core.event_lists) == (0, 0), "pods come from the watch, and this Job has one"
 
 

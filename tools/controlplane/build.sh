@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the test control plane (kine, kube-apiserver, kube-controller-manager, kubectl, helm) and
+# Build the test control plane (kine, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+# helm) and
 # the S3-compatible test server (gofakes3)
 # from Go modules into a cache folder keyed by the pinned versions. Rebuilds only what is missing.
 # Prints the bin folder on its last line.
@@ -43,11 +44,11 @@ if [[ ! -x "$BIN/helm" ]]; then
 fi
 
 need_k8s=0
-for b in kube-apiserver kube-controller-manager kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   [[ -x "$BIN/$b" ]] || need_k8s=1
 done
 if [[ "$need_k8s" == 1 ]]; then
-  log "building kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl)"
+  log "building kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)"
   work="$CACHE/controlplane/wrapper-$K8S_VERSION"
   mkdir -p "$work"
   staging_minor="v0.${K8S_VERSION#v1.}"
@@ -71,6 +72,7 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
@@ -81,7 +83,7 @@ GO
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  for b in kube-apiserver kube-controller-manager kubectl; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     if [[ ! -x "$BIN/$b" ]]; then
       log "  go build $b"
       (cd "$work" && go build -trimpath -ldflags "$ld" -o "$BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b" && mv "$BIN/$b.tmp" "$BIN/$b")

@@ -1,8 +1,9 @@
 """Start a local control plane on loopback and stop everything it started.
 
-kine (SQLite, speaks etcd), kube-apiserver and kube-controller-manager, built from Go modules by
-build.sh, with fresh certificates, service-account keys and an admin client certificate. Use it as
-a context manager (the pytest session fixture does), or from a shell:
+kine (SQLite, speaks etcd), kube-apiserver, kube-controller-manager and kube-scheduler, built from
+Go modules by build.sh, and the test node agent (one node with 8 `nvidia.com/gpu`: node_agent.py),
+with fresh certificates, service-account keys and an admin client certificate. Use it as a context
+manager (the pytest session fixture does), or from a shell:
 
     python -m tools.controlplane.harness up      # prints `export KUBECONFIG=...`, runs until Ctrl-C
 """
@@ -269,7 +270,19 @@ class ControlPlane:
             ],
         )
         self._wait_default_service_account(began + timeout)
-        if node_agent:
+        if node_agent:  # the scheduler places pods on the agent's node as on any cluster's
+            self._start(
+                "kube-scheduler",
+                [
+                    "kube-scheduler",
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--authentication-kubeconfig={self.kubeconfig}",
+                    f"--authorization-kubeconfig={self.kubeconfig}",
+                    "--leader-elect=false",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={free_port()}",
+                ],
+            )
             self.start_node_agent()
         self.startup_seconds = time.monotonic() - began
         return self

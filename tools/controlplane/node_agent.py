@@ -1,6 +1,8 @@
 """A test-only node agent: the part of a kubelet that the tests need, without containers.
 
-It registers a Node, binds pending pods to it, and runs each container's command and args as a
+It registers a Node with capacity (CPU, memory, ephemeral storage, `nvidia.com/gpu`) and labels, so
+that the real kube-scheduler decides where pods go (requests, nodeSelector, affinity, taints) and
+leaves those that fit nowhere Unschedulable; it runs each container's command and args as a
 local process with the pod's environment (values, Secret and ConfigMap references, the downward
 API fields our Jobs use), in a working folder that maps the pod's volume mounts. It reports the
 pod's status (Running, then Succeeded or Failed with exit code and termination message) through
@@ -73,7 +75,13 @@ class NodeAgent:
 
     # -- node -------------------------------------------------------------------------------
     def register(self) -> None:
-        capacity = {"cpu": "16", "memory": "64Gi", "pods": "500", "nvidia.com/gpu": str(self.gpus)}
+        capacity = {
+            "cpu": "64",
+            "memory": "512Gi",
+            "ephemeral-storage": "10Ti",
+            "pods": "1000",
+            "nvidia.com/gpu": str(self.gpus),
+        }
         body = client.V1Node(
             metadata=client.V1ObjectMeta(
                 name=NODE_NAME, labels={"kubernetes.io/hostname": NODE_NAME, "olivekube.io/test-node": "true"}
@@ -108,27 +116,13 @@ class NodeAgent:
             return
         if pod.status.phase in ("Succeeded", "Failed"):
             return
-        if not pod.spec.node_name:
-            self.bind(pod)
-            return
-        if pod.spec.node_name != NODE_NAME:
+        if pod.spec.node_name != NODE_NAME:  # the scheduler has not placed it here (yet)
             return
         with self.lock:
             if pod.metadata.uid in self.started:
                 return
             self.started.add(pod.metadata.uid)
         threading.Thread(target=self.run_pod, args=(pod, key), daemon=True).start()
-
-    def bind(self, pod: client.V1Pod) -> None:
-        body = client.V1Binding(
-            metadata=client.V1ObjectMeta(name=pod.metadata.name),
-            target=client.V1ObjectReference(kind="Node", name=NODE_NAME, api_version="v1"),
-        )
-        try:
-            self.core.create_namespaced_binding(pod.metadata.namespace, body, _preload_content=False)
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                log.warning("bind %s: %s", pod.metadata.name, exc.reason)
 
     def stop(self, pod: client.V1Pod, key: str) -> None:
         proc = self.running.pop(pod.metadata.uid, None)
@@ -610,10 +604,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu the node advertises")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config.load_kube_config(str(args.kubeconfig))
-    agent = NodeAgent(args.workdir)
+    agent = NodeAgent(args.workdir, gpus=args.gpus)
     signal.signal(signal.SIGTERM, agent.shutdown)
     agent.serve()
 
