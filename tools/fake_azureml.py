@@ -77,6 +77,7 @@ class FakeAzureML:
     blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     fail_blob_puts_after: int | None = None  # then refuse every blob write (an uploader cut off)
     blocks: dict[tuple[str, str], dict[str, bytes]] = field(default_factory=dict)
+    blob_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> FakeAzureML:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -519,7 +520,20 @@ def _blob(handler: BaseHTTPRequestHandler, fake: FakeAzureML) -> None:
         reply(202, b"", {**props(data), "x-ms-copy-id": uuid.uuid4().hex, "x-ms-copy-status": "success"})
         return
     if command == "PUT":
-        fake.blobs[key] = body
+        with fake.blob_lock:  # a conditional write is compare-and-set, as Blob Storage's
+            held = fake.blobs.get(key)
+            if_match, if_none_match = handler.headers.get("If-Match"), handler.headers.get("If-None-Match")
+            stale = if_match is not None and (held is None or props(held)["ETag"] != if_match)
+            if stale or (if_none_match == "*" and held is not None):
+                code = "ConditionNotMet" if stale else "BlobAlreadyExists"
+                xml = f'<?xml version="1.0"?><Error><Code>{code}</Code><Message>{code}</Message></Error>'
+                reply(
+                    412 if stale else 409,
+                    xml.encode(),
+                    {"x-ms-error-code": code, "Content-Type": "application/xml"},
+                )
+                return
+            fake.blobs[key] = body
         reply(201, b"", props(body))
         return
     data = fake.blobs.get(key)

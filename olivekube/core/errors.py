@@ -18,3 +18,7 @@ class PassError(RuntimeError):
 
 class StorageError(RuntimeError):
     """An artifact could not be read or written; the message names the URI."""
+
+
+class WriteConflict(StorageError):
+    """A conditional write lost: the file changed (or appeared) after it was read."""

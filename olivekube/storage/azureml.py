@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from olivekube.core.errors import PassError, StorageError
+from olivekube.core.errors import PassError, StorageError, WriteConflict
 from olivekube.storage.azure_identity import azure_message, credential
 from olivekube.storage.base import ArtifactStore, serves
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_relative, verify
@@ -222,3 +222,40 @@ class AzureMLStore(ArtifactStore):
         where = parse(uri)
         client = self._container(where, uri)
         self._call(uri, lambda: client.upload_blob(where.path, text.encode(), overwrite=True))
+
+    def read_text_versioned(self, uri: str) -> tuple[str | None, str | None]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        where = parse(uri)
+        client = self._container(where, uri)
+        try:
+            download = self._call(uri, lambda: client.download_blob(where.path))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return None, None
+            raise
+        return bytes(download.readall()).decode(), str(download.properties.etag)
+
+    def write_text_if(self, uri: str, text: str, version: str | None) -> None:
+        """Blob Storage's conditions: If-Match the ETag read, or no overwrite for a new blob."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        where = parse(uri)
+        client = self._container(where, uri)
+        if version is None:
+            upload = lambda: client.upload_blob(where.path, text.encode(), overwrite=False)  # noqa: E731
+        else:
+            upload = lambda: client.upload_blob(  # noqa: E731
+                where.path,
+                text.encode(),
+                overwrite=True,
+                etag=version,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        try:
+            self._call(uri, upload)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ResourceExistsError | ResourceModifiedError):
+                raise WriteConflict(f"{uri} changed while it was being updated") from exc
+            raise

@@ -68,6 +68,15 @@ class ArtifactStore(ABC):
     def write_text(self, uri: str, text: str) -> None:
         """Write a small text object in one step."""
 
+    @abstractmethod
+    def read_text_versioned(self, uri: str) -> tuple[str | None, str | None]:
+        """A small text file and a token for its version (an ETag), or (None, None) when absent."""
+
+    @abstractmethod
+    def write_text_if(self, uri: str, text: str, version: str | None) -> None:
+        """Write a small text file only if it is still at `version` (None: only if it is absent);
+        WriteConflict otherwise. Read-modify-write without losing another writer's change."""
+
     def file_version(self, uri: str) -> str | None:
         """What identifies the bytes of a single file (a data file) now: a digest or the server's
         ETag; None when the store cannot tell. Enters the content key of the passes that read it."""

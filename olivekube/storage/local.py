@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -11,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from olivekube.core.constants import PVC_MOUNTS_ENV
-from olivekube.core.errors import StorageError
+from olivekube.core.errors import StorageError, WriteConflict
 from olivekube.core.pod_paths import pod_path
 from olivekube.storage.base import ArtifactStore, serves
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_links, file_sha256, verify
@@ -135,3 +138,27 @@ class LocalStore(ArtifactStore):
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         tmp.write_text(text)
         tmp.rename(path)
+
+    def read_text_versioned(self, uri: str) -> tuple[str | None, str | None]:
+        path = resolve(uri)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return data.decode(), hashlib.sha256(data).hexdigest()
+
+    def write_text_if(self, uri: str, text: str, version: str | None) -> None:
+        """Compare and rename under an exclusive lock (flock on a lock file beside it, which every
+        olivekube process writing there takes), so that two writers never both win."""
+        path = resolve(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                now = self.read_text_versioned(uri)[1]
+                if now != version:
+                    raise WriteConflict(f"{uri} changed while it was being updated")
+                self.write_text(uri, text)
+            finally:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(lock, fcntl.LOCK_UN)

@@ -4,25 +4,28 @@
     OUTPUT_DIR/versions/<version>/           one model, with its olivekube-manifest.json
 
 A run publishes its model into a version folder of its own (all or nothing, as every artifact), then
-rewrites the pointer in one step. Nothing else under OUTPUT_DIR is touched, in any store: a user's
-files beside the versions stay, and earlier versions stay recoverable. A pointer file that
-olivekube did not write is never overwritten.
+rewrites the pointer in one step, with a conditional write (S3 If-Match, an Azure ETag, a compare
+under a lock on a file system): two runs publishing at once each add their entry, and neither is lost.
+Nothing else under OUTPUT_DIR is touched, in any store: a user's files beside the versions stay, and
+earlier versions stay recoverable. A pointer file that olivekube did not write is never overwritten.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
 
-from olivekube.core.errors import StorageError
+from olivekube.core.errors import StorageError, WriteConflict
 from olivekube.storage.base import store_for
 from olivekube.storage.manifest import Manifest
 
 POINTER_NAME = "olivekube-output.json"
 POINTER_KIND = "olivekube-output"
 HISTORY = 50
+POINTER_WRITE_TRIES = 20
 
 
 def _join(base: str, *parts: str) -> str:
@@ -36,7 +39,10 @@ def version_uri(output_dir: str, version: str) -> str:
 def read_pointer(output_dir: str) -> dict[str, Any] | None:
     """The pointer under `output_dir`, None when there is none; StorageError when a file of its
     name is not olivekube's."""
-    text = store_for(output_dir).read_text(_join(output_dir, POINTER_NAME))
+    return _parse_pointer(output_dir, store_for(output_dir).read_text(_join(output_dir, POINTER_NAME)))
+
+
+def _parse_pointer(output_dir: str, text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
@@ -52,18 +58,26 @@ def read_pointer(output_dir: str) -> dict[str, Any] | None:
 
 
 def point_to(output_dir: str, version: str, manifest: Manifest) -> str:
-    """Make `versions/<version>` the current model of `output_dir`; returns its URI."""
-    pointer = read_pointer(output_dir) or {"kind": POINTER_KIND, "history": []}
-    entry = {
-        "version": version,
-        "digest": manifest.digest,
-        "sizeBytes": manifest.size_bytes,
-        "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    history = [h for h in pointer.get("history") or [] if h.get("version") != version] + [entry]
-    body = {"kind": POINTER_KIND, "current": f"versions/{version}", **entry, "history": history[-HISTORY:]}
-    store_for(output_dir).write_text(_join(output_dir, POINTER_NAME), json.dumps(body, indent=1))
-    return version_uri(output_dir, version)
+    """Make `versions/<version>` the current model of `output_dir`; returns its URI. Read, add this
+    entry, write only if nobody wrote in between; else read again (a publisher beside this one)."""
+    store, uri = store_for(output_dir), _join(output_dir, POINTER_NAME)
+    for attempt in range(POINTER_WRITE_TRIES):
+        text, seen = store.read_text_versioned(uri)
+        pointer = _parse_pointer(output_dir, text) or {"kind": POINTER_KIND, "history": []}
+        entry = {
+            "version": version,
+            "digest": manifest.digest,
+            "sizeBytes": manifest.size_bytes,
+            "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        history = [h for h in pointer.get("history") or [] if h.get("version") != version] + [entry]
+        body = {"kind": POINTER_KIND, "current": f"versions/{version}", **entry, "history": history[-HISTORY:]}
+        try:
+            store.write_text_if(uri, json.dumps(body, indent=1), seen)
+            return version_uri(output_dir, version)
+        except WriteConflict:
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+    raise StorageError(f"{uri}: other publishers changed it {POINTER_WRITE_TRIES} times in a row; publish again")
 
 
 def publish_version(output_dir: str, src: Path, manifest: Manifest) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from olivekube.core.errors import StorageError
+from olivekube.core.errors import StorageError, WriteConflict
 from olivekube.storage.base import ArtifactStore, serves
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_relative, verify
 
@@ -189,3 +189,28 @@ class S3Store(ArtifactStore):
     def write_text(self, uri: str, text: str) -> None:
         bucket, key = split(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=text.encode())
+
+    def read_text_versioned(self, uri: str) -> tuple[str | None, str | None]:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        try:
+            answer = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise self._error(uri, exc) from exc
+        return answer["Body"].read().decode(), str(answer["ETag"])
+
+    def write_text_if(self, uri: str, text: str, version: str | None) -> None:
+        """S3's conditional PUT: If-Match the ETag read, or If-None-Match * for a new file."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=text.encode(), **condition)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise WriteConflict(f"{uri} changed while it was being updated") from exc
+            raise self._error(uri, exc) from exc

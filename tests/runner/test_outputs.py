@@ -145,3 +145,73 @@ def test_a_finishing_run_removes_only_its_own_work_folder(tiny_models, tmp_path:
     finally:
         tempfile.tempdir = None
     assert remote.work_root.parent == tmp_path / "tmp" / "olivekube" / "work"
+
+
+def _publish_at_once(output_dir: str, tmp_path: Path, monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+    """Two publishers of different models into one output_dir, each held at its first pointer write
+    until the other has read the pointer too (the race two runs finishing together make)."""
+    import threading
+
+    from olivekube.storage import store_for
+
+    store_class = type(store_for(output_dir))
+    barrier, held = threading.Barrier(2, timeout=30), threading.local()
+
+    def hold_first_pointer_write(original):  # type: ignore[no-untyped-def]
+        def write(self, uri: str, *args):  # type: ignore[no-untyped-def]
+            if uri.endswith(POINTER_NAME) and not getattr(held, "done", False):
+                held.done = True
+                barrier.wait()
+            return original(self, uri, *args)
+
+        return write
+
+    for name in ("write_text", "write_text_if"):
+        monkeypatch.setattr(store_class, name, hold_first_pointer_write(getattr(store_class, name)))
+    sources = [_model(tmp_path / text, text) for text in ("first", "second")]
+    uris: list[str] = []
+    errors: list[BaseException] = []
+
+    def publish(src: Path) -> None:
+        try:
+            uris.append(publish_version(output_dir, src, build_manifest(src)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(src,)) for src in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return uris
+
+
+def _assert_both_kept(output_dir: str, uris: list[str]) -> None:
+    from olivekube.storage import store_for
+    from olivekube.storage.outputs import read_pointer
+
+    pointer = read_pointer(output_dir)
+    assert pointer is not None
+    versions = {h["version"] for h in pointer["history"]}
+    assert versions == {uri.rsplit("/", 1)[1] for uri in uris}, pointer
+    assert current_model(output_dir) in uris
+    assert all(store_for(uri).read_manifest(uri) is not None for uri in uris)  # both complete
+
+
+def test_two_runs_publishing_into_one_folder_at_once_both_stay_in_the_history(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    output_dir = str(tmp_path / "models")
+    _assert_both_kept(output_dir, _publish_at_once(output_dir, tmp_path, monkeypatch))
+
+
+@pytest.mark.s3
+def test_two_runs_publishing_to_s3_at_once_both_stay_in_the_history(s3, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    output_dir = f"s3://{s3.bucket}/race/models"
+    _assert_both_kept(output_dir, _publish_at_once(output_dir, tmp_path, monkeypatch))
+
+
+def test_two_runs_publishing_to_azureml_at_once_both_stay_in_the_history(  # type: ignore[no-untyped-def]
+    fake_azureml: FakeAzureML, tmp_path: Path, monkeypatch
+) -> None:
+    output_dir = f"{AZURE_ROOT}/race/models"
+    _assert_both_kept(output_dir, _publish_at_once(output_dir, tmp_path, monkeypatch))
