@@ -14,11 +14,11 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from olivekube.api.common import API_VERSION, KIND
-from olivekube.api.status import WorkflowPhase
+from olivekube.api.status import PassPhase, WorkflowPhase
 from olivekube.api.validation import problems_from_error
 from olivekube.api.workflow import OptimizationWorkflow, workflow_of_object
 from olivekube.core.clock import Clock, parse_timestamp, timestamp, utc_now
-from olivekube.core.constants import LABEL_WORKFLOW
+from olivekube.core.constants import LABEL_PASS, LABEL_WORKFLOW
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
@@ -31,7 +31,7 @@ from olivekube.operator.jobs import (
     job_name,
     label_value,
 )
-from olivekube.operator.plan import Decision, StartProblem, conditions, decide
+from olivekube.operator.plan import Decision, StartProblem, conditions, decide, job_state
 from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.view import ClusterView
 
@@ -98,6 +98,8 @@ class Reconciler:
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.phases: dict[tuple[str, str], str] = {}
         self.exported: dict[tuple[str, str], set[tuple[str, str]]] = {}  # evaluation samples per workflow
+        self.timed: dict[tuple[str, str], set[str]] = {}  # uids of Jobs whose duration was observed
+        self.started_at = clock()
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one workflow a step further. Returns seconds after which to look again, if any."""
@@ -113,6 +115,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.view.forget_workflow((namespace, name))
         self.phases.pop((namespace, name), None)
+        self.timed.pop((namespace, name), None)
         metrics.export_evaluation(namespace, name, None, self.exported.pop((namespace, name), set()))
         lock = self.locks.get((namespace, name))
         if lock is not None and lock.acquire(blocking=False):  # not in use: the map keeps no dead keys
@@ -159,6 +162,7 @@ class Reconciler:
         )
         if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
+        self._time_finished_jobs(workflow, key, self.view.jobs(uid))
         decision.events += [("Warning", "CacheEntryRefused", why) for why in cache.refused]
         try:
             created = self._act(workflow, uid, decision)
@@ -178,6 +182,28 @@ class Reconciler:
             self.phases[(namespace, name)] = phase
             self._export_phases()
         return decision.requeue_after
+
+    def _time_finished_jobs(
+        self, workflow: OptimizationWorkflow, key: tuple[str, str], jobs: list[dict[str, Any]]
+    ) -> None:
+        """olivekube_pass_duration_seconds: each Job that ended while this process ran, once."""
+        timed = self.timed.setdefault(key, set())
+        types = {label_value(n): p.type for n, p in workflow.spec.passes.items()}
+        for job in jobs:
+            uid, state = job["metadata"].get("uid"), job_state(job)
+            if not uid or uid in timed or state == PassPhase.RUNNING:
+                continue
+            status = job.get("status") or {}
+            ended = status.get("completionTime") or next(
+                (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == "Failed"),
+                None,
+            )
+            if not status.get("startTime") or not ended or parse_timestamp(ended) < self.started_at:
+                continue
+            timed.add(uid)
+            seconds = (parse_timestamp(ended) - parse_timestamp(status["startTime"])).total_seconds()
+            pass_type = types.get((job["metadata"].get("labels") or {}).get(LABEL_PASS, ""), "unknown")
+            metrics.PASS_DURATION.labels(pass_type, state.value).observe(max(seconds, 0.0))
 
     def _admit(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
         """The workflow, or None after marking it Failed (once per generation) when its spec is

@@ -731,3 +731,28 @@ def test_a_job_on_several_pods_gets_its_rendezvous_and_network_policy_before_it(
         [service["metadata"]["name"]] if policies else []
     )
     assert seen_when_made == [1 + policies]
+
+
+def test_each_job_that_ends_is_timed_once_by_pass_type_and_result(parts) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY
+
+    reconciler, workflows, batch, _ = parts
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"]["backoffLimit"] = 3
+    workflows.add(doc)
+    labels = {"pass_type": "LoRA", "result": "Failed"}
+
+    def observed() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("olivekube_pass_duration_seconds_count", labels) or 0.0
+        return count, REGISTRY.get_sample_value("olivekube_pass_duration_seconds_sum", labels) or 0.0
+
+    before = observed()
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    ended = {"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-02T03:05:05Z"}  # NOW + 60 s
+    job["status"] = {"startTime": "2026-01-02T03:04:05Z", "conditions": [ended]}
+    reconciler.view.put_job("uid-tone", job)
+    for _ in range(3):  # looked at again and again: observed once
+        reconciler.reconcile("ml", "tone")
+    after = observed()
+    assert (after[0] - before[0], after[1] - before[1]) == (1.0, 60.0)
