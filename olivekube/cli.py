@@ -274,6 +274,14 @@ WritablePrefixes = Annotated[
 ]
 
 
+StartTimeout = Annotated[
+    float, _opt("Seconds a pass's pods may wait to start (unschedulable, pull errors) before it fails.")
+]
+RendezvousPolicies = Annotated[
+    bool, _opt("A NetworkPolicy per several-pod Job admitting its own pods (pair with a deny-all one).")
+]
+
+
 @app.command()
 def operator(
     namespace: Annotated[
@@ -305,12 +313,8 @@ def operator(
     termination_grace_seconds: Annotated[
         int, _opt("terminationGracePeriodSeconds of runner pods: time to checkpoint after SIGTERM.")
     ] = 120,
-    start_timeout_seconds: Annotated[
-        float, _opt("Seconds a pass's pods may wait to start (unschedulable, pull errors) before it fails.")
-    ] = 300.0,
-    rendezvous_network_policies: Annotated[
-        bool, _opt("A NetworkPolicy per several-pod Job admitting its own pods (pair with a deny-all one).")
-    ] = False,
+    start_timeout_seconds: StartTimeout = 300.0,
+    rendezvous_network_policies: RendezvousPolicies = False,
 ) -> None:
     """Run the operator: reconcile OptimizationWorkflows into Jobs, one per pass."""
     from olivekube.operator.jobs import OperatorSettings

@@ -123,6 +123,7 @@ class Planner:
     clock: Clock
     start_problem: Callable[[dict[str, Any]], StartProblem | None] = lambda job: None
     start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS  # the admin's; a workflow may ask for less
+    live_pods: Callable[[str], int] = lambda job_name: 0  # pods of a Job not yet ended or gone
     passes: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     done: int = 0
@@ -388,6 +389,25 @@ def backing_off(p: Planner, f: PassFacts) -> Answer:
     return p.finish(WorkflowPhase.RUNNING, "PassRetrying", message, f.name, requeue_after=remaining)
 
 
+def previous_attempt_stopping(p: Planner, f: PassFacts) -> Answer:
+    """The failed attempt's pods still run (their grace period: a training pass saves and uploads a
+    checkpoint after SIGTERM): the next attempt waits for them, so that it resumes from that
+    checkpoint and never trains beside them."""
+    last = f.failed_jobs[-1] if f.failed_jobs else None
+    alive = p.live_pods(last) if last else 0
+    if not alive:
+        return None
+    p.passes[f.name] = {
+        "phase": PassPhase.PENDING.value,
+        "message": f"waiting for {alive} pod(s) of {last} to stop before the next attempt",
+        "failedJobs": f.failed_jobs,
+    }
+    message = f"pass {f.name} failed; retrying once its pods have stopped"
+    return p.finish(
+        WorkflowPhase.RUNNING, "PassRetrying", message, f.name, requeue_after=STARTUP_RECHECK_SECONDS / 2
+    )
+
+
 def start_attempt(p: Planner, f: PassFacts) -> Answer:
     """Create the Job of the next attempt."""
     failed = f.failed_jobs
@@ -420,6 +440,7 @@ PASS_RULES: tuple[PassRule, ...] = (
     suspended,
     out_of_attempts,
     backing_off,
+    previous_attempt_stopping,
     start_attempt,
 )
 
@@ -447,10 +468,12 @@ def decide(
     clock: Clock = utc_now,
     start_problem: Callable[[dict[str, Any]], StartProblem | None] = lambda job: None,
     start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS,
+    live_pods: Callable[[str], int] = lambda job_name: 0,
 ) -> Decision:
     """The next step for `workflow`: `_next_step`, and the deletion of every Job a spec edit superseded.
     `start_problem(job)` says why a Job's pods do not start, or None; one the cluster keeps trying
-    fails the pass at `start_timeout` (or the workflow's shorter spec.kubernetes.startTimeoutSeconds)."""
+    fails the pass at `start_timeout` (or the workflow's shorter spec.kubernetes.startTimeoutSeconds).
+    `live_pods(job name)` counts a Job's pods that have not ended."""
     planner = Planner(
         workflow,
         generation,
@@ -462,6 +485,7 @@ def decide(
         clock,
         start_problem,
         start_timeout,
+        live_pods,
     )
     decision = _next_step(planner)
     for job in superseded_jobs(workflow, jobs):

@@ -42,6 +42,8 @@ MAY_PASS = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "C
 """Waiting reasons the kubelet retries (a registry hiccup, a Secret or ConfigMap created a moment
 later): like a pod the scheduler cannot place yet, they fail the pass only when they still hold at
 the start timeout (plan.StartProblem)."""
+TERMINATING_MARGIN_SECONDS = 30.0
+"""How long past its grace period a deleted pod still holds up the next attempt."""
 FAILED_CREATE_AFTER_SECONDS = 5.0
 """A Job with no pod this long after its creation: the operator asks the Job controller's events why."""
 
@@ -159,6 +161,7 @@ class Reconciler:
             clock=self.clock,
             start_problem=self._start_problem,
             start_timeout=self.settings.start_timeout_seconds,
+            live_pods=lambda job: self._live_pods(namespace, job),
         )
         if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
@@ -406,6 +409,21 @@ class Reconciler:
                 if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
                     return StartProblem(f"Unschedulable: {condition.get('message') or ''}".strip(), may_pass=True)
         return None
+
+    def _live_pods(self, namespace: str, job: str) -> int:
+        """The Job's pods (from the view) that still run or wait: not Succeeded or Failed, and, once
+        deleted, within their grace period (its end is the deletionTimestamp) and a margin: a pod
+        left Terminating by a dead node holds up nothing."""
+        now = self.clock()
+        alive = 0
+        for pod in self.view.pods(namespace, job):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            deleted = pod["metadata"].get("deletionTimestamp")
+            if deleted and (now - parse_timestamp(deleted)).total_seconds() > TERMINATING_MARGIN_SECONDS:
+                continue
+            alive += 1
+        return alive
 
     def _pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         """The Job's pods: from the view, or (a failed Job whose pods no watch delivered, once per

@@ -756,3 +756,32 @@ def test_each_job_that_ends_is_timed_once_by_pass_type_and_result(parts) -> None
         reconciler.reconcile("ml", "tone")
     after = observed()
     assert (after[0] - before[0], after[1] - before[1]) == (1.0, 60.0)
+
+
+def test_the_next_attempt_waits_for_the_failed_attempts_pods_to_stop() -> None:
+    """A failed attempt's pod still in its grace period (uploading a checkpoint after SIGTERM) holds
+    the retry; once it is gone, or past its grace period by the margin (a dead node), the retry starts."""
+    now = [NOW]
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    reconciler = Reconciler(
+        OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+    )
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    failed = {"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-02T03:00:00Z"}
+    job["status"] = {"conditions": [failed]}
+    reconciler.view.put_job("uid-tone", job)
+    terminating = waiting_pod(job, "", "")
+    terminating["status"] = {"phase": "Running"}
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-02T03:06:05Z"  # NOW + its 120 s grace
+    reconciler.view.put_pod(terminating)
+    assert reconciler.reconcile("ml", "tone") == 5.0
+    assert len(batch.jobs) == 1
+    assert "waiting for 1 pod(s)" in workflows.items[("ml", "tone")]["status"]["passes"]["lora"]["message"]
+    now[0] = NOW + dt.timedelta(seconds=120 + 31)  # past its grace period and the margin: a dead node
+    reconciler.reconcile("ml", "tone")
+    assert len(batch.jobs) == 2
+    ended = waiting_pod(job, "", "") | {"status": {"phase": "Failed"}}
+    reconciler.view.put_pod(ended)
+    assert reconciler._live_pods("ml", job["metadata"]["name"]) == 0
