@@ -89,6 +89,9 @@ class NodeAgent:
         )
         with contextlib.suppress(ApiException):
             self.core.create_node(body)
+        # The API server taints a new Node not-ready (admission: TaintNodesByCondition); a cluster's
+        # node lifecycle controller lifts it once the kubelet reports Ready, which this agent does.
+        self.core.patch_node(NODE_NAME, {"spec": {"taints": None}})
         status = {
             "status": {
                 "capacity": capacity,
