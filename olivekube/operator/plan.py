@@ -274,10 +274,16 @@ def job_succeeded(p: Planner, f: PassFacts) -> Answer:
 
 
 def _started(job: dict[str, Any]) -> bool:
-    """Whether a pod of the Job is ready or has ended, or the Job waits on purpose (Kueue)."""
-    status = job.get("status") or {}
-    queued = bool((job.get("spec") or {}).get("suspend"))
-    return queued or bool(status.get("ready") or status.get("succeeded") or status.get("failed"))
+    """Whether every pod of the Job is ready or has ended (a training pass on several pods starts
+    whole or not at all: some pods holding GPUs while another waits for a node is not a start), a pod
+    failed, or the Job waits on purpose (Kueue)."""
+    status, spec = job.get("status") or {}, job.get("spec") or {}
+    if spec.get("suspend"):
+        return True
+    if status.get("failed"):
+        return True
+    pods = int(spec.get("parallelism") or 1)
+    return int(status.get("ready") or 0) + int(status.get("succeeded") or 0) >= pods
 
 
 def _age(p: Planner, job: dict[str, Any]) -> float:

@@ -785,3 +785,36 @@ def test_the_next_attempt_waits_for_the_failed_attempts_pods_to_stop() -> None:
     ended = waiting_pod(job, "", "") | {"status": {"phase": "Failed"}}
     reconciler.view.put_pod(ended)
     assert reconciler._live_pods("ml", job["metadata"]["name"]) == 0
+
+
+def test_a_training_pass_on_two_pods_with_one_unschedulable_is_released_at_the_start_timeout() -> None:
+    """Pod 0 runs (and holds its GPUs), pod 1 fits no node: not a start. The pass says why, and at the
+    start timeout the attempt fails and its Job goes, releasing pod 0's GPUs."""
+    now = [NOW]
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    settings = OperatorSettings(start_timeout_seconds=60)
+    reconciler = Reconciler(
+        settings, 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+    )
+    doc = valid_manifest()
+    doc["spec"]["kubernetes"]["training"] = {"passes": {"lora": {"numNodes": 2}}}
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    (job,) = batch.jobs.values()
+    job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    job["status"] = {"active": 2, "ready": 1}
+    reconciler.view.put_job("uid-tone", job)
+    running = waiting_pod(job, "", "") | {"status": {"phase": "Running"}}
+    pending = unschedulable_pod(job, "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    pending["metadata"]["name"] += "-1"
+    for pod in (running, pending):
+        reconciler.view.put_pod(pod)
+    now[0] = NOW + dt.timedelta(seconds=30)
+    assert reconciler.reconcile("ml", "tone") is not None
+    status = workflows.items[("ml", "tone")]["status"]
+    assert status["phase"] == "Running" and "Unschedulable" in status["passes"]["lora"]["message"]
+    now[0] = NOW + dt.timedelta(seconds=65)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert status["phase"] == "Failed" and "Insufficient nvidia.com/gpu" in status["message"]
+    assert batch.jobs == {}
