@@ -38,6 +38,7 @@ from olivekube.operator.view import ClusterView
 log = logging.getLogger("olivekube.operator")
 CANNOT_START = ("InvalidImageName",)
 """Container waiting reasons that no wait will cure."""
+KUEUE_GROUP = "kueue.x-k8s.io"
 MAY_PASS = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError")
 """Waiting reasons the kubelet retries (a registry hiccup, a Secret or ConfigMap created a moment
 later): like a pod the scheduler cannot place yet, they fail the pass only when they still hold at
@@ -101,6 +102,7 @@ class Reconciler:
         self.phases: dict[tuple[str, str], str] = {}
         self.exported: dict[tuple[str, str], set[tuple[str, str]]] = {}  # evaluation samples per workflow
         self.timed: dict[tuple[str, str], set[str]] = {}  # uids of Jobs whose duration was observed
+        self.kueue: str | None = None  # Kueue's API version, once discovered
         self.started_at = clock()
 
     def reconcile(self, namespace: str, name: str) -> float | None:
@@ -186,6 +188,33 @@ class Reconciler:
             self._export_phases()
         return decision.requeue_after
 
+    def _check_queue(self, namespace: str, queue: str) -> None:
+        """A Job that names a Kueue LocalQueue starts suspended; were there no Kueue, or no such queue,
+        it would stay suspended for ever: refuse it with the reason instead (one GET per Job made)."""
+        field = "spec.kubernetes.queueName"
+        try:
+            self.kueue = self.kueue or _kueue_version()
+            if self.kueue is None:
+                raise JobRefused(
+                    "QueueNotFound",
+                    f"{field}: {queue} names a Kueue LocalQueue, but this cluster has no Kueue (API group "
+                    f"{KUEUE_GROUP}): install Kueue, or remove queueName",
+                )
+            client.CustomObjectsApi().get_namespaced_custom_object(
+                KUEUE_GROUP, self.kueue, namespace, "localqueues", queue
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise JobRefused(
+                    "QueueNotFound",
+                    f"{field}: Kueue has no LocalQueue {queue} in namespace {namespace}; its Jobs would wait "
+                    "suspended for ever: create the LocalQueue, or name one that exists",
+                ) from exc
+            if exc.status in (401, 403):
+                log.warning("cannot read LocalQueue %s/%s (%s): not checked", namespace, queue, exc.reason)
+                return
+            raise
+
     def _time_finished_jobs(
         self, workflow: OptimizationWorkflow, key: tuple[str, str], jobs: list[dict[str, Any]]
     ) -> None:
@@ -266,6 +295,8 @@ class Reconciler:
         pass_name, key, attempt = decision.create
         if not self.view.jobs(uid):  # the workflow's first Job: its runner identity first
             self._ensure_identity(workflow, uid)
+        if workflow.spec.kubernetes and workflow.spec.kubernetes.queueName:
+            self._check_queue(namespace, workflow.spec.kubernetes.queueName)
         job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
         if job["spec"]["template"]["spec"].get("subdomain"):
             self._create_rendezvous(job, uid)
@@ -459,6 +490,19 @@ class Reconciler:
         return (
             next((c.get("message") or c.get("reason") for c in conditions if c.get("type") == "Failed"), "") or ""
         )
+
+
+def _kueue_version() -> str | None:
+    """Kueue's preferred API version, from discovery; None when the cluster has no Kueue."""
+    try:
+        answer = client.ApiClient().call_api(
+            f"/apis/{KUEUE_GROUP}", "GET", response_type="object", auth_settings=["BearerToken"]
+        )[0]
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return str(answer["preferredVersion"]["version"])
 
 
 def _oom_message(pod: dict[str, Any]) -> str:

@@ -318,6 +318,40 @@ def test_a_pass_no_node_can_take_says_why_and_fails_at_its_start_timeout(  # typ
     assert jobs(cp, name) == [], "the Job that cannot start is deleted"
 
 
+def test_a_queue_name_kueue_cannot_take_fails_with_the_reason_and_one_it_can_gets_a_suspended_job(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Without Kueue, or with no such LocalQueue, a Job naming the queue would wait suspended for ever."""
+    cp, s3, _ = cluster
+    passes = {"builder": {"type": "ModelBuilder", "precision": "fp32"}}
+
+    def queued(name: str, queue: str) -> dict[str, Any]:
+        doc = manifest(name, s3, passes=passes, clean_cache=True)
+        doc["spec"]["kubernetes"]["queueName"] = queue
+        apply(cp, doc)
+        wait_for(lambda: phase(cp, name) in ("Failed", "Running"), timeout=60)
+        return dict(get(cp, name)["status"])
+
+    status = queued("queue-no-kueue", "team")
+    assert status["phase"] == "Failed" and "this cluster has no Kueue" in status["message"], status
+    assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "QueueNotFound"
+    crd = REPO / "tests" / "e2e" / "resources" / "kueue-localqueue-crd.yaml"
+    cp.kubectl("apply", "-f", str(crd))
+    try:
+        cp.kubectl("wait", "--for=condition=Established", "crd/localqueues.kueue.x-k8s.io", "--timeout=60s")
+        status = queued("queue-missing", "missing")
+        assert status["phase"] == "Failed" and f"no LocalQueue missing in namespace {NS}" in status["message"]
+        local_queue = {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "LocalQueue"}
+        apply(cp, {**local_queue, "metadata": {"name": "team", "namespace": NS}, "spec": {"clusterQueue": "gpus"}})
+        status = queued("queue-there", "team")
+        assert status["phase"] == "Running", status
+        (job,) = jobs(cp, "queue-there")
+        out = cp.kubectl("get", job, "-n", NS, "-o", "json").stdout
+        assert json.loads(out)["spec"]["suspend"] is True  # Kueue's to admit
+        assert jobs(cp, "queue-no-kueue") == [] and jobs(cp, "queue-missing") == []
+    finally:
+        cp.kubectl("delete", "owf", "queue-there", "-n", NS, "--ignore-not-found")
+        cp.kubectl("delete", "-f", str(crd), "--ignore-not-found")
+
+
 def test_pods_whose_service_account_does_not_exist_fail_the_workflow_within_seconds(cluster) -> None:  # type: ignore[no-untyped-def]
     cp, s3, _ = cluster
     doc = manifest("ghostly", s3, passes={"builder": {"type": "ModelBuilder", "precision": "fp32"}})

@@ -124,6 +124,7 @@ OPERATOR_WRITES = {
     ("serviceaccounts", "create"),
     ("services", "create"),
     ("networkpolicies.networking.k8s.io", "create"),
+    ("localqueues.kueue.x-k8s.io", "get"),
     ("roles.rbac.authorization.k8s.io", "create"),
     ("rolebindings.rbac.authorization.k8s.io", "create"),
 }

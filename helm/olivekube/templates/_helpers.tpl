@@ -66,6 +66,11 @@ cluster-wide mode one of runner.namespaces): Jobs, and each workflow's runner id
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create]
+# A workflow's Kueue LocalQueue (spec.kubernetes.queueName), read before its Job is made: a queue
+# that does not exist would hold the Job suspended for ever.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [localqueues]
+  verbs: [get]
 {{- if .Values.runner.networkPolicy.enabled }}
 # The NetworkPolicy of that rendezvous: its Job's pods admit each other (and nothing else).
 - apiGroups: [networking.k8s.io]
