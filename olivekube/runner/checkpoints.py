@@ -5,25 +5,29 @@ the step and so the data position) every `save_steps`, and once more at SIGTERM.
 `<cache>/checkpoints/<namespace>/<content key>/step-<N>` like a pass output, all or nothing with its
 manifest last, and then listed in `steps.json` beside them. A new attempt of the same pass (same
 content key) fetches the newest listed checkpoint whose files match their digests and resumes from
-it; a partial or corrupt one is skipped, never loaded. After the pass's output is published the
-checkpoints go: olivekube wrote them, and the output supersedes them.
+it; a partial or corrupt one is skipped, never loaded. `steps.json` is written with a conditional
+write (as the output pointer), so two writers never drop each other's steps. After the pass's output
+is published the checkpoints go: olivekube wrote them, and the output supersedes them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from olivekube.core.errors import StorageError
+from olivekube.core.errors import StorageError, WriteConflict
 from olivekube.storage import store_for
 from olivekube.storage.manifest import build_manifest
 
 log = logging.getLogger(__name__)
 
 STEPS_FILE = "steps.json"
+LIST_WRITE_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,9 @@ class CheckpointStore:
 
     def steps(self) -> list[int]:
         """The listed checkpoints' steps, newest first."""
-        text = self.store.read_text(f"{self.root}/{STEPS_FILE}")
+        return self._parse(self.store.read_text(f"{self.root}/{STEPS_FILE}"))
+
+    def _parse(self, text: str | None) -> list[int]:
         if not text:
             return []
         try:
@@ -57,11 +63,22 @@ class CheckpointStore:
             return []
 
     def save(self, folder: Path, step: int) -> None:
-        """Publish the trainer's checkpoint folder as the one of `step`, list it, prune older ones."""
+        """Publish the trainer's checkpoint folder as the one of `step`, list it, prune older ones.
+        The list is written only if nobody wrote it since it was read (a conditional write), so a
+        step another writer listed meanwhile is never dropped."""
         self.store.publish(folder, self._uri(step), build_manifest(folder, {"step": step}))
-        steps = sorted({step, *self.steps()}, reverse=True)
-        kept, dropped = (steps[: self.keep], steps[self.keep :]) if self.keep else (steps, [])
-        self.store.write_text(f"{self.root}/{STEPS_FILE}", json.dumps({"steps": kept}))
+        listing = f"{self.root}/{STEPS_FILE}"
+        for attempt in range(LIST_WRITE_TRIES):
+            text, seen = self.store.read_text_versioned(listing)
+            steps = sorted({step, *self._parse(text)}, reverse=True)
+            kept, dropped = (steps[: self.keep], steps[self.keep :]) if self.keep else (steps, [])
+            try:
+                self.store.write_text_if(listing, json.dumps({"steps": kept}), seen)
+                break
+            except WriteConflict:
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+        else:
+            raise StorageError(f"{listing}: other writers changed it {LIST_WRITE_TRIES} times in a row")
         for old in dropped:  # unlisted first, then deleted: a reader never picks a half-deleted one
             self.store.remove(self._uri(old))
 

@@ -76,6 +76,39 @@ def test_the_newest_are_kept_and_a_corrupt_or_partial_one_is_skipped(root: str, 
     assert store.steps() == []
 
 
+def test_two_writers_saving_at_once_both_stay_listed(
+    root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each writer is held at its first list write until the other has read the list: with a plain
+    read-modify-write one step would be lost; with the conditional write the loser reads again."""
+    import threading
+
+    store_class = type(store_for(root))
+    barrier, held = threading.Barrier(2, timeout=30), threading.local()
+
+    def hold(original):  # type: ignore[no-untyped-def]
+        def write(self, uri: str, *args):  # type: ignore[no-untyped-def]
+            if uri.endswith("steps.json") and not getattr(held, "done", False):
+                held.done = True
+                barrier.wait()
+            return original(self, uri, *args)
+
+        return write
+
+    for name in ("write_text", "write_text_if"):
+        monkeypatch.setattr(store_class, name, hold(getattr(store_class, name)))
+    folders = {step: checkpoint_folder(tmp_path, step) for step in (10, 20)}
+    threads = [
+        threading.Thread(target=CheckpointStore(root, keep=None).save, args=(folder, step))
+        for step, folder in folders.items()
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert CheckpointStore(root).steps() == [20, 10]
+
+
 def test_a_steps_list_that_is_not_one_resumes_nothing(tmp_path: Path) -> None:
     root = str(tmp_path / "ck")
     store_for(root).write_text(f"{root}/steps.json", "{not json")
