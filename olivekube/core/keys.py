@@ -79,7 +79,8 @@ def artifact_uri(cache_dir: str, scope: str, content: str) -> str:
     return artifact_prefix(cache_dir, scope) + content[:32]
 
 
-def checkpoint_root(cache_dir: str, scope: str, content: str) -> str:
-    """Where the training checkpoints of a pass run with this content key lie in a cache, until the
-    pass's output is published (then they go)."""
-    return f"{cache_dir.rstrip('/')}/checkpoints/{scope}/{content[:32]}"
+def checkpoint_root(cache_dir: str, scope: str, workflow: str, content: str) -> str:
+    """Where the training checkpoints of one workflow's pass with this content key lie in a cache,
+    until the pass's output is published (then they go). Per workflow: two workflows training the
+    same pass never resume from, or clear, each other's."""
+    return f"{cache_dir.rstrip('/')}/checkpoints/{scope}/{workflow}/{content[:32]}"

@@ -2,7 +2,7 @@
 
 The trainer writes a checkpoint folder (adapter, optimizer, scheduler, RNG states, trainer state with
 the step and so the data position) every `save_steps`, and once more at SIGTERM. Each is published to
-`<cache>/checkpoints/<namespace>/<content key>/step-<N>` like a pass output, all or nothing with its
+`<cache>/checkpoints/<namespace>/<workflow>/<content key>/step-<N>` like a pass output, all or nothing with its
 manifest last, and then listed in `steps.json` beside them. A new attempt of the same pass (same
 content key) fetches the newest listed checkpoint whose files match their digests and resumes from
 it; a partial or corrupt one is skipped, never loaded. `steps.json` is written with a conditional

@@ -111,6 +111,7 @@ class WorkflowRunner:
         self.output_dir = self._location(output_dir or self.spec.output_dir or f"outputs/{workflow.metadata.name}")
         self.chain = self.spec.chain_keys()
         self.scope = workflow.metadata.namespace or "default"  # a namespace's own part of the cache
+        self.workflow_name = workflow.metadata.name
         self.work_root = work_folder(self.cache_dir)
         self._resolved: dict[str, ModelArtifact] = {}
         self.acceptance = Acceptance(self)
@@ -345,7 +346,7 @@ class WorkflowRunner:
             uri = artifact_uri(self.cache_dir, self.scope, key)
             if not self.spec.clean_cache and store_for(uri).read_manifest(uri) is not None:
                 return
-            runner_pass.ctx.checkpoint_root = checkpoint_root(self.cache_dir, self.scope, key)
+            runner_pass.ctx.checkpoint_root = checkpoint_root(self.cache_dir, self.scope, self.workflow_name, key)
             runner_pass.preflight(model)
             (workdir / "out").mkdir()
             run_distributed(runner_pass, model, workdir / "out", self.topology)
@@ -357,7 +358,11 @@ class WorkflowRunner:
     ) -> tuple[ModelArtifact, Manifest]:
         """Run the pass into a fresh folder and publish it at `uri` (all or nothing)."""
         options = runner_pass.options
-        checkpoints = CheckpointStore(checkpoint_root(self.cache_dir, self.scope, key)) if options.trains else None
+        checkpoints = (
+            CheckpointStore(checkpoint_root(self.cache_dir, self.scope, self.workflow_name, key))
+            if options.trains
+            else None
+        )
         runner_pass.ctx.checkpoint_root = checkpoints.root if checkpoints else None
         runner_pass.preflight(model)
         out = workdir / "out"

@@ -178,7 +178,7 @@ def test_a_run_killed_after_its_third_checkpoint_resumes_from_it(
     )
 
     def third_checkpoint() -> list[int] | None:
-        found = list(cache.glob("checkpoints/default/*/steps.json"))
+        found = list(cache.glob("checkpoints/default/*/*/steps.json"))
         steps = json.loads(found[0].read_text())["steps"] if found else []
         return steps if max(steps, default=0) >= 3 * SAVE_STEPS else None
 
@@ -186,7 +186,7 @@ def test_a_run_killed_after_its_third_checkpoint_resumes_from_it(
     run.send_signal(sig)
     printed, _ = run.communicate(timeout=120)
     assert run.returncode != 0, printed[-3000:]
-    (steps_file,) = cache.glob("checkpoints/default/*/steps.json")
+    (steps_file,) = cache.glob("checkpoints/default/*/*/steps.json")
     newest = max(json.loads(steps_file.read_text())["steps"])
     assert newest < STEPS, "the run ended before the signal: nothing was interrupted"
     if sig == signal.SIGTERM:
@@ -233,7 +233,7 @@ def test_a_run_killed_after_a_checkpoint_at_an_epochs_end_resumes_like_the_unint
     run = subprocess.Popen([sys.executable, "-m", "olivekube.cli", "run", str(path)], stdout=subprocess.DEVNULL)
 
     def first_checkpoint() -> list[int] | None:
-        found = list(cache.glob("checkpoints/default/*/steps.json"))
+        found = list(cache.glob("checkpoints/default/*/*/steps.json"))
         return (json.loads(found[0].read_text())["steps"] or None) if found else None
 
     wait_for(first_checkpoint, timeout=300, step=0.02)

@@ -131,15 +131,15 @@ def test_sigterm_reaches_every_rank_and_they_stop_at_one_checkpoint_and_resume_e
     wide = {**os.environ, "COLUMNS": "400"}  # the error line unwrapped
     run_ = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=wide)
     cache = workspace / "cache"
-    wait_for(lambda: list(cache.glob("checkpoints/default/*/steps.json")), timeout=300, step=0.05)
+    wait_for(lambda: list(cache.glob("checkpoints/default/*/*/steps.json")), timeout=300, step=0.05)
     run_.send_signal(signal.SIGTERM)
     printed, _ = run_.communicate(timeout=120)
     assert run_.returncode == 1, printed[-3000:]
-    (steps,) = cache.glob("checkpoints/default/*/steps.json")
+    (steps,) = cache.glob("checkpoints/default/*/*/steps.json")
     newest = max(json.loads(steps.read_text())["steps"])
     assert f"stopped by SIGTERM at step {newest}" in " ".join(printed.split()), printed[-3000:]
     # the checkpoint holds both ranks' RNG states
-    (folder,) = cache.glob(f"checkpoints/default/*/step-{newest:09d}")
+    (folder,) = cache.glob(f"checkpoints/default/*/*/step-{newest:09d}")
     assert {p.name for p in folder.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     assert newest < STEPS, "the run ended before the signal: nothing was interrupted"
 
