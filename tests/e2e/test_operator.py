@@ -212,7 +212,11 @@ def test_jobs_removed_before_they_end_still_count_and_the_retry_limit_holds(clus
                 deleted.add(name)
         return phase(cp, "vanishing") == "Failed"
 
-    wait_for(delete_jobs_until_failed, timeout=120, step=0.2)
+    try:
+        wait_for(delete_jobs_until_failed, timeout=120, step=0.2)
+    except AssertionError as exc:
+        pods = cp.kubectl("get", "pods", "-n", NS, "-l", "olivekube.io/workflow=vanishing", "-o", "wide").stdout
+        raise AssertionError(f"{exc}: {json.dumps(get(cp, 'vanishing').get('status'), indent=1)}\n{pods}") from exc
     time.sleep(3)  # a third attempt, were one made, would show here
     lora = get(cp, "vanishing")["status"]["passes"]["lora"]
     assert len(deleted | set(jobs(cp, "vanishing"))) == 2 and lora["attempts"] == 2, (deleted, lora)

@@ -71,6 +71,7 @@ class NodeAgent:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.containers: dict[str, str] = {}  # pod uid -> podman container name, removed at shutdown
         self.started: set[str] = set()
+        self.stopping: set[str] = set()
         self.lock = threading.Lock()
 
     # -- node -------------------------------------------------------------------------------
@@ -115,7 +116,11 @@ class NodeAgent:
     def handle(self, pod: client.V1Pod) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         if pod.metadata.deletion_timestamp is not None:
-            self.stop(pod, key)
+            with self.lock:  # once per pod, beside the others (its grace period may be long)
+                if pod.metadata.uid in self.stopping:
+                    return
+                self.stopping.add(pod.metadata.uid)
+            threading.Thread(target=self.stop, args=(pod, key), daemon=True).start()
             return
         if pod.status.phase in ("Succeeded", "Failed"):
             return
