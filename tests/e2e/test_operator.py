@@ -294,7 +294,7 @@ def test_operator_killed_at_random_moments_still_finishes_with_one_job_per_attem
             {"resources": {"default": {"limits": {"nvidia.com/gpu": 16}}}},
             "Insufficient nvidia.com/gpu",
         ),
-        ("no-such-node", {"nodeSelector": {"pool": "h100"}}, "didn't match Node's node affinity/selector"),
+        ("no-such-node", {"nodeSelector": {"pool": "h100"}}, "didn't match Pod's node affinity/selector"),
     ],
 )
 def test_a_pass_no_node_can_take_says_why_and_fails_at_its_start_timeout(  # type: ignore[no-untyped-def]
