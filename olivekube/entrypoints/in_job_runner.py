@@ -165,6 +165,8 @@ def run_in_cluster(namespace: str, name: str, pass_name: str, workdir: Path) -> 
         topology = topology_from_env()
         runner = WorkflowRunner(workflow, workdir, report=sink, topology=topology)
         runner.work_root = workdir / ".olivekube-work"
+        meta = body["metadata"]  # a run of an older generation never moves output_dir's pointer back
+        runner.output_fence = {"uid": meta.get("uid"), "generation": int(meta.get("generation") or 0)}
         model = _previous_artifact(runner, body.get("status") or {}, pass_name)
         if topology.node_rank > 0:  # pod 0 reports and publishes
             runner.train_on_worker_node(pass_name, model)

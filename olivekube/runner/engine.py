@@ -113,6 +113,7 @@ class WorkflowRunner:
         self.scope = workflow.metadata.namespace or "default"  # a namespace's own part of the cache
         self.workflow_name = workflow.metadata.name
         self.work_root = work_folder(self.cache_dir)
+        self.output_fence: dict[str, Any] | None = None  # in a cluster: the workflow's uid and generation
         self._resolved: dict[str, ModelArtifact] = {}
         self.acceptance = Acceptance(self)
 
@@ -405,7 +406,7 @@ class WorkflowRunner:
             src = self._with_files(model.path, extra_files)
         manifest = build_manifest(src, model.metadata)
         try:
-            return publish_version(self.output_dir, src, manifest)
+            return publish_version(self.output_dir, src, manifest, self.output_fence)
         except StorageError as exc:
             raise PassError("spec.output_dir", str(exc)) from exc
         finally:

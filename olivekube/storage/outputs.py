@@ -57,9 +57,21 @@ def _parse_pointer(output_dir: str, text: str | None) -> dict[str, Any] | None:
     return pointer
 
 
-def point_to(output_dir: str, version: str, manifest: Manifest) -> str:
+def _superseded(pointer: dict[str, Any], fence: dict[str, Any] | None) -> bool:
+    """Whether the current version was published by a later generation of the same workflow."""
+    held = pointer.get("fence")
+    if not fence or not isinstance(held, dict) or held.get("uid") != fence.get("uid"):
+        return False
+    return int(held.get("generation") or 0) > int(fence.get("generation") or 0)
+
+
+def point_to(output_dir: str, version: str, manifest: Manifest, fence: dict[str, Any] | None = None) -> str:
     """Make `versions/<version>` the current model of `output_dir`; returns its URI. Read, add this
-    entry, write only if nobody wrote in between; else read again (a publisher beside this one)."""
+    entry, write only if nobody wrote in between; else read again (a publisher beside this one).
+
+    `fence` (a workflow's uid and generation, from a run in a cluster): a run of an older generation
+    of the same workflow, finishing after a newer one published, adds its entry to the history but
+    never moves `current` back to its model."""
     store, uri = store_for(output_dir), _join(output_dir, POINTER_NAME)
     for attempt in range(POINTER_WRITE_TRIES):
         text, seen = store.read_text_versioned(uri)
@@ -71,7 +83,11 @@ def point_to(output_dir: str, version: str, manifest: Manifest) -> str:
             "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         history = [h for h in pointer.get("history") or [] if h.get("version") != version] + [entry]
-        body = {"kind": POINTER_KIND, "current": f"versions/{version}", **entry, "history": history[-HISTORY:]}
+        if _superseded(pointer, fence):  # a newer generation's model stays current
+            body = {**pointer, "history": history[-HISTORY:]}
+        else:
+            current = {"current": f"versions/{version}", **entry, **({"fence": fence} if fence else {})}
+            body = {"kind": POINTER_KIND, **current, "history": history[-HISTORY:]}
         try:
             store.write_text_if(uri, json.dumps(body, indent=1), seen)
             return version_uri(output_dir, version)
@@ -80,12 +96,13 @@ def point_to(output_dir: str, version: str, manifest: Manifest) -> str:
     raise StorageError(f"{uri}: other publishers changed it {POINTER_WRITE_TRIES} times in a row; publish again")
 
 
-def publish_version(output_dir: str, src: Path, manifest: Manifest) -> str:
-    """Publish the model in `src` as a version of `output_dir` named by its digest, and point to it."""
+def publish_version(output_dir: str, src: Path, manifest: Manifest, fence: dict[str, Any] | None = None) -> str:
+    """Publish the model in `src` as a version of `output_dir` named by its digest, and point to it
+    (see `point_to` for `fence`). Returns the version's URI."""
     read_pointer(output_dir)  # refuse before any upload when the pointer's name is taken
     version = manifest.digest[:16]
     store_for(output_dir).publish(src, version_uri(output_dir, version), manifest)
-    return point_to(output_dir, version, manifest)
+    return point_to(output_dir, version, manifest, fence)
 
 
 def current_model(output_dir: str) -> str | None:

@@ -215,3 +215,24 @@ def test_two_runs_publishing_to_azureml_at_once_both_stay_in_the_history(  # typ
 ) -> None:
     output_dir = f"{AZURE_ROOT}/race/models"
     _assert_both_kept(output_dir, _publish_at_once(output_dir, tmp_path, monkeypatch))
+
+
+def test_a_run_of_an_older_generation_never_moves_the_pointer_back(tmp_path: Path) -> None:
+    """Generation 2 of a workflow published; generation 1's run, superseded but past its last check,
+    publishes after it: its version is kept and listed, the current model stays generation 2's."""
+    from olivekube.storage.outputs import read_pointer
+
+    output_dir = str(tmp_path / "models")
+    newer, older, other = (_model(tmp_path / n, n) for n in ("newer", "older", "other"))
+    first = publish_version(output_dir, newer, build_manifest(newer), {"uid": "u1", "generation": 2})
+    late = publish_version(output_dir, older, build_manifest(older), {"uid": "u1", "generation": 1})
+    assert current_model(output_dir) == first
+    pointer = read_pointer(output_dir)
+    assert pointer is not None and [h["version"] for h in pointer["history"]] == [
+        first.rsplit("/", 1)[1],
+        late.rsplit("/", 1)[1],
+    ]
+    # another workflow's generations are not comparable, and a run without a fence (olivekube run) moves it
+    third = publish_version(output_dir, other, build_manifest(other), {"uid": "u2", "generation": 1})
+    assert current_model(output_dir) == third
+    assert publish_version(output_dir, older, build_manifest(older)) == current_model(output_dir) == late
