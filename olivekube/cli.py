@@ -113,7 +113,11 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to chec
 
 def _load_workflow(path: Path) -> OptimizationWorkflow:
     """A manifest, or an Olive config (either form) converted on the fly."""
-    data = _load(path)
+    return _workflow_of(path, _load(path))
+
+
+def _workflow_of(path: Path, data: Any) -> OptimizationWorkflow:
+    """`data` (read from `path`) as a workflow; problems go to stderr (exit 1)."""
     if isinstance(data, dict) and "input_model" in data and "spec" not in data:
         data = _convert(path, data, None, None)
     try:
@@ -122,6 +126,38 @@ def _load_workflow(path: Path) -> OptimizationWorkflow:
         for problem in problems_from_error(exc):
             err.print(f"{path}: {problem}", markup=False, highlight=False)
         raise typer.Exit(1) from exc
+
+
+def _search_here(
+    file: Path,
+    data: dict[str, Any],
+    space: Any,
+    strategy: Any,
+    cache_dir: str | None,
+    output_dir: str | None,
+    topology: Any,
+) -> int:
+    """`olivekube run` of a workflow that searches: its trials, here."""
+    from olivekube.entrypoints.local_search import run_search
+    from olivekube.runner.process import leave_out_bitsandbytes
+
+    def trial_workflow(doc: dict[str, Any]) -> OptimizationWorkflow:
+        workflow = _workflow_of(file, doc)
+        leave_out_bitsandbytes(workflow.spec)
+        return workflow
+
+    base = file.resolve().parent
+    return run_search(
+        data,
+        space,
+        strategy,
+        trial_workflow,
+        base,
+        Console(),
+        cache_dir=cache_dir,
+        output_dir=output_dir,
+        topology=topology,
+    )
 
 
 @app.command()
@@ -137,12 +173,24 @@ def run(
         ),
     ] = 1,
 ) -> None:
-    """Run a whole workflow on this machine. Relative paths in it are relative to its folder."""
+    """Run a whole workflow on this machine. Relative paths in it are relative to its folder. A workflow
+    that searches (search_strategy, searchable options, alternatives) runs its trials here."""
     from olivekube.entrypoints.local_run import run_local
+    from olivekube.entrypoints.local_search import search_of
     from olivekube.runner.distributed import Topology
     from olivekube.runner.process import end_process, leave_out_bitsandbytes
 
-    workflow = _load_workflow(file)
+    data = _load(file)
+    try:
+        found = search_of(data)
+    except ValueError as exc:
+        err.print(f"{file}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    if found is not None:
+        end_process(
+            _search_here(file, data, *found, cache_dir, output_dir, Topology(nproc_per_node=nproc_per_node))
+        )
+    workflow = _workflow_of(file, data)
     leave_out_bitsandbytes(workflow.spec)
     code = run_local(
         workflow,

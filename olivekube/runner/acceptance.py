@@ -28,6 +28,12 @@ class Acceptance:
         self._baselines: dict[str, list[MetricValue] | None] = {}
         self.report: dict[str, Any] = {"evaluator": self.spec.evaluator, "models": {}, "goalsMet": True}
 
+    def reuse_baselines(self, other: Acceptance) -> None:
+        """Take the input model's values another run of the same input measured (a search's trials)."""
+        self._baselines.update(other._baselines)
+        if "input" in other.report["models"]:
+            self.report["models"]["input"] = other.report["models"]["input"]
+
     @property
     def active(self) -> bool:
         return self.spec.evaluator is not None or any(p.evaluator for p in self.spec.passes.values())

@@ -177,3 +177,39 @@ def test_the_frontier_keeps_undominated_goal_meeting_candidates_and_ties() -> No
     assert not dominates(candidates["accurate"], candidates["twin"], objectives)
     reported_only = Objective("size-bytes", -1, False)
     assert frontier(candidates, [*objectives, reported_only]) == ["accurate", "twin", "fast"]
+
+
+def test_search_strategy_takes_olives_keys_of_both_generations() -> None:
+    from olivekube.search.strategy import Strategy, strategy_of
+
+    assert strategy_of(None) is None and strategy_of(False) is None
+    assert strategy_of(True) == Strategy()  # Olive's docs: a sequential joint search
+    current = {
+        "execution_order": "joint",
+        "sampler": "random",
+        "sampler_config": {"seed": 3, "max_samples": 5},
+        "max_iter": 4,
+        "max_time": 60,
+        "stop_when_goals_met": True,
+        "output_model_num": 2,
+        "include_pass_params": True,
+    }
+    parsed = strategy_of(current)
+    assert parsed == Strategy("joint", "random", 3, 5, 4, 60.0, True) and parsed.budget() == 4  # type: ignore[union-attr]
+    assert strategy_of({"sampler": "random", "seed": 9, "max_samples": 2}) == Strategy(
+        sampler="random", seed=9, max_samples=2
+    )
+    legacy = {
+        "execution_order": "joint",
+        "search_algorithm": "exhaustive",
+        "search_algorithm_config": {"num_samples": 3, "seed": 1},
+    }
+    assert strategy_of(legacy) == Strategy(sampler="sequential", seed=1, max_samples=3)
+    with pytest.raises(
+        ValueError, match=r"^search_strategy.sampler: 'grid' is not one of sequential, exhaustive, random, tpe"
+    ):
+        strategy_of({"sampler": "grid"})
+    with pytest.raises(ValueError, match=r"^search_strategy: unknown key\(s\) max_trials"):
+        strategy_of({"max_trials": 3})
+    with pytest.raises(ValueError, match=r"^engine.search_strategy.max_iter: an integer of at least 1"):
+        strategy_of({"max_iter": 0}, "engine.search_strategy")

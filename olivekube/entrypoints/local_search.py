@@ -1,0 +1,354 @@
+"""`olivekube run` of a workflow that searches (Olive's `search_strategy`, searchable options,
+alternatives): each trial is the workflow with one point of the space filled in, run here.
+
+Trials share one cache, so a pass with the same options on the same input runs once, whichever
+trial needs it first (four trials over two LoRA ranks and two builder settings train twice). The
+input model is measured once. Each trial's final model is measured with the workflow's evaluator;
+the best (Olive's priority order, among the trials that meet every goal) becomes the current version
+of `output_dir`, every other model of the Pareto frontier a version there too, and the best
+version holds `footprint.json` (Olive's layout), `run_history.txt` and `input_model_metrics.json`.
+Joint execution with the sequential or random sampler; `tpe` and pass-by-pass are refused, named.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from olivekube.api.workflow import OptimizationWorkflow
+from olivekube.core.errors import PassError
+from olivekube.runner.acceptance import Acceptance
+from olivekube.runner.cpus import size_thread_pools
+from olivekube.runner.engine import PassResult, WorkflowRunner
+from olivekube.runner.evaluation import GoalNotMet
+from olivekube.runner.process import quiet_libraries
+from olivekube.search.results import Objective, frontier, rank
+from olivekube.search.samplers import Sampler
+from olivekube.search.space import Point, SearchSpace
+from olivekube.search.strategy import Strategy, strategy_of
+from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest
+from olivekube.storage.outputs import publish_version
+
+ToWorkflow = Callable[[dict[str, Any]], OptimizationWorkflow]
+
+
+@dataclass
+class Trial:
+    number: int
+    point: Point
+    state: str = "running"  # succeeded, goals-missed, failed
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    results: list[PassResult] = field(default_factory=list)
+    model: Path | None = None  # the final model's folder (this trial's own version)
+    message: str | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"trial-{self.number}"
+
+
+def _where(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The mapping that holds the passes, the one that holds search_strategy, and its field path."""
+    if "spec" in raw and isinstance(raw["spec"], dict):
+        return raw["spec"], raw["spec"], "spec.search_strategy"
+    engine = raw.get("engine") if isinstance(raw.get("engine"), dict) else None
+    if engine is not None and "search_strategy" in engine and "search_strategy" not in raw:
+        return raw, engine, "engine.search_strategy"
+    return raw, raw, "search_strategy"
+
+
+def search_of(raw: Any) -> tuple[SearchSpace, Strategy] | None:
+    """The space and strategy of a manifest or Olive config that searches; None when it does not."""
+    if not isinstance(raw, dict):
+        return None
+    holder, strategy_holder, field_path = _where(raw)
+    passes = holder.get("passes")
+    if not isinstance(passes, dict):
+        return None
+    space = SearchSpace({k: _flat(v) for k, v in passes.items()}, "passes")
+    strategy = strategy_of(strategy_holder.get("search_strategy"), field_path)
+    if strategy is None and not space.searches:
+        return None
+    if strategy is None:
+        raise ValueError(
+            f"{field_path}: the passes search (a search parameter or alternatives); set it to true or a mapping"
+        )
+    if strategy.execution_order != "joint":
+        raise ValueError(
+            f"{field_path}.execution_order: olivekube runs joint searches only (pass-by-pass: not yet)"
+        )
+    if strategy.sampler == "tpe":
+        raise ValueError(
+            f"{field_path}.sampler: tpe needs optuna, which olivekube does not ship yet; use sequential or random"
+        )
+    return space, strategy
+
+
+def _flat(options: Any) -> Any:
+    """Olive's older pass form keeps options under `config`: search them where they are written."""
+    if isinstance(options, list):
+        return [_flat(o) for o in options]
+    if isinstance(options, dict) and isinstance(options.get("config"), dict):
+        return {**{k: v for k, v in options.items() if k != "config"}, **options["config"]}
+    return options
+
+
+def concrete(raw: dict[str, Any], point: Point) -> dict[str, Any]:
+    """The config with the point's options in place of the search, and no search_strategy."""
+    doc = copy.deepcopy(raw)
+    holder, strategy_holder, _ = _where(doc)
+    holder["passes"] = {name: dict(choice.options) for name, choice in point.passes.items()}
+    strategy_holder["search_strategy"] = False
+    return doc
+
+
+def _objectives(report: dict[str, Any]) -> tuple[list[Objective], dict[str, float], bool]:
+    """The final model's objectives, its values and whether every goal was met, from a run's report."""
+    objectives, values, met = [], {}, True
+    for by_evaluator in [report.get("models", {}).get("final", {})]:
+        for entries in by_evaluator.values():
+            for v in entries:
+                key = f"{v['metric']}-{v['sub_type']}"
+                values[key] = float(v["value"])
+                objectives.append(Objective(key, int(v.get("priority", -1)), bool(v["higher_is_better"])))
+                met = met and v.get("met") is not False
+    return objectives, values, met
+
+
+class Search:
+    """One search, trial by trial."""
+
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        space: SearchSpace,
+        strategy: Strategy,
+        to_workflow: ToWorkflow,
+        base_dir: Path,
+        console: Console,
+        overrides: dict[str, Any],
+    ) -> None:
+        self.raw, self.space, self.strategy = raw, space, strategy
+        self.to_workflow, self.base_dir, self.console = to_workflow, base_dir, console
+        self.overrides = overrides
+        self.trials: list[Trial] = []
+        self.objectives: list[Objective] = []
+        self.met: dict[str, bool] = {}
+        self.baselines: Acceptance | None = None
+        self.input_report: dict[str, Any] = {}
+        self.reason = ""
+
+    def describe(self) -> str:
+        s = self.strategy
+        budget = s.budget()
+        size = len(self.space)
+        covered = (
+            "every point"
+            if budget is None or budget >= size
+            else f"{budget} of them, drawn by the {s.sampler} sampler"
+        )
+        return f"search: {size} points (joint, {s.sampler}): tries {covered}"
+
+    def run(self, work: Path) -> None:
+        sampler = Sampler(self.space, self.strategy.sampler, self.strategy.seed)
+        started = time.monotonic()
+        failures = 0
+        while True:
+            budget = self.strategy.budget()
+            if budget is not None and len(self.trials) >= budget:
+                self.reason = f"budget spent: {len(self.trials)} trials (max_samples/max_iter)"
+                return
+            if self.strategy.max_time is not None and time.monotonic() - started >= self.strategy.max_time:
+                self.reason = f"time spent: max_time {self.strategy.max_time:g}s"
+                return
+            point = sampler.suggest()
+            if point is None:
+                self.reason = "space exhausted"
+                return
+            trial = self._run_trial(Trial(len(self.trials) + 1, point), work)
+            self.trials.append(trial)
+            self.console.print(self._line(trial), markup=False, highlight=False)
+            failures += trial.state == "failed"
+            limit = self.strategy.max_failed_trials
+            if limit is not None and failures > limit:
+                self.reason = f"too many failed trials: {failures} (max_failed_trials {limit})"
+                return
+            if self.strategy.stop_when_goals_met and trial.state == "succeeded":
+                self.reason = f"goals met by trial {trial.number} (stop_when_goals_met)"
+                return
+
+    def _run_trial(self, trial: Trial, work: Path) -> Trial:
+        began = time.monotonic()
+        out = work / trial.ident
+        try:
+            workflow = self.to_workflow(concrete(self.raw, trial.point))
+            runner = WorkflowRunner(
+                workflow, self.base_dir, report=lambda *_: None, **{**self.overrides, "output_dir": str(out)}
+            )
+            if self.baselines is not None:
+                runner.acceptance.reuse_baselines(self.baselines)
+            try:
+                trial.results, output = runner.run()
+                trial.state, trial.model = "succeeded", Path(output)
+            except GoalNotMet as exc:
+                trial.state, trial.message, trial.results = "goals-missed", str(exc), exc.results_so_far
+            if self.baselines is None and "input" in runner.acceptance.report["models"]:
+                self.baselines = runner.acceptance
+                self.input_report = runner.acceptance.report.get("models", {}).get("input", {})
+            objectives, trial.metrics, met = _objectives(runner.acceptance.report)
+            self.objectives = self.objectives or objectives
+            self.met[trial.ident] = met and trial.state == "succeeded"
+        except (PassError, ValueError) as exc:
+            trial.state, trial.message = "failed", str(exc)
+            trial.results = list(getattr(exc, "results_so_far", []) or [])
+        trial.seconds = time.monotonic() - began
+        return trial
+
+    def _line(self, trial: Trial) -> str:
+        values = "  ".join(f"{k} {v:.4g}" for k, v in trial.metrics.items())
+        trained = sum(r.status == "ran" for r in trial.results)
+        extra = f"  ({trial.message})" if trial.message and trial.state == "failed" else ""
+        return (
+            f"trial {trial.number}: {json.dumps(trial.point.parameters())}  {trial.state}  "
+            f"{trial.seconds:.1f}s, {trained} pass(es) run  {values}{extra}"
+        )
+
+    def ranked(self) -> tuple[list[str], list[str]]:
+        """(goal-meeting trials best first, the Pareto frontier)."""
+        candidates = {t.ident: t.metrics for t in self.trials if self.met.get(t.ident)}
+        return rank(candidates, self.objectives, goals_first=False), frontier(candidates, self.objectives)
+
+    def table(self, best: str | None, front: list[str]) -> Table:
+        table = Table(title=f"olivekube search: {self.reason}")
+        names = [o.name for o in self.objectives if o.priority > 0] or sorted(
+            {k for t in self.trials for k in t.metrics}
+        )
+        for column in ("trial", "parameters", "state", *names, "frontier", "best"):
+            table.add_column(column)
+        for t in self.trials:
+            table.add_row(
+                str(t.number),
+                json.dumps(t.point.parameters()),
+                t.state,
+                *(f"{t.metrics[n]:.4g}" if n in t.metrics else "" for n in names),
+                "yes" if t.ident in front else "",
+                "best" if t.ident == best else "",
+            )
+        return table
+
+    def files(self, front: list[str], best: str) -> dict[str, str]:
+        """footprint.json, run_history.txt and input_model_metrics.json, for the best model's folder."""
+        nodes: dict[str, Any] = {
+            "input": {
+                "model_id": "input",
+                "parent_model_id": None,
+                "from_pass": None,
+                "pass_run_config": None,
+                "is_pareto_frontier": False,
+                "metrics": None,
+            },
+        }
+        for t in self.trials:
+            parent = "input"
+            for r in t.results:
+                node = (r.content_key or r.digest or f"{t.ident}-{r.name}")[:16]
+                options = t.point.passes[r.name].options if r.name in t.point.passes else None
+                nodes.setdefault(
+                    node,
+                    {
+                        "model_id": node,
+                        "parent_model_id": parent,
+                        "from_pass": r.type,
+                        "pass_run_config": options,
+                        "is_pareto_frontier": False,
+                        "metrics": None,
+                    },
+                )
+                parent = node
+            if t.metrics and parent != "input":
+                nodes[parent]["metrics"] = {
+                    "value": {k: {"value": v} for k, v in t.metrics.items()},
+                    "cmp_direction": {o.name: 1 if o.higher_is_better else -1 for o in self.objectives},
+                    "if_goals_met": self.met.get(t.ident, False),
+                }
+                nodes[parent]["is_pareto_frontier"] = t.ident in front
+                nodes[parent]["trial"] = t.number
+        objective_dict = {
+            o.name: {"higher_is_better": o.higher_is_better, "priority": o.priority} for o in self.objectives
+        }
+        history = ["trial\tstate\tseconds\tparameters\tmetrics"] + [
+            f"{t.number}\t{t.state}\t{t.seconds:.1f}\t{json.dumps(t.point.parameters())}\t{json.dumps(t.metrics)}"
+            for t in self.trials
+        ]
+        inputs = {
+            f"{v['metric']}-{v['sub_type']}": v["value"] for entries in self.input_report.values() for v in entries
+        }
+        return {
+            "footprint.json": json.dumps(
+                {"nodes": nodes, "objective_dict": objective_dict, "best": best}, indent=1
+            ),
+            "run_history.txt": "\n".join(history) + "\n",
+            "input_model_metrics.json": json.dumps(inputs, indent=1),
+        }
+
+
+def _publish(output_dir: str, model: Path, files: dict[str, str], extra: dict[str, Any], work: Path) -> str:
+    """A trial's model (with `files` added) as a version of the real output_dir."""
+    staging = work / "publish" / model.name
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+    for name, text in files.items():
+        (staging / name).write_text(text)
+    manifest_file = model / MANIFEST_NAME
+    metadata = Manifest.from_json(manifest_file.read_text()).metadata if manifest_file.is_file() else {}
+    return publish_version(output_dir, staging, build_manifest(staging, {**metadata, "search": extra}))
+
+
+def run_search(
+    raw: dict[str, Any],
+    space: SearchSpace,
+    strategy: Strategy,
+    to_workflow: ToWorkflow,
+    base_dir: Path,
+    console: Console,
+    **overrides: Any,
+) -> int:
+    """Run the trials, print them, publish the best and the frontier. Returns the exit code."""
+    quiet_libraries()
+    size_thread_pools()
+    search = Search(raw, space, strategy, to_workflow, base_dir, console, overrides)
+    console.print(search.describe(), markup=False, highlight=False)
+    output_dir = overrides.get("output_dir")
+    work = Path(tempfile.mkdtemp(prefix="olivekube-search-"))
+    try:
+        search.run(work)
+        ranked, front = search.ranked()
+        best = ranked[0] if ranked else None
+        console.print(search.table(best, front))
+        if best is None:
+            console.print(f"error: no trial met every goal ({search.reason}); nothing was published", markup=False)
+            return 1
+        trials = {t.ident: t for t in search.trials}
+        if output_dir is None:
+            output_dir = WorkflowRunner(to_workflow(concrete(raw, trials[best].point)), base_dir).output_dir
+        for ident in [*(f for f in front if f != best), best]:  # the best last: it is the current version
+            t = trials[ident]
+            assert t.model is not None
+            extra = {"trial": t.number, "parameters": t.point.parameters(), "frontier": ident in front}
+            files = search.files(front, best) if ident == best else {}
+            uri = _publish(output_dir, t.model, files, extra, work)
+        console.print(f"best: trial {trials[best].number}  output: {uri}", markup=False, highlight=False)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""A workflow that searches, run with `olivekube run`: a tiny Phi-3, LoRA rank {4, 8} x ModelBuilder
+int4 block size {32, 128}, joint and sequential, with an accuracy objective (priority 1, goal) and a
+latency objective (priority 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from olivekube.storage.outputs import read_pointer
+from tests.helpers.manifests import DATA, LORA, workflow_doc
+from tests.helpers.processes import olivekube_run
+
+
+def categorical(*values: object) -> dict[str, object]:
+    return {"olive_parameter_type": "SearchParameter", "type": "Categorical", "support": list(values)}
+
+
+def search_workflow(model: Path, tmp_path: Path) -> dict[str, Any]:
+    lora = json.loads(json.dumps(LORA))
+    lora["r"] = categorical(4, 8)
+    lora["training_args"]["max_steps"] = 20
+    passes = {
+        "lora": lora,
+        "merge": {"type": "MergeAdapterWeights"},
+        "builder": {"type": "ModelBuilder", "precision": "int4", "int4_block_size": categorical(32, 128)},
+    }
+    doc = workflow_doc(
+        str(model), str(DATA), passes, cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out")
+    )
+    held_out = json.loads(json.dumps(doc["spec"]["data_configs"][0]))
+    held_out["name"] = "held_out"
+    held_out["load_dataset_config"]["split"] = "train[90%:]"
+    doc["spec"]["data_configs"].append(held_out)
+    doc["spec"]["evaluators"] = {
+        "tone": {
+            "metrics": [
+                {
+                    "name": "accuracy",
+                    "type": "accuracy",
+                    "data_config": "held_out",
+                    "sub_types": [
+                        {"name": "accuracy_score", "priority": 1, "goal": {"type": "threshold", "value": 0.0}}
+                    ],
+                },
+                {
+                    "name": "latency",
+                    "type": "latency",
+                    "sub_types": [{"name": "avg", "priority": 2}],
+                    "user_config": {"warmup_num": 1, "repeat_test_num": 3},
+                },
+            ]
+        }
+    }
+    doc["spec"]["evaluator"] = "tone"
+    doc["spec"]["search_strategy"] = {"execution_order": "joint", "sampler": "sequential"}
+    return doc
+
+
+def scaled(metrics: dict[str, Any]) -> tuple[float, float]:
+    """Each objective made higher-is-better, in priority order: accuracy, then latency."""
+    return metrics["accuracy-accuracy_score"]["value"], -metrics["latency-avg"]["value"]
+
+
+def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    pairs = list(zip(scaled(a), scaled(b), strict=True))
+    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+
+@pytest.mark.runner
+def test_a_joint_search_runs_four_trials_trains_twice_and_publishes_the_best(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(search_workflow(tiny_models["phi3"], tmp_path)))
+    run = olivekube_run(path, timeout=1200)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "search: 4 points (joint, sequential): tries every point" in run.stdout
+    assert [line.split(":")[0] for line in run.stdout.splitlines() if line.startswith("trial ")] == [
+        f"trial {n}" for n in (1, 2, 3, 4)
+    ]
+    # the cache holds two LoRA outputs and two merged models: each trained or merged once per rank
+    made = [
+        json.loads(m.read_text()).get("metadata", {})
+        for m in (tmp_path / "cache").rglob("olivekube-manifest.json")
+    ]
+    assert sorted(m.get("pass_type") for m in made if m.get("pass_type") in ("LoRA", "MergeAdapterWeights")) == [
+        "LoRA",
+        "LoRA",
+        "MergeAdapterWeights",
+        "MergeAdapterWeights",
+    ]
+    pointer = read_pointer(str(tmp_path / "out"))
+    assert pointer is not None
+    best_dir = tmp_path / "out" / pointer["current"]
+    footprint = json.loads((best_dir / "footprint.json").read_text())
+    nodes = footprint["nodes"]
+    assert [n["from_pass"] for n in nodes.values()].count("LoRA") == 2 and len(nodes) == 1 + 2 + 2 + 4
+    measured = {n["trial"]: n for n in nodes.values() if n.get("metrics")}
+    assert sorted(measured) == [1, 2, 3, 4]
+    values = {t: n["metrics"]["value"] for t, n in measured.items()}
+    best = max(values, key=lambda t: scaled(values[t]))
+    assert footprint["best"] == f"trial-{best}"
+    manifest = json.loads((best_dir / "olivekube-manifest.json").read_text())
+    assert manifest["metadata"]["search"]["trial"] == best
+    frontier = {t for t in values if not any(dominates(values[o], values[t]) for o in values if o != t)}
+    assert {t for t, n in measured.items() if n["is_pareto_frontier"]} == frontier
+    versions = {h["version"] for h in pointer["history"]}
+    assert len(versions) == len(frontier)  # every frontier model is a version; the best is current
+    assert (best_dir / "run_history.txt").read_text().count("\n") == 5
+    assert "accuracy-accuracy_score" in json.loads((best_dir / "input_model_metrics.json").read_text())
