@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -101,7 +102,8 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to chec
             err.print(f"{path}: cannot read: {exc.strerror}", markup=False)
             failed = True
             continue
-        problems = validate_text(text)
+        searching = _search_problems(path, text)
+        problems = validate_text(text) if searching is None else searching
         for problem in problems:
             typer.echo(f"{path}: {problem}")
         failed = failed or bool(problems)
@@ -109,6 +111,42 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Manifests to chec
             typer.echo(f"{path}: valid")
     if failed:
         raise typer.Exit(1)
+
+
+SHOWN_POINTS = 20
+CHECKED_POINTS = 1000
+
+
+def _search_problems(path: Path, text: str) -> list[str] | None:
+    """For a manifest that searches: print its space (the points, or their number) and check each
+    point's manifest (the first CHECKED_POINTS); None for one that does not search."""
+    from olivekube.entrypoints.local_search import concrete, search_of
+
+    try:
+        found = search_of(load_yaml(text))
+    except yaml.YAMLError:
+        return None
+    except ValueError as exc:
+        return [str(exc)]
+    if found is None:
+        return None
+    space, strategy = found
+    size = len(space)
+    budget = strategy.budget()
+    drawn = "" if budget is None or budget >= size else f"; {budget} drawn by the {strategy.sampler} sampler"
+    typer.echo(f"{path}: search over {size} points (joint, {strategy.sampler}{drawn})")
+    problems = []
+    for point in itertools.islice(space.points(), CHECKED_POINTS):
+        if point.index < SHOWN_POINTS:
+            typer.echo(f"  point {point.index}: {json.dumps(point.parameters())}")
+        doc = concrete(load_yaml(text), point)
+        problems += [
+            f"point {point.index} {json.dumps(point.parameters())}: {p}"
+            for p in validate_text(yaml.safe_dump(doc))
+        ]
+    if size > SHOWN_POINTS:
+        typer.echo(f"  … {size - SHOWN_POINTS} more")
+    return problems
 
 
 def _load_workflow(path: Path) -> OptimizationWorkflow:

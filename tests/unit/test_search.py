@@ -213,3 +213,32 @@ def test_search_strategy_takes_olives_keys_of_both_generations() -> None:
         strategy_of({"max_trials": 3})
     with pytest.raises(ValueError, match=r"^engine.search_strategy.max_iter: an integer of at least 1"):
         strategy_of({"max_iter": 0}, "engine.search_strategy")
+
+
+def test_validate_prints_the_space_and_names_the_point_whose_options_are_wrong(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+    from typer.testing import CliRunner
+
+    from olivekube.cli import app
+    from tests.helpers.manifests import DATA, workflow_doc
+
+    passes = {"lora": {**LORA, "r": categorical(4, "eight")}, "builder": BUILDER}
+    doc = workflow_doc("m", str(DATA), passes, search_strategy=True)
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{path}: search over 4 points (joint, sequential)"
+    assert lines[1] == '  point 0: {"lora": {"r": 4}, "builder": {"int4_block_size": 32}}'
+    bad = [line for line in lines if "Input should be a valid integer" in line]
+    assert bad == [
+        f'{path}: point 2 {{"lora": {{"r": "eight"}}, "builder": {{"int4_block_size": 32}}}}: '
+        "spec.passes.lora.r: Input should be a valid integer",
+        f'{path}: point 3 {{"lora": {{"r": "eight"}}, "builder": {{"int4_block_size": 128}}}}: '
+        "spec.passes.lora.r: Input should be a valid integer",
+    ]
+    doc["spec"]["search_strategy"] = False
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1 and "search_strategy: the passes search" in result.output
