@@ -105,10 +105,20 @@ def _flat(options: Any) -> Any:
 
 
 def concrete(raw: dict[str, Any], point: Point) -> dict[str, Any]:
-    """The config with the point's options in place of the search, and no search_strategy."""
+    """The config with the point's options in place of the search (each where it was written: under
+    `config` in Olive's older pass form), and no search_strategy."""
     doc = copy.deepcopy(raw)
     holder, strategy_holder, _ = _where(doc)
-    holder["passes"] = {name: dict(choice.options) for name, choice in point.passes.items()}
+    passes = {}
+    for name, choice in point.passes.items():
+        written = holder["passes"][name]
+        original = written[choice.alternative] if isinstance(written, list) else written
+        options = dict(choice.options)
+        if isinstance(original, dict) and isinstance(original.get("config"), dict):
+            top = {k: options.pop(k) for k in list(options) if k in original and k != "config"}
+            options = {**top, "config": options}
+        passes[name] = options
+    holder["passes"] = passes
     strategy_holder["search_strategy"] = False
     return doc
 

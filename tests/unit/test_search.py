@@ -242,3 +242,31 @@ def test_validate_prints_the_space_and_names_the_point_whose_options_are_wrong(t
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 1 and "search_strategy: the passes search" in result.output
+
+
+@pytest.mark.parametrize("example", ["phi3-lora-current.json", "phi3-seed-legacy.json"])
+def test_olive_configs_that_search_give_a_valid_manifest_for_every_point(example: str) -> None:
+    """Olive's own form (current, and before 0.8 with `config`, `lora_r` and engine.search_strategy)."""
+    import json
+
+    from olivekube.api.olive_config import to_manifest
+    from olivekube.api.workflow import parse_workflow
+    from olivekube.entrypoints.local_search import concrete, search_of
+    from tests.helpers.manifests import REPO
+
+    raw = json.loads((REPO / "examples" / "olive" / example).read_text())
+    lora = raw["passes"]["lora"]
+    if "config" in lora:
+        lora["config"]["lora_r"] = categorical(16, 32)
+        raw.setdefault("engine", {})["search_strategy"] = {"search_algorithm": "exhaustive"}
+    else:
+        lora["r"] = SEARCHABLE
+        raw["search_strategy"] = True
+    found = search_of(raw)
+    assert found is not None
+    space, _ = found
+    ranks = []
+    for point in space.points():
+        manifest, _ = to_manifest(concrete(raw, point), "searched")
+        ranks.append(parse_workflow(manifest).spec.passes["lora"].r)  # type: ignore[union-attr]
+    assert ranks == ([16, 32] if "config" in lora else [16, 32, 64])
