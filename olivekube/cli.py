@@ -180,7 +180,15 @@ def _search_here(
     from olivekube.runner.process import leave_out_bitsandbytes
 
     def trial_workflow(doc: dict[str, Any]) -> OptimizationWorkflow:
-        workflow = _workflow_of(file, doc)
+        """One trial's workflow; ValueError naming the fields when its options are wrong (a failed trial)."""
+        try:
+            if "input_model" in doc and "spec" not in doc:
+                doc, _ = to_manifest(doc, manifest_name(str(doc.get("workflow_id") or file.stem)))
+            workflow = parse_workflow(doc)
+        except ConvertError as exc:
+            raise ValueError("; ".join(str(p) for p in exc.problems)) from exc
+        except ValidationError as exc:
+            raise ValueError("; ".join(str(p) for p in problems_from_error(exc))) from exc
         leave_out_bitsandbytes(workflow.spec)
         return workflow
 

@@ -347,7 +347,8 @@ def run_search(
         best = ranked[0] if ranked else None
         console.print(search.table(best, front))
         if best is None:
-            console.print(f"error: no trial met every goal ({search.reason}); nothing was published", markup=False)
+            why = f"no trial succeeded and met every goal ({search.reason}); nothing was published"
+            console.print(f"error: {why}", markup=False)
             return 1
         trials = {t.ident: t for t in search.trials}
         if output_dir is None:

@@ -111,3 +111,44 @@ def test_a_joint_search_runs_four_trials_trains_twice_and_publishes_the_best(tin
     assert len(versions) == len(frontier)  # every frontier model is a version; the best is current
     assert (best_dir / "run_history.txt").read_text().count("\n") == 5
     assert "accuracy-accuracy_score" in json.loads((best_dir / "input_model_metrics.json").read_text())
+
+
+def builder_search(model: Path, tmp_path: Path, sizes: tuple[int, ...] = (48, 32, 64), **strategy: Any) -> Path:
+    """ModelBuilder int4 over block sizes (48 is not one ModelBuilder takes: a failed trial)."""
+    passes = {"builder": {"type": "ModelBuilder", "precision": "int4", "int4_block_size": categorical(*sizes)}}
+    doc = workflow_doc(
+        str(model), str(DATA), passes, cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out")
+    )
+    doc["spec"]["search_strategy"] = {"sampler": "sequential", **strategy}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.runner
+def test_a_failed_trial_is_recorded_and_the_search_goes_on_until_its_limit(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = olivekube_run(builder_search(tiny_models["phi3"], tmp_path, max_failed_trials=0), timeout=600)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (
+        "trial 1:" in run.stdout and "failed" in run.stdout and "spec.passes.builder.int4_block_size" in run.stdout
+    )
+    assert "trial 2:" not in run.stdout and "too many failed trials: 1 (max_failed_trials 0)" in run.stdout
+    assert read_pointer(str(tmp_path / "out")) is None  # nothing published
+
+    again = tmp_path / "again"
+    again.mkdir()
+    run = olivekube_run(builder_search(tiny_models["phi3"], again, max_failed_trials=1, stop_when_goals_met=True))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "trial 2:" in run.stdout and "trial 3:" not in run.stdout
+    assert "goals met by trial 2 (stop_when_goals_met)" in run.stdout
+    pointer = read_pointer(str(again / "out"))
+    assert pointer is not None and len(pointer["history"]) == 1
+
+
+@pytest.mark.runner
+def test_max_time_ends_a_search_with_the_reason(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = olivekube_run(builder_search(tiny_models["phi3"], tmp_path, max_time=0.001), timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (
+        "time spent: max_time 0.001s" in run.stdout and "trial 2:" in run.stdout and "trial 3:" not in run.stdout
+    )
