@@ -93,11 +93,11 @@ def checkpoint_bytes(work: Path, model: Path) -> int:
     path = work / "size.json"
     path.write_text(json.dumps(workflow(model, 100_000, 8, cache, True)))
     run = subprocess.Popen([str(REPO / ".venv/bin/olivekube"), "run", str(path)], stdout=subprocess.DEVNULL)
-    while not list(cache.glob("checkpoints/*/*/steps.json")) and run.poll() is None:
+    while not list(cache.glob("checkpoints/**/steps.json")) and run.poll() is None:
         time.sleep(0.2)
     run.send_signal(signal.SIGTERM)
     run.wait()
-    folder = max(cache.glob("checkpoints/*/*/step-*"))
+    folder = max(cache.glob("checkpoints/**/step-*"))
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
