@@ -93,11 +93,18 @@ def checkpoint_bytes(work: Path, model: Path) -> int:
     path = work / "size.json"
     path.write_text(json.dumps(workflow(model, 100_000, 8, cache, True)))
     run = subprocess.Popen([str(REPO / ".venv/bin/olivekube"), "run", str(path)], stdout=subprocess.DEVNULL)
-    while not list(cache.glob("checkpoints/**/steps.json")) and run.poll() is None:
+    deadline = time.monotonic() + 600
+    while not list(cache.glob("checkpoints/**/steps.json")) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     run.send_signal(signal.SIGTERM)
-    run.wait()
-    folder = max(cache.glob("checkpoints/**/step-*"))
+    try:
+        run.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        run.kill()
+    folders = list(cache.glob("checkpoints/**/step-*"))
+    if not folders:
+        raise SystemExit(f"no checkpoint under {cache} within 600 s")
+    folder = max(folders)
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
