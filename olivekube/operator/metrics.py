@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from olivekube.api.common import MAX_NAME_LEN
-from olivekube.api.status import MAX_EVALUATED_METRICS, MAX_EVALUATED_MODELS
+from olivekube.api.status import MAX_EVALUATED_METRICS, MAX_EVALUATED_MODELS, PassPhase
+from olivekube.core.clock import parse_timestamp
+from olivekube.core.constants import LABEL_PASS
+from olivekube.operator.plan import job_state
 
 WORKFLOWS = Gauge("olivekube_workflows", "Workflows by phase", ["phase"])
 JOBS_CREATED = Counter("olivekube_jobs_created_total", "Jobs created, one per pass attempt", ["pass_type"])
@@ -40,6 +44,26 @@ GOAL_MET = Gauge(
 # 16 sub-types each, as the API allows), so a status cannot grow the operator's memory without bound.
 MODEL_LABEL = re.compile(rf"^(input|final|pass:[A-Za-z0-9_.-]{{1,{MAX_NAME_LEN}}})$")
 METRIC_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{1,160}$")
+
+
+def time_finished_jobs(
+    jobs: list[dict[str, Any]], pass_types: dict[str, str], timed: set[str], since: dt.datetime
+) -> None:
+    """PASS_DURATION: each Job (of one workflow) that ended after `since` (this process's start), once;
+    `timed` holds the uids already observed, `pass_types` maps a Job's pass label to its pass type."""
+    for job in jobs:
+        uid, state = job["metadata"].get("uid"), job_state(job)
+        if not uid or uid in timed or state == PassPhase.RUNNING:
+            continue
+        status = job.get("status") or {}
+        failed = (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == "Failed")
+        ended = status.get("completionTime") or next(failed, None)
+        if not status.get("startTime") or not ended or parse_timestamp(ended) < since:
+            continue
+        timed.add(uid)
+        seconds = (parse_timestamp(ended) - parse_timestamp(status["startTime"])).total_seconds()
+        pass_type = pass_types.get((job["metadata"].get("labels") or {}).get(LABEL_PASS, ""), "unknown")
+        PASS_DURATION.labels(pass_type, state.value).observe(max(seconds, 0.0))
 
 
 def evaluation_samples(evaluation: dict[str, Any] | None) -> list[tuple[str, str, float, float | None]]:

@@ -14,11 +14,11 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from olivekube.api.common import API_VERSION, KIND
-from olivekube.api.status import PassPhase, WorkflowPhase
+from olivekube.api.status import WorkflowPhase
 from olivekube.api.validation import problems_from_error
 from olivekube.api.workflow import OptimizationWorkflow, workflow_of_object
 from olivekube.core.clock import Clock, parse_timestamp, timestamp, utc_now
-from olivekube.core.constants import LABEL_PASS, LABEL_WORKFLOW
+from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
@@ -31,14 +31,14 @@ from olivekube.operator.jobs import (
     job_name,
     label_value,
 )
-from olivekube.operator.plan import Decision, StartProblem, conditions, decide, job_state
+from olivekube.operator.plan import Decision, StartProblem, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
+from olivekube.operator.queues import KueueQueues
 from olivekube.operator.view import ClusterView
 
 log = logging.getLogger("olivekube.operator")
 CANNOT_START = ("InvalidImageName",)
 """Container waiting reasons that no wait will cure."""
-KUEUE_GROUP = "kueue.x-k8s.io"
 MAY_PASS = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "CreateContainerError")
 """Waiting reasons the kubelet retries (a registry hiccup, a Secret or ConfigMap created a moment
 later): like a pod the scheduler cannot place yet, they fail the pass only when they still hold at
@@ -102,7 +102,7 @@ class Reconciler:
         self.phases: dict[tuple[str, str], str] = {}
         self.exported: dict[tuple[str, str], set[tuple[str, str]]] = {}  # evaluation samples per workflow
         self.timed: dict[tuple[str, str], set[str]] = {}  # uids of Jobs whose duration was observed
-        self.kueue: str | None = None  # Kueue's API version, once discovered
+        self.queues = KueueQueues()
         self.started_at = clock()
 
     def reconcile(self, namespace: str, name: str) -> float | None:
@@ -167,7 +167,8 @@ class Reconciler:
         )
         if not fresh and decision.status.get("phase") == WorkflowPhase.FAILED:
             return self._reconcile(namespace, name, fresh=True)  # never fail on what a watch has not delivered
-        self._time_finished_jobs(workflow, key, self.view.jobs(uid))
+        types = {label_value(n): p.type for n, p in workflow.spec.passes.items()}
+        metrics.time_finished_jobs(self.view.jobs(uid), types, self.timed.setdefault(key, set()), self.started_at)
         decision.events += [("Warning", "CacheEntryRefused", why) for why in cache.refused]
         try:
             created = self._act(workflow, uid, decision)
@@ -187,55 +188,6 @@ class Reconciler:
             self.phases[(namespace, name)] = phase
             self._export_phases()
         return decision.requeue_after
-
-    def _check_queue(self, namespace: str, queue: str) -> None:
-        """A Job that names a Kueue LocalQueue starts suspended; were there no Kueue, or no such queue,
-        it would stay suspended for ever: refuse it with the reason instead (one GET per Job made)."""
-        field = "spec.kubernetes.queueName"
-        try:
-            self.kueue = self.kueue or _kueue_version()
-            if self.kueue is None:
-                raise JobRefused(
-                    "QueueNotFound",
-                    f"{field}: {queue} names a Kueue LocalQueue, but this cluster has no Kueue (API group "
-                    f"{KUEUE_GROUP}): install Kueue, or remove queueName",
-                )
-            client.CustomObjectsApi().get_namespaced_custom_object(
-                KUEUE_GROUP, self.kueue, namespace, "localqueues", queue
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise JobRefused(
-                    "QueueNotFound",
-                    f"{field}: Kueue has no LocalQueue {queue} in namespace {namespace}; its Jobs would wait "
-                    "suspended for ever: create the LocalQueue, or name one that exists",
-                ) from exc
-            if exc.status in (401, 403):
-                log.warning("cannot read LocalQueue %s/%s (%s): not checked", namespace, queue, exc.reason)
-                return
-            raise
-
-    def _time_finished_jobs(
-        self, workflow: OptimizationWorkflow, key: tuple[str, str], jobs: list[dict[str, Any]]
-    ) -> None:
-        """olivekube_pass_duration_seconds: each Job that ended while this process ran, once."""
-        timed = self.timed.setdefault(key, set())
-        types = {label_value(n): p.type for n, p in workflow.spec.passes.items()}
-        for job in jobs:
-            uid, state = job["metadata"].get("uid"), job_state(job)
-            if not uid or uid in timed or state == PassPhase.RUNNING:
-                continue
-            status = job.get("status") or {}
-            ended = status.get("completionTime") or next(
-                (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == "Failed"),
-                None,
-            )
-            if not status.get("startTime") or not ended or parse_timestamp(ended) < self.started_at:
-                continue
-            timed.add(uid)
-            seconds = (parse_timestamp(ended) - parse_timestamp(status["startTime"])).total_seconds()
-            pass_type = types.get((job["metadata"].get("labels") or {}).get(LABEL_PASS, ""), "unknown")
-            metrics.PASS_DURATION.labels(pass_type, state.value).observe(max(seconds, 0.0))
 
     def _admit(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
         """The workflow, or None after marking it Failed (once per generation) when its spec is
@@ -296,7 +248,9 @@ class Reconciler:
         if not self.view.jobs(uid):  # the workflow's first Job: its runner identity first
             self._ensure_identity(workflow, uid)
         if workflow.spec.kubernetes and workflow.spec.kubernetes.queueName:
-            self._check_queue(namespace, workflow.spec.kubernetes.queueName)
+            problem = self.queues.problem(namespace, workflow.spec.kubernetes.queueName)
+            if problem is not None:
+                raise JobRefused("QueueNotFound", problem)
         job = build_job(workflow, uid, pass_name, key, attempt, self.settings)
         if job["spec"]["template"]["spec"].get("subdomain"):
             self._create_rendezvous(job, uid)
@@ -490,19 +444,6 @@ class Reconciler:
         return (
             next((c.get("message") or c.get("reason") for c in conditions if c.get("type") == "Failed"), "") or ""
         )
-
-
-def _kueue_version() -> str | None:
-    """Kueue's preferred API version, from discovery; None when the cluster has no Kueue."""
-    try:
-        answer = client.ApiClient().call_api(
-            f"/apis/{KUEUE_GROUP}", "GET", response_type="object", auth_settings=["BearerToken"]
-        )[0]
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return str(answer["preferredVersion"]["version"])
 
 
 def _oom_message(pod: dict[str, Any]) -> str:
