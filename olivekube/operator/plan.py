@@ -427,6 +427,7 @@ def start_attempt(p: Planner, f: PassFacts) -> Answer:
         "attempts": attempt + 1,
         "failedJobs": failed or None,
         "chainKey": f.key,
+        "message": None,  # the wait before this attempt is over
         "startedAt": f.seen.get("startedAt") if not fresh and f.seen.get("startedAt") else p.now,
     }
     if fresh:  # a new chain key: the runner's fields of an older run no longer apply

@@ -782,6 +782,7 @@ def test_the_next_attempt_waits_for_the_failed_attempts_pods_to_stop() -> None:
     now[0] = NOW + dt.timedelta(seconds=120 + 31)  # past its grace period and the margin: a dead node
     reconciler.reconcile("ml", "tone")
     assert len(batch.jobs) == 2
+    assert "message" not in workflows.items[("ml", "tone")]["status"]["passes"]["lora"]  # no longer waiting
     ended = waiting_pod(job, "", "") | {"status": {"phase": "Failed"}}
     reconciler.view.put_pod(ended)
     assert reconciler._live_pods("ml", job["metadata"]["name"]) == 0

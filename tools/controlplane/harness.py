@@ -39,6 +39,7 @@ CONTROLLERS = [
     "clusterrole-aggregation-controller",  # fills the built-in admin, edit and view roles
     "pod-garbage-collector-controller",
     "root-ca-certificate-publisher-controller",
+    "persistentvolume-binder-controller",  # binds claims to volumes: the scheduler places no pod on an unbound one
 ]
 
 
