@@ -682,7 +682,7 @@ def test_runner_pods_admit_nothing_and_the_operator_opens_each_several_pod_job_t
     for policy in policies:
         assert policy["spec"] == {"podSelector": runners, "policyTypes": ["Ingress"]}
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    assert "--rendezvous-network-policies" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--rendezvous-network-policies" in deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     policy_rule = {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]}
     assert all(policy_rule in r["rules"] for r in docs if r["kind"] == "Role")
     off = helm(

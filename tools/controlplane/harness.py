@@ -352,14 +352,17 @@ class ControlPlane:
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run the real kubectl against this control plane."""
-        return subprocess.run(
+        """Run the real kubectl against this control plane. With `check`, a failure raises
+        ControlPlaneError carrying kubectl's own words."""
+        out = subprocess.run(
             [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            check=check,
             capture_output=True,
             text=True,
             input=input,
         )
+        if check and out.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+        return out
 
     def env(self) -> dict[str, str]:
         """Environment for child processes: KUBECONFIG and the binaries on PATH."""
