@@ -361,7 +361,8 @@ class ControlPlane:
             input=input,
         )
         if check and out.returncode != 0:
-            raise ControlPlaneError(f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+            words = out.stderr.strip()[-2000:]
+            raise ControlPlaneError(f"kubectl {' '.join(args)} exited {out.returncode}: {words}")
         return out
 
     def env(self) -> dict[str, str]:
