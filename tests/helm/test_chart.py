@@ -220,6 +220,9 @@ def installed(crd_installed, s3, tiny_models, images, tmp_path_factory):  # type
     s3.upload_folder(tiny_models["llama"], "helm/models/tiny-llama")
     install_release(cp, images, s3.bucket)
     yield cp, s3
+    # The release polices its namespaces only, but its operator would go on running: the modules after
+    # this one see the cluster without it (the CRD stays, as helm keeps it).
+    helm(cp, "uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", check=False)
 
 
 def test_install_runs_the_operator_and_every_pass_in_their_images(  # type: ignore[no-untyped-def]
@@ -934,3 +937,21 @@ def test_a_runner_killed_after_its_third_checkpoint_resumes_to_the_same_eval_los
     if abs(lora["metrics"]["eval_loss"] - expected) >= 1e-5:
         differ = first_difference(training_losses(s3, lora), training_losses(s3, uninterrupted))
         raise AssertionError(f"eval loss {lora['metrics']['eval_loss']} vs {expected}: {differ}; {lora}")
+
+
+def test_a_release_that_watches_namespaces_polices_workflows_there_only(control_plane) -> None:  # type: ignore[no-untyped-def]
+    """Another namespace's workflows are another release's to police (or no one's): with this release's
+    writable prefixes bound everywhere, an earlier version refused every other namespace's stores."""
+
+    def binding(*values: str) -> dict[str, Any]:
+        rendered = helm(control_plane, "template", "x", str(CHART), *values).stdout
+        (found,) = [
+            d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ValidatingAdmissionPolicyBinding"
+        ]
+        return dict(found["spec"])
+
+    names = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+    assert binding(*VALUE_SETS["namespaced"])["matchResources"] == {
+        "namespaceSelector": {"matchExpressions": [names]}
+    }
+    assert "matchResources" not in binding()  # cluster-wide: every namespace
