@@ -785,6 +785,10 @@ def test_a_pass_over_its_memory_limit_is_oom_killed_and_the_workflow_says_so(ins
     assert "OOMKilled" in result["message"] and "150Mi" in result["message"], result["message"]
 
 
+STEPS = 200
+"""Steps of the kill-and-resume runs: a kill after the third checkpoint (step 30) lands mid-run."""
+
+
 def two_pod_training(name: str, s3, **training_args: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """LoRA on two pods (one process each) and a merge after it, in the runner image."""
     lora = json.loads(json.dumps(LORA))
@@ -836,14 +840,14 @@ def test_one_of_two_pods_deleted_fails_the_attempt_and_the_retry_resumes_exactly
     """The retry resumes both pods' ranks from one checkpoint, which holds each rank's RNG state (pod 1's
     is gathered to pod 0, which publishes): it ends where an uninterrupted two-pod run does."""
     cp, s3 = installed
-    whole = two_pod_training("two-pods-whole", s3, max_steps=400, save_strategy="steps", save_steps=10)
+    whole = two_pod_training("two-pods-whole", s3, max_steps=STEPS, save_strategy="steps", save_steps=10)
     whole["spec"]["passes"].pop("merge")
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(whole))
     # One at a time: the test node runs every pod on the host's network, where two rendezvous on
     # port 29500 would collide (each pod has its own address in a cluster).
     uninterrupted = wait_for(lambda: finished(cp, "two-pods-whole"), timeout=900, step=2)
     assert uninterrupted["phase"] == "Succeeded", json.dumps(uninterrupted, indent=1)
-    doc = two_pod_training("two-pods-kill", s3, max_steps=400, save_strategy="steps", save_steps=10)
+    doc = two_pod_training("two-pods-kill", s3, max_steps=STEPS, save_strategy="steps", save_steps=10)
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
     def third_checkpoint() -> str | None:
@@ -861,7 +865,7 @@ def test_one_of_two_pods_deleted_fails_the_attempt_and_the_retry_resumes_exactly
     assert lora["failedJobs"] == [first_job] and lora["attempts"] == 2
     assert lora["metrics"]["resumed_from_step"] >= 30
     assert lora["progress"]["resumedFromStep"] == lora["metrics"]["resumed_from_step"]
-    assert lora["metrics"]["steps"] == 400
+    assert lora["metrics"]["steps"] == STEPS
     expected = uninterrupted["passes"]["lora"]
     if abs(lora["metrics"]["eval_loss"] - expected["metrics"]["eval_loss"]) >= 1e-5:
         differ = first_difference(training_losses(s3, lora), training_losses(s3, expected))
@@ -871,7 +875,7 @@ def test_one_of_two_pods_deleted_fails_the_attempt_and_the_retry_resumes_exactly
 
 
 def one_pod_training(name: str, s3) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    doc = two_pod_training(name, s3, max_steps=400, save_strategy="steps", save_steps=10)
+    doc = two_pod_training(name, s3, max_steps=STEPS, save_strategy="steps", save_steps=10)
     doc["spec"]["kubernetes"].pop("training")
     doc["spec"]["passes"].pop("merge")
     return doc
@@ -932,7 +936,7 @@ def test_a_runner_killed_after_its_third_checkpoint_resumes_to_the_same_eval_los
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     lora = status["passes"]["lora"]
     assert lora["failedJobs"] == [job]
-    assert lora["metrics"]["resumed_from_step"] >= 30 and lora["metrics"]["steps"] == 400
+    assert lora["metrics"]["resumed_from_step"] >= 30 and lora["metrics"]["steps"] == STEPS
     expected = uninterrupted["metrics"]["eval_loss"]
     if abs(lora["metrics"]["eval_loss"] - expected) >= 1e-5:
         differ = first_difference(training_losses(s3, lora), training_losses(s3, uninterrupted))
