@@ -179,7 +179,11 @@ class Search:
             if budget is not None and len(self.trials) >= budget:
                 self.reason = f"budget spent: {len(self.trials)} trials (max_samples/max_iter)"
                 return
-            if self.strategy.max_time is not None and time.monotonic() - started >= self.strategy.max_time:
+            if (
+                self.trials
+                and self.strategy.max_time is not None
+                and time.monotonic() - started >= self.strategy.max_time
+            ):
                 self.reason = f"time spent: max_time {self.strategy.max_time:g}s"
                 return
             point = sampler.suggest()

@@ -2,10 +2,11 @@
 
 Current (Olive 0.8 and later): `execution_order` (joint | pass-by-pass), `sampler` (sequential |
 random | tpe), `sampler_config` (`seed`, `max_samples`) or those two keys flat, `max_iter`,
-`max_time` (seconds), `stop_when_goals_met`, `include_pass_params`, `output_model_num` (ignored
-since Olive 0.10, as there). Before 0.8: `search_algorithm` (exhaustive | random | tpe) and
-`search_algorithm_config` (`num_samples`, `seed`). `true` means a sequential joint search, as Olive's
-docs say; `false` or nothing, no search. olivekube adds `max_failed_trials`.
+`max_time` (seconds: no trial starts after it, but the first always does), `stop_when_goals_met`,
+`include_pass_params`, `output_model_num` (ignored since Olive 0.10, as there). Before 0.8:
+`search_algorithm` (exhaustive | random | tpe) and `search_algorithm_config` (`num_samples`, `seed`).
+`true` means a sequential joint search, as Olive's docs say; `false` or nothing, no search.
+olivekube adds `max_failed_trials`.
 """
 
 from __future__ import annotations
