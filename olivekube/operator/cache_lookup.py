@@ -8,8 +8,9 @@ index entry is trusted only when it lies in the workflow's namespace's part of t
 there: what another namespace wrote is never taken.
 
 The chain key names a pass's options and place in the chain, not the bytes it read, so an entry is
-also checked against what the pass would read now: the previous pass's current index entry (its
-output digest), and the version of each data file and adapter the entry recorded. Whatever the
+also checked against what the pass would read now, as the spec names it: the previous pass's
+current index entry (its output digest) or, for the first pass, the input model's folders (their
+listing with ETags), and the version of each data file, model and adapter. Whatever the
 operator may not or cannot check (a file outside its prefixes, an older entry that recorded
 nothing) makes the pass run its Job, whose runner keys its cache by content.
 """
@@ -72,12 +73,39 @@ class CacheLookup:
         return bool(uri) and is_uri(str(uri)) and str(uri).startswith(self.prefixes)
 
     def _inputs_unchanged(self, pass_name: str, entry: dict[str, Any]) -> bool:
-        """Whether the pass would read now what it read when the entry was written."""
+        """Whether the pass would read now what it read when the entry was written.
+
+        What is checked comes from the spec, never from the entry: an entry that claims to have read
+        other data files, models or adapter than the spec names (inputs made up by whoever could
+        write to this namespace's part of the cache) is refused, and one that records none is not
+        taken."""
         if "input" not in entry or "data" not in entry:
             return False  # written before olivekube recorded inputs
         spec = self.workflow.spec
+        options = spec.passes[pass_name]
+        adapter = getattr(options, "adapter_path", None)
+        if adapter and not self._readable(adapter):
+            return False
+        data = {f for c in spec.pass_data_configs(pass_name) for f in c.load_dataset_config.listed_files()}
+        claims = {
+            "data files": (set(dict(entry["data"])), data if options.trains else set()),
+            "models": (
+                {k: (m or {}).get("path") for k, m in (entry.get("models") or {}).items()},
+                options.model_uris(),
+            ),
+            "adapter": ((entry.get("adapter") or {}).get("path"), adapter),
+        }
+        for what, (recorded, expected) in claims.items():
+            if recorded != expected:
+                self.refused.append(
+                    f"pass {pass_name}: the cache's index entry records other {what} than the spec names"
+                )
+                return False
         previous = spec.previous_pass(pass_name)
-        if previous is not None:
+        if previous is None:
+            if not self._input_model_unchanged(entry):
+                return False
+        else:
             assert self.cache_dir is not None
             scope = self.workflow.metadata.namespace or "default"
             before = index_uri(self.cache_dir, scope, spec.chain_keys()[previous])
@@ -95,3 +123,13 @@ class CacheLookup:
             if manifest is None or manifest.digest != model.get("digest"):
                 return False
         return True
+
+    def _input_model_unchanged(self, entry: dict[str, Any]) -> bool:
+        """A first pass read the input model: its folders (model, adapter) must be the ones the spec
+        names, in a store the operator may read, with the bytes they had (a hub id: the Job runs)."""
+        model = self.workflow.spec.input_model
+        wanted = [uri for uri in (model.model_path, model.adapter_path) if uri]
+        recorded = entry.get("inputVersions") or {}
+        if sorted(recorded) != sorted(wanted) or not all(self._readable(uri) for uri in wanted):
+            return False
+        return all(store_for(uri).folder_version(uri) == recorded[uri] for uri in wanted)

@@ -207,6 +207,18 @@ class WorkflowRunner:
         meta = model.metadata
         return ModelArtifact("adapter", adapter.digest, adapter.path, uri=adapter.uri, base=base, metadata=meta)
 
+    def input_versions(self) -> dict[str, str] | None:
+        """The input model's folders (model and adapter) and what identifies their bytes now, for the
+        operator to check a first pass's entry against; None when one is not in a store (a hub id)."""
+        model = self.spec.input_model
+        versions: dict[str, str] = {}
+        for uri in filter(None, (model.model_path, model.adapter_path)):
+            version = store_for(uri).folder_version(uri) if is_uri(uri) else None
+            if version is None:
+                return None
+            versions[uri] = version
+        return versions
+
     def data_versions(self, pass_name: str) -> dict[str, str]:
         """Each data file a training pass reads, and what identifies its bytes now (digest or ETag)."""
         if not self.spec.passes[pass_name].trains:
@@ -301,6 +313,7 @@ class WorkflowRunner:
                 for key, uri in self.spec.passes[name].model_uris().items()
             },
             "data": self.data_versions(name),
+            "inputVersions": self.input_versions() if self.spec.previous_pass(name) is None else None,
         }
         store_for(self.cache_dir).write_text(self.index_uri(name), json.dumps(entry))
         return out_model, result
@@ -325,7 +338,7 @@ class WorkflowRunner:
                 status, manifest, metrics = "cached", cached, dict(cached.metadata.get("metrics", {}))
             else:
                 out_model, manifest = self._run_and_publish(runner_pass, model, workdir, uri, key)
-                status, metrics = "ran", dict(runner_pass.ctx.metrics)
+                status, metrics = "ran", dict(manifest.metadata.get("metrics", {}))  # the winner's, if raced
             seconds = time.monotonic() - started
             result = PassResult(
                 name, options.type, status, seconds, uri, manifest.digest, manifest.size_bytes, key, metrics
@@ -384,13 +397,18 @@ class WorkflowRunner:
         if runner_pass.produces == "adapter":
             metadata["base"] = {"uri": model.uri, "hub_id": model.hub_id, "digest": model.digest}
             metadata["quantized_base"] = options.needs_bitsandbytes
-        manifest = build_manifest(out, metadata)
+        ours = build_manifest(out, metadata)
         store = store_for(uri)
-        store.publish(out, uri, manifest, consume=True)
+        manifest = store.publish_once(out, uri, ours, consume=True)
         if checkpoints:
             checkpoints.clear()  # the published output supersedes them
-        local = store.local_path(uri)  # a local store: the output is there, as just written
-        if out.exists():  # a remote store: keep the local copy for the next pass
+        local = store.local_path(uri)  # a local store: the output is there, as published
+        if manifest.digest != ours.digest:  # another run published this key first: take its output
+            shutil.rmtree(out, ignore_errors=True)
+            if local is None:
+                local = self.work_root / "published" / manifest.digest[:16]
+                store.fetch(uri, local)
+        elif out.exists():  # a remote store: keep the local copy for the next pass
             local = self.work_root / "published" / manifest.digest[:16]
             shutil.rmtree(local, ignore_errors=True)
             local.parent.mkdir(parents=True, exist_ok=True)

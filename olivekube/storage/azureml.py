@@ -22,7 +22,14 @@ from typing import Any
 from olivekube.core.errors import PassError, StorageError, WriteConflict
 from olivekube.storage.azure_identity import azure_message, credential
 from olivekube.storage.base import ArtifactStore, serves
-from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_relative, verify
+from olivekube.storage.manifest import (
+    CONTENT_ROOT,
+    MANIFEST_NAME,
+    Manifest,
+    build_manifest,
+    check_relative,
+    verify,
+)
 
 DATASTORE_URI = re.compile(
     r"^azureml://subscriptions/(?P<sub>[^/]+)/resource[gG]roups/(?P<rg>[^/]+)/workspaces/(?P<ws>[^/]+)"
@@ -138,11 +145,13 @@ class AzureMLStore(ArtifactStore):
                 check_relative(rel)
         else:
             relative = list(manifest.files)
+        stored = manifest.key if manifest is not None else (lambda rel: rel)
         for rel in relative:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            name = f"{where.path}/{stored(rel)}"
             with target.open("wb") as out:
-                self._call(uri, lambda rel=rel, out=out: client.download_blob(f"{where.path}/{rel}").readinto(out))
+                self._call(uri, lambda name=name, out=out: client.download_blob(name).readinto(out))
         if manifest is None:
             return build_manifest(dest)
         verify(dest, manifest)
@@ -177,6 +186,31 @@ class AzureMLStore(ArtifactStore):
                     client.delete_blob(f"{staging}/{rel}")
                 except Exception:
                     continue
+
+    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
+        """As S3Store.publish_once: files under their content's folder, then the manifest created
+        only if absent (the first wins); a loser removes its own folder."""
+        existing = self.read_manifest(uri)
+        if existing is not None:
+            return existing
+        where = parse(uri)
+        client = self._container(where, uri)
+        ours = Manifest(manifest.files, manifest.metadata, root=f"{CONTENT_ROOT}/{manifest.digest[:32]}")
+        for rel in manifest.files:
+            name = f"{where.path}/{ours.key(rel)}"
+            with (src / rel).open("rb") as data:
+                self._call(uri, lambda name=name, data=data: client.upload_blob(name, data, overwrite=True))
+        try:
+            self.write_text_if(f"{uri.rstrip('/')}/{MANIFEST_NAME}", ours.to_json(), None)
+        except WriteConflict:
+            winner = self.read_manifest(uri)
+            if winner is None:
+                raise
+            if winner.root != ours.root:
+                for rel in manifest.files:
+                    self._call(uri, lambda rel=rel: client.delete_blob(f"{where.path}/{ours.key(rel)}"))
+            return winner
+        return ours
 
     def exists_file(self, uri: str) -> bool:
         from azure.core.exceptions import ResourceNotFoundError

@@ -53,6 +53,12 @@ class ArtifactStore(ABC):
         """
 
     @abstractmethod
+    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
+        """Publish an artifact that several runs may race to write (a pass output in the cache):
+        the first complete publish wins and is never written over; a later publisher, or one that
+        lost the race, writes nothing there and gets the winner's manifest back."""
+
+    @abstractmethod
     def exists_file(self, uri: str) -> bool:
         """Whether a single file (a data file) exists at `uri`."""
 
@@ -80,6 +86,12 @@ class ArtifactStore(ABC):
     def file_version(self, uri: str) -> str | None:
         """What identifies the bytes of a single file (a data file) now: a digest or the server's
         ETag; None when the store cannot tell. Enters the content key of the passes that read it."""
+        return None
+
+    def folder_version(self, uri: str) -> str | None:
+        """What identifies the bytes of a folder (an input model) now, read cheaply: a digest of its
+        listing with each object's ETag and size, or of its content locally; None when the store
+        cannot tell or nothing is there. Lets the operator check a first pass's input."""
         return None
 
     def local_path(self, uri: str) -> Path | None:

@@ -64,7 +64,7 @@ class LocalStore(ArtifactStore):
             check_links(src, manifest)  # copy only the listed files, none through a link
             for rel in manifest.files:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src / rel, dest / rel)
+                shutil.copyfile(src / manifest.key(rel), dest / rel)
             (dest / MANIFEST_NAME).write_text(manifest.to_json())
         verify(dest, manifest)
         return manifest
@@ -99,6 +99,35 @@ class LocalStore(ArtifactStore):
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
+    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
+        """A rename onto a folder that exists fails, so the first complete folder stays; one that is
+        there without a manifest (never complete) is replaced as `publish` does."""
+        existing = self.read_manifest(uri)
+        if existing is not None:
+            return existing
+        final = resolve(uri)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
+        try:
+            if consume and os.stat(src).st_dev == os.stat(final.parent).st_dev:
+                src.rename(staging)
+            else:
+                shutil.copytree(src, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+            (staging / MANIFEST_NAME).write_text(manifest.to_json())
+            try:
+                staging.rename(final)
+            except OSError:
+                winner = self.read_manifest(uri)
+                if winner is not None:
+                    return winner
+                self.publish(staging, uri, manifest, consume=True)
+            return manifest
+        except OSError as exc:
+            raise StorageError(f"cannot write {uri}: {exc}") from exc
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
     def _remove_stale_staging(self, parent: Path) -> None:
         """Staging and replaced folders that a killed publish left (olivekube's own names only)."""
         cutoff = time.time() - self.stale_after
@@ -121,6 +150,10 @@ class LocalStore(ArtifactStore):
     def file_version(self, uri: str) -> str | None:
         path = resolve(uri)
         return f"sha256:{file_sha256(path)}" if path.is_file() else None
+
+    def folder_version(self, uri: str) -> str | None:
+        path = resolve(uri)
+        return f"sha256:{build_manifest(path).digest}" if path.is_dir() else None
 
     def fetch_file(self, uri: str, dest: Path) -> Path:
         src = resolve(uri)

@@ -11,6 +11,7 @@ from typing import Any
 from olivekube.core.errors import StorageError
 
 MANIFEST_NAME = "olivekube-manifest.json"
+CONTENT_ROOT = ".olivekube-content"
 CHUNK = 4 * 1024 * 1024
 
 
@@ -24,10 +25,17 @@ def file_sha256(path: Path) -> str:
 
 @dataclass
 class Manifest:
-    """Files (relative path → sha256, size) and metadata of an artifact."""
+    """Files (relative path → sha256, size) and metadata of an artifact. `root`: the folder under
+    the artifact's where the files lie, when a remote store published it first-wins (its own
+    content's folder, so that racing publishers never write over each other's files)."""
 
     files: dict[str, dict[str, Any]]
     metadata: dict[str, Any] = field(default_factory=dict)
+    root: str = ""
+
+    def key(self, rel: str) -> str:
+        """Where file `rel` lies, relative to the artifact."""
+        return f"{self.root}/{rel}" if self.root else rel
 
     @property
     def digest(self) -> str:
@@ -40,7 +48,9 @@ class Manifest:
         return sum(int(f["size"]) for f in self.files.values())
 
     def to_json(self) -> str:
-        body = {"digest": self.digest, "files": self.files, "metadata": self.metadata}
+        body: dict[str, Any] = {"digest": self.digest, "files": self.files, "metadata": self.metadata}
+        if self.root:
+            body["root"] = self.root
         return json.dumps(body, indent=1, sort_keys=True)
 
     @classmethod
@@ -50,11 +60,12 @@ class Manifest:
         try:
             data = json.loads(text)
             files, metadata = dict(data["files"]), dict(data.get("metadata") or {})
+            root = str(data.get("root") or "")
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"not an olivekube manifest: {exc}") from exc
-        for rel in files:
+        for rel in [*files, *([root] if root else [])]:
             check_relative(rel)
-        return cls(files=files, metadata=metadata)
+        return cls(files=files, metadata=metadata, root=root)
 
 
 def check_relative(rel: str) -> None:

@@ -11,6 +11,7 @@ publish.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -19,7 +20,14 @@ from urllib.parse import urlparse
 
 from olivekube.core.errors import StorageError, WriteConflict
 from olivekube.storage.base import ArtifactStore, serves
-from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest, check_relative, verify
+from olivekube.storage.manifest import (
+    CONTENT_ROOT,
+    MANIFEST_NAME,
+    Manifest,
+    build_manifest,
+    check_relative,
+    verify,
+)
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 COPY_MULTIPART_THRESHOLD = 5 * 1024**3
@@ -95,9 +103,32 @@ class S3Store(ArtifactStore):
         for rel in manifest.files:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(bucket, f"{prefix}/{rel}", str(target), Config=self.transfer)
+            self.client.download_file(bucket, f"{prefix}/{manifest.key(rel)}", str(target), Config=self.transfer)
         verify(dest, manifest)
         return manifest
+
+    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
+        """Files go to the folder of their own content (`.olivekube-content/DIGEST`: racers of equal
+        content write equal bytes, others never meet), then the manifest naming it is created with
+        If-None-Match: the first such PUT wins; a loser removes its own folder."""
+        existing = self.read_manifest(uri)
+        if existing is not None:
+            return existing
+        bucket, prefix = split(uri)
+        ours = Manifest(manifest.files, manifest.metadata, root=f"{CONTENT_ROOT}/{manifest.digest[:32]}")
+        for rel in manifest.files:
+            self.client.upload_file(str(src / rel), bucket, f"{prefix}/{ours.key(rel)}", Config=self.transfer)
+        try:
+            self.write_text_if(f"{uri.rstrip('/')}/{MANIFEST_NAME}", ours.to_json(), None)
+        except WriteConflict:
+            winner = self.read_manifest(uri)
+            if winner is None:
+                raise
+            if winner.root != ours.root:
+                for key in self._keys(bucket, f"{prefix}/{ours.root}"):
+                    self.client.delete_object(Bucket=bucket, Key=key)
+            return winner
+        return ours
 
     def publish(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> None:
         bucket, prefix = split(uri)
@@ -163,6 +194,17 @@ class S3Store(ArtifactStore):
         except ClientError:
             return None
         return f"etag:{head.get('ETag')}:{head.get('ContentLength')}:{head.get('VersionId') or ''}"
+
+    def folder_version(self, uri: str) -> str | None:
+        bucket, prefix = split(uri)
+        listing = hashlib.sha256()
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = False
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            for obj in page.get("Contents", []):
+                found = True
+                listing.update(f"{obj['Key'][len(prefix) + 1 :]}\0{obj.get('ETag')}\0{obj.get('Size')}\n".encode())
+        return f"listing:{listing.hexdigest()}" if found else None
 
     def fetch_file(self, uri: str, dest: Path) -> Path:
         from botocore.exceptions import ClientError

@@ -402,33 +402,43 @@ def test_a_job_refused_by_an_admission_policy_fails_the_workflow_with_its_messag
         cp.kubectl("delete", "-f", policy, "--ignore-not-found")
 
 
-def test_an_index_entry_planted_by_another_namespace_is_refused_and_the_pass_runs(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_an_index_entry_planted_in_the_namespaces_own_part_with_made_up_inputs_is_refused(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Whoever holds the shared store's credentials writes, inside this namespace's own part of the
+    cache, an output and an index entry for the workflow's first pass that is consistent with itself:
+    the real input model's version, and no data read (made up). The operator compares the spec's
+    inputs, not the entry's claims: it refuses the entry and the pass runs. (Entries pointing outside
+    the namespace's part: tests/unit/test_operator_reconcile.py.)"""
     from olivekube.api.workflow import parse_workflow
     from olivekube.storage import build_manifest
+    from olivekube.storage.s3 import S3Store
 
     cp, s3, _ = cluster
     # The entry is for lora, not the last pass: the last pass's Job always runs (to publish output_dir)
     lora = {**LORA, "training_args": {**LORA["training_args"], "seed": 17, "max_steps": 2}}
     doc = manifest("planted", s3, passes={"lora": lora, "merge": {"type": "MergeAdapterWeights"}})
     key = parse_workflow(doc).spec.chain_keys()["lora"]
-    # Team B, with the shared store's credentials, writes an output of its own and an index entry for A's key.
     client = s3.client()
     fake = Path(cp.workdir) / "planted-model"
     fake.mkdir(exist_ok=True)
-    (fake / "model.onnx").write_bytes(b"not the model you asked for")
-    manifest_b = build_manifest(fake, {"kind": "onnx"})
+    (fake / "adapter_model.safetensors").write_bytes(b"not the adapter you asked for")
+    planted = build_manifest(fake, {"kind": "adapter"})
+    where = f"e2e/cache/passes/{NS}/planted"
     client.put_object(
-        Bucket=s3.bucket, Key="e2e/cache/passes/team-b/planted/model.onnx", Body=b"not the model you asked for"
+        Bucket=s3.bucket, Key=f"{where}/adapter_model.safetensors", Body=b"not the adapter you asked for"
     )
-    client.put_object(
-        Bucket=s3.bucket,
-        Key="e2e/cache/passes/team-b/planted/olivekube-manifest.json",
-        Body=manifest_b.to_json().encode(),
-    )
+    client.put_object(Bucket=s3.bucket, Key=f"{where}/olivekube-manifest.json", Body=planted.to_json().encode())
+    model_uri = doc["spec"]["input_model"]["model_path"]
+    model_version = S3Store().folder_version(model_uri)  # the s3 fixture set this process's credentials
     entry = {
-        "uri": f"s3://{s3.bucket}/e2e/cache/passes/team-b/planted",
-        "digest": manifest_b.digest,
+        "uri": f"s3://{s3.bucket}/{where}",
+        "digest": planted.digest,
         "sizeBytes": 1,
+        "kind": "adapter",
+        "input": "any",
+        "inputVersions": {model_uri: model_version},
+        "data": {},  # made up: "read no data", so that no data version would be compared
+        "models": {},
+        "adapter": None,
     }
     client.put_object(Bucket=s3.bucket, Key=f"e2e/cache/index/{NS}/{key}", Body=json.dumps(entry).encode())
     apply(cp, doc)
@@ -436,9 +446,9 @@ def test_an_index_entry_planted_by_another_namespace_is_refused_and_the_pass_run
     status = get(cp, "planted")["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert not status["passes"]["lora"].get("cached") and len(jobs(cp, "planted")) == 2
-    assert "/passes/team-b/" not in status["passes"]["lora"]["artifact"]["uri"]
+    assert status["passes"]["lora"]["artifact"]["sha256"] != planted.digest
     events = cp.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=planted").stdout
-    assert "CacheEntryRefused" in events
+    assert "CacheEntryRefused" in events and "other data files" in events
 
 
 def test_a_goal_the_model_misses_fails_the_workflow_with_goal_not_met_and_publishes_nothing(cluster) -> None:  # type: ignore[no-untyped-def]

@@ -187,6 +187,25 @@ def test_an_s3_manifest_naming_a_file_outside_its_folder_is_refused(s3, tmp_path
     assert not (tmp_path / "y").exists() and not any(tmp_path.rglob("y"))
 
 
+@pytest.mark.s3
+def test_a_folders_version_changes_with_any_of_its_objects_and_nothing_else(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    client, store, uri = s3.client(), S3Store(), f"s3://{s3.bucket}/versioned/model"
+    assert store.folder_version(uri) is None
+    client.put_object(Bucket=s3.bucket, Key="versioned/model/config.json", Body=b"{}")
+    client.put_object(Bucket=s3.bucket, Key="versioned/model/weights.bin", Body=b"1234")
+    first = store.folder_version(uri)
+    client.put_object(Bucket=s3.bucket, Key="versioned/model-b/weights.bin", Body=b"beside it")
+    assert first is not None and store.folder_version(uri) == first
+    client.put_object(Bucket=s3.bucket, Key="versioned/model/weights.bin", Body=b"4321")
+    assert store.folder_version(uri) not in (None, first)
+    local = tmp_path / "model"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    before = LocalStore().folder_version(f"file://{local}")
+    (local / "config.json").write_text('{"a": 1}')
+    assert before is not None and LocalStore().folder_version(f"file://{local}") not in (None, before)
+
+
 def test_the_next_publish_removes_staging_leftovers_of_a_killed_one(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

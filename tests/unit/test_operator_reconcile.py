@@ -264,14 +264,23 @@ def _data_uri(cache: Path) -> str:
     return f"file://{cache.parent / 'data' / 'tone.json'}"
 
 
+def _model_uri(cache: Path) -> str:
+    return f"file://{cache.parent / 'model'}"
+
+
 def _index(cache: Path, scope: str, key: str, uri: str, digest: str, **recorded: Any) -> None:
-    """An index entry as the runner writes it, with the data versions it read (those of now by default)."""
+    """An index entry as the runner writes it, with the input model's and data's versions it read
+    (those of now by default)."""
     from olivekube.storage import store_for
 
-    data = _data_uri(cache)
+    data, model = _data_uri(cache), _model_uri(cache)
     entry = cache / "index" / scope / key
     entry.parent.mkdir(parents=True, exist_ok=True)
-    fields = {"input": "digest-of-the-input-model", "data": {data: store_for(data).file_version(data)}}
+    fields = {
+        "input": "digest-of-the-input-model",
+        "inputVersions": {model: store_for(model).folder_version(model)},
+        "data": {data: store_for(data).file_version(data)},
+    }
     fields.update(recorded)
     entry.write_text(
         json.dumps({"uri": uri, "digest": digest, "sizeBytes": 1, "metrics": {"train_loss": 1.0}, **fields})
@@ -303,6 +312,10 @@ def _workflow_over(cache: Path) -> dict[str, Any]:
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text('[{"phrase": "hi", "tone": "Joy"}]')
     doc["spec"]["data_configs"][0]["load_dataset_config"]["data_files"] = _data_uri(cache)
+    model = cache.parent / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "config.json").write_text('{"model_type": "phi3"}')
+    doc["spec"]["input_model"]["model_path"] = _model_uri(cache)
     return doc
 
 
@@ -344,6 +357,48 @@ def test_an_entry_whose_output_does_not_match_it_is_refused(tmp_path: Path) -> N
     workflows.add(doc)
     reconciler.reconcile("ml", "tone")
     assert len(batch.jobs) == 1 and "does not match" in " ".join(e.message for e in core.events)
+
+
+@pytest.mark.parametrize(
+    ("made_up", "refused"),
+    [
+        ({"data": {}}, "other data files"),  # claims to have read no data: nothing would be compared
+        ({"models": {"adapters.x": {"path": "file:///x", "digest": "0"}}}, "other models"),
+        ({"adapter": {"path": "file:///x", "digest": "0"}}, "other adapter"),
+        ({"inputVersions": {}}, None),  # claims nothing about the input model
+        ({"inputVersions": {"file:///elsewhere": "sha256:0"}}, None),
+    ],
+)
+def test_a_planted_entry_in_the_namespaces_own_part_with_made_up_inputs_is_not_taken(
+    tmp_path: Path, made_up: dict[str, Any], refused: str | None
+) -> None:
+    """Whoever can write to this namespace's part of the cache plants an entry (and an output that
+    matches it) whose recorded inputs are made up: what the operator compares comes from the spec."""
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, core = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    _index(cache, "ml", key, *_cached_output(cache, "ml", "planted"), **made_up)
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    status = workflows.items[("ml", "tone")]["status"]
+    assert len(batch.jobs) == 1 and status["passes"]["lora"].get("cached") is None
+    messages = [e.message for e in core.events if e.reason == "CacheEntryRefused"]
+    assert (refused in " ".join(messages)) if refused else not messages
+
+
+def test_a_first_pass_entry_is_not_taken_once_the_input_model_changed(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    reconciler, workflows, batch, _ = _shared_cache_parts(tmp_path)
+    doc = _workflow_over(cache)
+    key = parse_workflow(doc).spec.chain_keys()["lora"]
+    _index(cache, "ml", key, *_cached_output(cache, "ml", "mine"))
+    (cache.parent / "model" / "config.json").write_text('{"model_type": "phi3", "hidden_size": 8}')
+    workflows.add(doc)
+    reconciler.reconcile("ml", "tone")
+    assert (
+        len(batch.jobs) == 1 and workflows.items[("ml", "tone")]["status"]["passes"]["lora"].get("cached") is None
+    )
 
 
 def test_the_operator_reads_no_cache_the_admin_did_not_name(tmp_path: Path) -> None:
