@@ -80,13 +80,16 @@ def main() -> None:
             time.sleep(0.5)
         cp.kubectl("create", "namespace", NS)
         command = [str(REPO / ".venv/bin/olivekube"), "operator", "--namespace", NS]
+        log = (cp.workdir / "operator.log").open("w")
         operator = subprocess.Popen(
             [*command, "--metrics-port", "0", "--liveness-port", "0"],
             env=cp.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         time.sleep(8)  # operator start-up (imports, first list)
+        if operator.poll() is not None:
+            sys.exit(f"the operator exited ({operator.returncode}):\n{(cp.workdir / 'operator.log').read_text()[-3000:]}")
         config.load_kube_config(str(cp.kubeconfig))
         first_job: dict[str, float] = {}
         created: dict[str, float] = {}
@@ -100,7 +103,6 @@ def main() -> None:
                 first_job.setdefault(owner, time.monotonic())
                 if len(first_job) >= args.workflows:
                     all_jobs.set()
-                if stop.is_set():
                     return
 
         def watch_workflows() -> None:

@@ -151,6 +151,8 @@ class Reconciler:
         status = body.get("status") or {}
         if fresh or (status and not self.view.listed(uid)):  # a workflow that ran before this process
             self._list_jobs(namespace, name, uid)
+        elif not status:
+            self.view.known_from_the_start(uid)
         cache = CacheLookup(workflow, self.settings.cache_lookup_prefixes)
         decision = decide(
             workflow,

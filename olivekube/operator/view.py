@@ -78,6 +78,14 @@ class ClusterView:
         with self._lock:
             return owner_uid in self._listed
 
+    def known_from_the_start(self, owner_uid: str) -> None:
+        """This process saw the workflow before any status was written: every Job of it comes from
+        here or reaches the view through the watch (one a crashed process made before its status
+        write is found when its create answers 409), so no LIST is needed for it."""
+        with self._lock:
+            self._jobs.setdefault(owner_uid, {})
+            self._listed.add(owner_uid)
+
     def put_job(self, owner_uid: str, job: dict[str, Any]) -> None:
         meta = job["metadata"]
         owner = next((o["name"] for o in meta.get("ownerReferences") or [] if o.get("uid") == owner_uid), None)
