@@ -60,6 +60,7 @@ class FakeBatch:
         self.conflict = False
         self.foreign: set[str] = set()
         self.refusal: ApiException | None = None
+        self.lists = 0
 
     def create_namespaced_job(self, namespace: str, job: dict[str, Any], **_: Any) -> Any:
         name = job["metadata"]["name"]
@@ -75,6 +76,7 @@ class FakeBatch:
         return SimpleNamespace(data=json.dumps(self.jobs[name]).encode())
 
     def list_namespaced_job(self, namespace: str, label_selector: str, **_: Any) -> Any:
+        self.lists += 1
         listing = {"items": list(self.jobs.values()), "metadata": {"resourceVersion": "5"}}
         return SimpleNamespace(data=json.dumps(listing).encode())
 
@@ -196,6 +198,25 @@ def test_reconciling_again_creates_no_second_job_and_writes_nothing_new(parts) -
     assert len(batch.jobs) == 1 and len(workflows.patches) == patches + 1  # Running as the Job shows it
     reconciler.reconcile("ml", "tone")
     assert len(batch.jobs) == 1 and len(workflows.patches) == patches + 1
+    assert batch.lists == 0  # seen before its first status: its Jobs are all this process's or the watch's
+
+
+def test_a_workflow_with_a_status_from_before_this_process_has_its_jobs_listed_once(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, workflows, batch, _ = parts
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    restarted = Reconciler(
+        OperatorSettings(),
+        0,
+        workflows=workflows,
+        batch=batch,
+        core=FakeCore(),
+        rbac=FakeRbac(),
+        clock=lambda: NOW,
+    )
+    for _ in range(3):
+        restarted.reconcile("ml", "tone")
+    assert batch.lists == 1 and len(batch.jobs) == 1
 
 
 def test_a_job_that_exists_but_was_not_seen_is_found_by_a_fresh_list(parts) -> None:  # type: ignore[no-untyped-def]
