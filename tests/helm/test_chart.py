@@ -712,6 +712,15 @@ def test_replicas_peer_with_the_peering_kind_their_mode_needs(control_plane, val
     assert kind in kinds and ({"ClusterKopfPeering", "KopfPeering"} - {kind}).isdisjoint(kinds)
 
 
+def test_the_operators_grace_period_covers_its_stop(control_plane) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/operator_scale.py measures the stop after SIGTERM (well under a second at 2,000
+    workflows, tests/e2e/test_benchmarks.py checks it prints); the chart grants 30 s, settable."""
+    for values, grace in (([], 30), (["--set", "operator.terminationGracePeriodSeconds=5"], 5)):
+        rendered = helm(control_plane, "template", "x", str(CHART), *values).stdout
+        (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+
+
 def test_a_runners_identity_reaches_only_its_own_workflow(installed) -> None:  # type: ignore[no-untyped-def]
     cp, s3 = installed
     for name in ("ident-a", "ident-b"):
