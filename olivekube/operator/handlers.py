@@ -18,6 +18,7 @@ from olivekube.operator.view import JOB_NAME_LABEL
 
 log = logging.getLogger("olivekube.operator")
 STATE: dict[str, Reconciler] = {}
+STOPPING = threading.Event()
 
 
 def reconciler() -> Reconciler:
@@ -25,7 +26,11 @@ def reconciler() -> Reconciler:
 
 
 def _reconcile(namespace: str, name: str) -> None:
-    """Reconcile now; when the decision asks to look again later (a retry's backoff), set a timer."""
+    """Reconcile now; when the decision asks to look again later (a retry's backoff), set a timer.
+    Nothing once the operator stops: the reconciles still queued for kopf's threads then end at once
+    (the process exits only when they have), and the next operator decides from the cluster."""
+    if STOPPING.is_set():
+        return
     delay = reconciler().reconcile(namespace, name)
     if delay is not None:
         timer = threading.Timer(delay + 0.1, _reconcile_quietly, args=(namespace, name))
@@ -68,6 +73,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 16
     settings.batching.batch_window = 0.01  # kopf waits this long for more events of one object
+
+
+@kopf.on.cleanup()
+async def stopping(**_: Any) -> None:
+    """Async, so that it runs at once rather than behind the queued reconciles."""
+    STOPPING.set()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -22,6 +22,7 @@ from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import Workflows
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
+from olivekube.operator.failed_create import FailedCreateEvents
 from olivekube.operator.identity import build_identity
 from olivekube.operator.jobs import (
     OperatorSettings,
@@ -98,6 +99,7 @@ class Reconciler:
         self.networking = networking or client.NetworkingV1Api()
         self.clock = clock
         self.view = ClusterView()
+        self.failed_create = FailedCreateEvents(self.core, clock)
         self.locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self.phases: dict[tuple[str, str], str] = {}
         self.exported: dict[tuple[str, str], set[tuple[str, str]]] = {}  # evaluation samples per workflow
@@ -371,20 +373,15 @@ class Reconciler:
         """Why the Job's pods cannot be created, placed or started, in the cluster's words; None when
         nothing says so (yet). Pods come from the watch-fed view; the Job controller's FailedCreate
         events are listed only for a Job that has no pod after FAILED_CREATE_AFTER_SECONDS (admission
-        refused them, a missing ServiceAccount), at most once per look (bounded by the planner)."""
+        refused them, a missing ServiceAccount), from one listing per namespace (failed_create.py)."""
         meta = job["metadata"]
         created = meta.get("creationTimestamp")
         age = (self.clock() - parse_timestamp(created)).total_seconds() if created else FAILED_CREATE_AFTER_SECONDS
         pods = self.view.pods(meta["namespace"], meta["name"])
         if not pods and meta.get("uid") and age >= FAILED_CREATE_AFTER_SECONDS:
-            try:
-                events = self.core.list_namespaced_event(
-                    meta["namespace"], field_selector=f"involvedObject.uid={meta['uid']},reason=FailedCreate"
-                ).items
-            except ApiException:
-                events = []
-            if events:
-                return StartProblem(f"FailedCreate: {events[-1].message}")
+            message = self.failed_create.message(meta["namespace"], meta["uid"])
+            if message:
+                return StartProblem(f"FailedCreate: {message}")
         for pod in pods:
             status = pod.get("status") or {}
             for cs in status.get("containerStatuses") or []:

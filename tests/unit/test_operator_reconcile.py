@@ -90,7 +90,7 @@ class FakeCore:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.message = "data file missing"
-        self.failed_create: str | None = None
+        self.failed_create: dict[str, str] = {}  # Job uid → the Job controller's FailedCreate message
         self.pod_lists = 0
         self.event_lists = 0
         self.accounts: list[dict[str, Any]] = []
@@ -105,14 +105,20 @@ class FakeCore:
     def create_namespaced_service(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
         self.services.append(body)
 
-    def list_namespaced_event(self, namespace: str, field_selector: str) -> Any:
+    def list_namespaced_event(self, namespace: str, field_selector: str, **_: Any) -> Any:
         """The Job controller's FailedCreate events, as `failed_create` says."""
         self.event_lists += 1
-        found = (
-            [SimpleNamespace(message=self.failed_create)]
-            if self.failed_create and "FailedCreate" in field_selector
-            else []
-        )
+        found = [
+            SimpleNamespace(
+                involved_object=SimpleNamespace(uid=uid),
+                message=message,
+                last_timestamp=None,
+                event_time=None,
+                first_timestamp=None,
+            )
+            for uid, message in self.failed_create.items()
+            if "reason=FailedCreate" in field_selector
+        ]
         return SimpleNamespace(items=found)
 
     def list_namespaced_pod(self, namespace: str, label_selector: str, **_: Any) -> Any:
@@ -551,7 +557,9 @@ def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words()
     (job,) = batch.jobs.values()
     job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
-    core.failed_create = 'pods "tone-lora-x" is forbidden: error looking up service account ml/ghost'
+    core.failed_create = {
+        job["metadata"]["uid"]: 'pods "tone-lora-x" is forbidden: error looking up service account ml/ghost'
+    }
     assert reconciler.reconcile("ml", "tone") == 10.0  # no pod yet, but a young Job: no LIST, look again
     assert core.event_lists == 0
     now[0] = NOW + dt.timedelta(seconds=10)
@@ -560,6 +568,39 @@ def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words()
     assert status["phase"] == "Failed" and "service account ml/ghost" in status["message"]
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "PodsNotStarting"
     assert batch.jobs == {}, "the Job that cannot start is deleted"
+
+
+def test_jobs_without_pods_share_one_event_listing_per_namespace() -> None:
+    """40 Jobs whose pods the Job controller has not made yet, each looked at every 10 s for a
+    minute: one FailedCreate listing per namespace per 5 s serves them all (240 LISTs before)."""
+    now = [NOW]
+    workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
+    reconciler = Reconciler(
+        OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
+    )
+    names = [f"tone-{i}" for i in range(40)]
+    for name in names:
+        doc = valid_manifest()
+        doc["metadata"]["name"] = name
+        doc["spec"]["passes"]["lora"]["r"] = 1 + len(workflows.items)  # a Job name of its own
+        workflows.add(doc)
+        reconciler.reconcile("ml", name)
+    for job in batch.jobs.values():
+        job["metadata"]["creationTimestamp"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+        reconciler.view.put_job(job["metadata"]["ownerReferences"][0]["uid"], job)
+    for seconds in range(10, 70, 10):
+        now[0] = NOW + dt.timedelta(seconds=seconds)
+        for name in names:
+            reconciler.reconcile("ml", name)
+    assert len(batch.jobs) == 40 and core.event_lists == 6  # one per look at the namespace, 10 s apart
+    doomed = next(iter(batch.jobs.values()))
+    owner = doomed["metadata"]["ownerReferences"][0]["name"]
+    core.failed_create = {doomed["metadata"]["uid"]: "exceeded quota: compute-resources"}
+    now[0] = NOW + dt.timedelta(seconds=80)
+    reconciler.reconcile("ml", owner)
+    assert core.event_lists == 7
+    status = workflows.items[("ml", owner)]["status"]
+    assert status["phase"] == "Failed" and "exceeded quota: compute-resources" in status["message"]
 
 
 def test_a_job_with_pods_costs_no_list_while_it_waits_to_start() -> None:
