@@ -120,7 +120,7 @@ CHECKED_POINTS = 1000
 def _search_problems(path: Path, text: str) -> list[str] | None:
     """For a manifest that searches: print its space (the points, or their number) and check each
     point's manifest (the first CHECKED_POINTS); None for one that does not search."""
-    from olivekube.entrypoints.local_search import concrete, search_of
+    from olivekube.search.config import concrete, search_of
 
     try:
         found = search_of(load_yaml(text))
@@ -222,9 +222,9 @@ def run(
     """Run a whole workflow on this machine. Relative paths in it are relative to its folder. A workflow
     that searches (search_strategy, searchable options, alternatives) runs its trials here."""
     from olivekube.entrypoints.local_run import run_local
-    from olivekube.entrypoints.local_search import search_of
     from olivekube.runner.distributed import Topology
     from olivekube.runner.process import end_process, leave_out_bitsandbytes
+    from olivekube.search.config import search_of
 
     data = _load(file)
     try:

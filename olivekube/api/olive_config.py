@@ -18,6 +18,9 @@ from olivekube.api import unsupported
 from olivekube.api.common import API_VERSION, KIND
 from olivekube.api.passes import PASS_TYPES, stage_of
 from olivekube.api.validation import Problem, validate_document
+from olivekube.search.config import inline
+from olivekube.search.parameters import is_search_parameter
+from olivekube.search.space import SEARCHABLE
 
 Json = dict[str, Any]
 
@@ -50,7 +53,7 @@ PASS_HINTS = {
     "OrtTransformersOptimization": "ModelBuilder writes an already-optimized graph",
 }
 DROPPED_PASS_KEYS = {
-    "disable_search": "search is not supported, so there is nothing to disable",
+    "disable_search": "olivekube searches only the options written as search parameters",
     "clean_run_cache": "set spec.clean_cache instead to rerun cached passes",
     "output_name": "outputs are named by pass",
     "save_as_external_data": "ModelBuilder decides how to store weights",
@@ -511,6 +514,10 @@ def _training_args(args: Json, path: str, conv: _Conversion) -> Json:
     return out
 
 
+ALTERNATIVES = (
+    "searches over passes, which a manifest cannot hold; run the Olive config itself with olivekube run, "
+    "or keep one and search its options"
+)
 PASS_TYPE_NAMES = {name.lower(): name for name in PASS_TYPES}
 """Olive looks pass types up case-insensitively ("qlora" is QLoRA)."""
 DROPPED_BUILDER_KEYS = {
@@ -522,9 +529,7 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
     path = f"passes.{name}"
     if isinstance(raw, list):
         if len(raw) != 1:
-            conv.error(
-                path, f"a list of {len(raw)} alternatives is Olive's search, which is not supported; keep one"
-            )
+            conv.error(path, f"a list of {len(raw)} alternatives {ALTERNATIVES}")
             return None
         raw = raw[0]
     node = _flatten_config(raw)
@@ -574,7 +579,15 @@ def _pass(name: str, raw: Any, spec: Json, conv: _Conversion) -> Json | None:
             node[key] = inline_name
     if kind == "ModelBuilder" and isinstance(node.get("precision"), str):
         node["precision"] = node["precision"].lower()
+    _move_searched_options(name, node, spec)
     return node
+
+
+def _move_searched_options(name: str, node: Json, spec: Json) -> None:
+    """A typed CRD field cannot hold a search parameter: the manifest keeps them in search_space."""
+    searched = {k: node.pop(k) for k in list(node) if is_search_parameter(node[k]) or node[k] == SEARCHABLE}
+    if searched:
+        spec.setdefault("search_space", {})[name] = searched
 
 
 METRIC_USER_CONFIG_KEYS = ("warmup_num", "repeat_test_num", "sleep_num", "max_new_tokens", "max_samples")
@@ -640,8 +653,6 @@ def _engine_options(src: Json, spec: Json, conv: _Conversion) -> Any:
         for source in (engine, src):
             if key in source:
                 spec[key] = source.pop(key)
-    if spec.get("search_strategy") not in (None, False):
-        conv.error("search_strategy", "search is not supported; set it to false and list the passes explicitly")
     for key in ("packaging_config", "plot_pareto_frontier", "no_artifacts", "log_to_file"):
         if key in engine:
             conv.warn(f"engine.{key}", "dropped: an Olive engine option with no effect in olivekube")
@@ -761,4 +772,7 @@ def to_manifest(config: Json, name: str, namespace: str | None = None) -> tuple[
 
 def spec_to_olive(spec: Json) -> Json:
     """The current-form Olive config of a workflow spec (Kubernetes-only settings left out)."""
-    return {k: copy.deepcopy(v) for k, v in spec.items() if k not in ("kubernetes", "suspend")}
+    out = {k: copy.deepcopy(v) for k, v in spec.items() if k not in ("kubernetes", "suspend", "search_space")}
+    if spec.get("search_space"):
+        out["passes"] = inline(out["passes"], spec["search_space"])  # inline, as Olive writes them
+    return out

@@ -30,6 +30,9 @@ from olivekube.api.passes import PASS_TYPES, PassBase, on_new_pass_type, pass_co
 from olivekube.api.status import WorkflowStatus
 from olivekube.api.systems import AzureMLClient, AzureMLSystem, System
 from olivekube.core.keys import chain_key
+from olivekube.search.config import search_of
+from olivekube.search.space import SearchSpace
+from olivekube.search.strategy import Strategy
 
 if TYPE_CHECKING:
     PassConfig = PassBase
@@ -156,8 +159,26 @@ class WorkflowSpec(ApiModel):
         None, ge=0, le=4, description="Log level: 0 debug, 1 info, 2 warning, 3 error, 4 critical."
     )
     ort_log_severity_level: int | None = Field(None, ge=0, le=4, description="onnxruntime log level.")
-    search_strategy: Literal[False] | None = Field(
-        None, description="Olive's search; only false: olivekube runs the passes as written."
+    search_strategy: bool | dict[str, JsonValue] | None = Field(
+        None,
+        description=(
+            "Olive's search_strategy: true (a sequential joint search), false (none), or execution_order "
+            "(joint), sampler (sequential | random), sampler_config {seed, max_samples}, max_iter, max_time "
+            "(seconds), stop_when_goals_met, and olivekube's max_failed_trials; Olive's pre-0.8 "
+            "search_algorithm and search_algorithm_config too. Each trial is a workflow of its own."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    search_space: dict[str, dict[str, JsonValue]] | None = Field(
+        None,
+        max_length=MAX_PASSES,
+        description=(
+            "The options searched, by pass name and option: an Olive search parameter ({type: "
+            "Categorical, support: [4, 8]}, Boolean, Conditional; olive_parameter_type may be left out) "
+            "or SEARCHABLE_VALUES (Olive's default space of that option). olivekube convert moves an Olive "
+            "config's searchable options here."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     evaluators: dict[str, Evaluator] | None = Field(
         None, max_length=MAX_PASSES, description="Named evaluators (Olive's): metrics with sub-types and goals."
@@ -203,7 +224,7 @@ class WorkflowSpec(ApiModel):
 
     @model_validator(mode="after")
     def _references(self) -> WorkflowSpec:
-        problems = self._reference_problems() or self._chain_problems()
+        problems = self._reference_problems() or self._chain_problems() or self._search_problems()
         if problems:
             raise PydanticCustomError(
                 "field_problems",
@@ -267,6 +288,30 @@ class WorkflowSpec(ApiModel):
                             (f"passes.{pname}.{key}", f"{ref!r} is not in spec.data_configs {known_data}")
                         )
         return problems + self._parallelism_problems()
+
+    def _search_problems(self) -> list[tuple[str, str]]:
+        for pname, options in (self.search_space or {}).items():
+            known = self.passes.get(pname)
+            if known is None:
+                continue  # search() names it
+            for option in options:
+                if option not in type(known).model_fields:
+                    return [(f"search_space.{pname}.{option}", f"{known.type} has no option {option!r}")]
+        try:
+            self.search()
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            return [(field.removeprefix("spec."), message)]
+        return []
+
+    def search(self) -> tuple[SearchSpace, Strategy] | None:
+        """The space and strategy when the workflow searches (see olivekube.search.config)."""
+        written = {
+            "passes": {n: p.dump() for n, p in self.passes.items()},
+            "search_space": self.search_space,
+            "search_strategy": self.search_strategy,
+        }
+        return search_of({"spec": {k: v for k, v in written.items() if v is not None}})
 
     def _parallelism_problems(self) -> list[tuple[str, str]]:
         training = self.kubernetes.training if self.kubernetes else None

@@ -12,7 +12,6 @@ Joint execution with the sequential or random sampler; `tpe` and pass-by-pass ar
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import tempfile
@@ -32,10 +31,11 @@ from olivekube.runner.cpus import size_thread_pools
 from olivekube.runner.engine import PassResult, WorkflowRunner
 from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import quiet_libraries
+from olivekube.search.config import concrete
 from olivekube.search.results import Objective, frontier, rank
 from olivekube.search.samplers import Sampler
 from olivekube.search.space import Point, SearchSpace
-from olivekube.search.strategy import Strategy, strategy_of
+from olivekube.search.strategy import Strategy
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest
 from olivekube.storage.outputs import publish_version
 
@@ -56,71 +56,6 @@ class Trial:
     @property
     def ident(self) -> str:
         return f"trial-{self.number}"
-
-
-def _where(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """The mapping that holds the passes, the one that holds search_strategy, and its field path."""
-    if "spec" in raw and isinstance(raw["spec"], dict):
-        return raw["spec"], raw["spec"], "spec.search_strategy"
-    engine = raw.get("engine") if isinstance(raw.get("engine"), dict) else None
-    if engine is not None and "search_strategy" in engine and "search_strategy" not in raw:
-        return raw, engine, "engine.search_strategy"
-    return raw, raw, "search_strategy"
-
-
-def search_of(raw: Any) -> tuple[SearchSpace, Strategy] | None:
-    """The space and strategy of a manifest or Olive config that searches; None when it does not."""
-    if not isinstance(raw, dict):
-        return None
-    holder, strategy_holder, field_path = _where(raw)
-    passes = holder.get("passes")
-    if not isinstance(passes, dict):
-        return None
-    space = SearchSpace({k: _flat(v) for k, v in passes.items()}, "passes")
-    strategy = strategy_of(strategy_holder.get("search_strategy"), field_path)
-    if strategy is None and not space.searches:
-        return None
-    if strategy is None:
-        raise ValueError(
-            f"{field_path}: the passes search (a search parameter or alternatives); set it to true or a mapping"
-        )
-    if strategy.execution_order != "joint":
-        raise ValueError(
-            f"{field_path}.execution_order: olivekube runs joint searches only (pass-by-pass: not yet)"
-        )
-    if strategy.sampler == "tpe":
-        raise ValueError(
-            f"{field_path}.sampler: tpe needs optuna, which olivekube does not ship yet; use sequential or random"
-        )
-    return space, strategy
-
-
-def _flat(options: Any) -> Any:
-    """Olive's older pass form keeps options under `config`: search them where they are written."""
-    if isinstance(options, list):
-        return [_flat(o) for o in options]
-    if isinstance(options, dict) and isinstance(options.get("config"), dict):
-        return {**{k: v for k, v in options.items() if k != "config"}, **options["config"]}
-    return options
-
-
-def concrete(raw: dict[str, Any], point: Point) -> dict[str, Any]:
-    """The config with the point's options in place of the search (each where it was written: under
-    `config` in Olive's older pass form), and no search_strategy."""
-    doc = copy.deepcopy(raw)
-    holder, strategy_holder, _ = _where(doc)
-    passes = {}
-    for name, choice in point.passes.items():
-        written = holder["passes"][name]
-        original = written[choice.alternative] if isinstance(written, list) else written
-        options = dict(choice.options)
-        if isinstance(original, dict) and isinstance(original.get("config"), dict):
-            top = {k: options.pop(k) for k in list(options) if k in original and k != "config"}
-            options = {**top, "config": options}
-        passes[name] = options
-    holder["passes"] = passes
-    strategy_holder["search_strategy"] = False
-    return doc
 
 
 def _objectives(report: dict[str, Any]) -> tuple[list[Objective], dict[str, float], bool]:

@@ -4,7 +4,9 @@ The three watches are label-selected and feed the view the reconciler reads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -71,14 +73,27 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.lifetime = int(memo.get("peering_lifetime", 60))
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = 48
     settings.batching.batch_window = 0.01  # kopf waits this long for more events of one object
 
 
-@kopf.on.cleanup()
-async def stopping(**_: Any) -> None:
-    """Async, so that it runs at once rather than behind the queued reconciles."""
+STOP_FLAG = threading.Event()
+"""Given to kopf as its stop flag: set by our own SIGTERM/SIGINT handler (see `signals`)."""
+
+
+def _stop() -> None:
     STOPPING.set()
+    STOP_FLAG.set()
+
+
+@kopf.on.startup()
+async def signals(**_: Any) -> None:
+    """Take SIGTERM and SIGINT from kopf (which would let the reconciles queued at that moment run to
+    their end first: over 60 s at 2,000 workflows): the queued ones now return at once, then kopf
+    stops through its stop flag."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

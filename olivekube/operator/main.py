@@ -48,6 +48,7 @@ def run_operator(
             peering_name=peering,
             priority=secrets.randbelow(2**31) if peering else None,
             memo=kopf.Memo(peering_lifetime=peering_lifetime),
+            stop_flag=handlers.STOP_FLAG,
             liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
         )
     )

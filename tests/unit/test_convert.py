@@ -12,6 +12,7 @@ import yaml
 
 from olivekube.api.olive_config import ConvertError, olive_to_spec, spec_to_olive, to_manifest
 from olivekube.api.validation import validate_document
+from olivekube.api.workflow import parse_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples" / "olive").glob("*.json"))
@@ -116,7 +117,11 @@ BAD_CONFIGS = [
     ),
     ("data_configs[0].user_script", lambda c: c["data_configs"][0].update(user_script="u.py"), "Python"),
     ("evaluators.e.metrics", lambda c: c.update(evaluators={"e": {}}), "at least 1"),
-    ("search_strategy", lambda c: c["engine"].update(search_strategy={"execution_order": "joint"}), "search"),
+    (
+        "search_strategy.execution_order",
+        lambda c: c["engine"].update(search_strategy={"execution_order": "pass-by-pass"}),
+        "joint searches only",
+    ),
     ("systems.aml.type", lambda c: c["systems"]["aml"].update(type="Docker"), "runner image"),
     ("input_model.type", lambda c: c["input_model"].update(type="ONNXModel"), "HfModel"),
     ("engine.frobnicate", lambda c: c["engine"].update(frobnicate=1), "unknown"),
@@ -216,3 +221,34 @@ def test_a_data_config_no_pass_uses_is_dropped_when_it_cannot_run() -> None:
     with pytest.raises(ConvertError) as exc:
         olive_to_spec(config)
     assert [p.path for p in exc.value.problems] == [f"data_configs[{len(config['data_configs']) - 1}].type"]
+
+
+@pytest.mark.parametrize("generation", ["legacy", "current"])
+def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_inline(generation: str) -> None:
+    """Olive writes search parameters in the passes; a typed CRD field cannot hold one, so the manifest
+    keeps them in spec.search_space, and `--to olive` puts them back."""
+    config = load("phi3-seed-legacy.json")
+    rank = {"olive_parameter_type": "SearchParameter", "type": "Categorical", "support": [4, 8]}
+    config["passes"]["lora"]["config"]["lora_r"] = rank  # Olive's older name for r
+    config["passes"]["builder"] = {
+        "type": "ModelBuilder",
+        "precision": "int4",
+        "int4_block_size": "SEARCHABLE_VALUES",
+    }
+    strategy = (
+        {"search_algorithm": "exhaustive"}
+        if generation == "legacy"
+        else {"execution_order": "joint", "sampler": "random", "sampler_config": {"seed": 3, "max_samples": 2}}
+    )
+    config["engine"]["search_strategy"] = strategy
+    manifest, _ = to_manifest(config, "searched")
+    spec = manifest["spec"]
+    assert spec["search_space"] == {"lora": {"r": rank}, "builder": {"int4_block_size": "SEARCHABLE_VALUES"}}
+    assert "r" not in spec["passes"]["lora"] and spec["search_strategy"] == strategy
+    found = parse_workflow(manifest).spec.search()
+    assert found is not None and len(found[0]) == 6  # r 4, 8 × block sizes 32, 64, 128
+    back = spec_to_olive(spec)
+    assert (
+        back["passes"]["lora"]["r"] == rank and back["passes"]["builder"]["int4_block_size"] == "SEARCHABLE_VALUES"
+    )
+    assert "search_space" not in back and back["search_strategy"] == strategy

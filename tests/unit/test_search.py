@@ -251,7 +251,7 @@ def test_olive_configs_that_search_give_a_valid_manifest_for_every_point(example
 
     from olivekube.api.olive_config import to_manifest
     from olivekube.api.workflow import parse_workflow
-    from olivekube.entrypoints.local_search import concrete, search_of
+    from olivekube.search.config import concrete, search_of
     from tests.helpers.manifests import REPO
 
     raw = json.loads((REPO / "examples" / "olive" / example).read_text())
