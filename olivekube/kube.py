@@ -51,6 +51,9 @@ class Workflows:
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
 
+    def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
+
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any]:

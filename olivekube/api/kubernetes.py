@@ -298,6 +298,17 @@ class TrainingParallelism(ApiModel):
         return (self.passes or {}).get(name) or self.default or Parallelism()
 
 
+class SearchSettings(ApiModel):
+    """How a search runs in the cluster (Katib's names in parentheses)."""
+
+    parallelTrials: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Trials (each a workflow of its own) running at once (Katib: parallelTrialCount). Default 1.",
+    )
+
+
 class KubernetesSettings(ApiModel):
     """Settings of the Jobs that run the passes. Field names and meanings are Kubernetes' own."""
 
@@ -337,6 +348,7 @@ class KubernetesSettings(ApiModel):
     training: TrainingParallelism | None = Field(
         None, description="Processes and pods per training pass (data-parallel, torchrun). Default: one process."
     )
+    search: SearchSettings | None = Field(None, description="How spec.search_strategy's trials run here.")
     priorityClassName: str | None = Field(None, max_length=253, description="Priority class of the pods.")
     queueName: str | None = Field(
         None,

@@ -158,6 +158,15 @@ class WorkflowStatus(ApiModel):
         json_schema_extra=EVALUATION_BOUNDS,
     )
     message: str | None = Field(None, max_length=32768, description="Why the workflow is in its phase.")
+    search: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "A search's state: sampler, points, parallelTrials, startedAt, progress (trials done/planned), "
+            "counts by phase, each trial (number, point, parameters, workflow, phase, metrics, output, message), "
+            "best, frontier (trial numbers) and the reason it stopped starting trials."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
 
 
 def finished_pass_fields(

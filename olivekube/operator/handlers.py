@@ -16,6 +16,7 @@ from olivekube.api.common import GROUP, KIND, PLURAL, VERSION
 from olivekube.core.constants import LABEL_WORKFLOW
 from olivekube.kube import load_config
 from olivekube.operator.reconcile import Reconciler
+from olivekube.operator.requeue import Requeue
 from olivekube.operator.view import JOB_NAME_LABEL
 
 log = logging.getLogger("olivekube.operator")
@@ -28,16 +29,14 @@ def reconciler() -> Reconciler:
 
 
 def _reconcile(namespace: str, name: str) -> None:
-    """Reconcile now; when the decision asks to look again later (a retry's backoff), set a timer.
+    """Reconcile now; when the decision asks to look again later (a retry's backoff), say when.
     Nothing once the operator stops: the reconciles still queued for kopf's threads then end at once
     (the process exits only when they have), and the next operator decides from the cluster."""
     if STOPPING.is_set():
         return
     delay = reconciler().reconcile(namespace, name)
     if delay is not None:
-        timer = threading.Timer(delay + 0.1, _reconcile_quietly, args=(namespace, name))
-        timer.daemon = True
-        timer.start()
+        REQUEUE.after(delay + 0.1, (namespace, name))
 
 
 def _reconcile_quietly(namespace: str, name: str) -> None:
@@ -45,6 +44,9 @@ def _reconcile_quietly(namespace: str, name: str) -> None:
         _reconcile(namespace, name)
     except Exception:
         log.exception("scheduled reconcile of %s/%s", namespace, name)
+
+
+REQUEUE = Requeue(_reconcile_quietly)
 
 
 @kopf.on.login()
@@ -73,7 +75,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.lifetime = int(memo.get("peering_lifetime", 60))
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 48
+    settings.execution.max_workers = 16
     settings.batching.batch_window = 0.01  # kopf waits this long for more events of one object
 
 

@@ -35,6 +35,7 @@ from olivekube.operator.jobs import (
 from olivekube.operator.plan import Decision, StartProblem, conditions, decide
 from olivekube.operator.policy import pod_local_problems, policy_problems
 from olivekube.operator.queues import KueueQueues
+from olivekube.operator.search import decide_search
 from olivekube.operator.view import ClusterView
 
 log = logging.getLogger("olivekube.operator")
@@ -149,6 +150,9 @@ class Reconciler:
         workflow = self._admit(body)
         if workflow is None:
             return None
+        if workflow.spec.search() is not None:
+            self._reconcile_search(body, workflow)
+            return None
         uid = body["metadata"]["uid"]
         status = body.get("status") or {}
         if fresh or (status and not self.view.listed(uid)):  # a workflow that ran before this process
@@ -192,6 +196,24 @@ class Reconciler:
             self.phases[(namespace, name)] = phase
             self._export_phases()
         return decision.requeue_after
+
+    def _reconcile_search(self, body: dict[str, Any], workflow: OptimizationWorkflow) -> None:
+        """A search: its trials are workflows of their own (operator/search.py); their events bring
+        the search back here."""
+        meta = body["metadata"]
+        children = self.view.owned_workflows(meta["namespace"], meta["uid"])
+        decision = decide_search(body, workflow, children, self.clock())
+        for child in decision.create:
+            try:
+                self.view.put_workflow(self.workflows.create(meta["namespace"], child))
+            except ApiException as exc:
+                if exc.status != 409:  # 409: made before a restart, before its status was written
+                    raise
+        for kind, reason, message in decision.events:
+            self._event(body, kind, reason, message)
+        status = {**decision.status, "observedGeneration": int(meta.get("generation", 1))}
+        if _changes(body.get("status") or {}, status):
+            self.view.put_workflow(self.workflows.patch_status(meta["namespace"], meta["name"], status))
 
     def _admit(self, body: dict[str, Any]) -> OptimizationWorkflow | None:
         """The workflow, or None after marking it Failed (once per generation) when its spec is

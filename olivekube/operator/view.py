@@ -70,6 +70,16 @@ class ClusterView:
                     self._job_owners.pop((key[0], name), None)
                 self._listed.discard(uid)
 
+    def owned_workflows(self, namespace: str, owner_uid: str) -> dict[str, dict[str, Any]]:
+        """The workflows (a search's trials) that `owner_uid` owns, by name."""
+        with self._lock:
+            return {
+                key[1]: copy.deepcopy(body)
+                for key, body in self._workflows.items()
+                if key[0] == namespace
+                and any(o.get("uid") == owner_uid for o in body["metadata"].get("ownerReferences") or [])
+            }
+
     def jobs(self, owner_uid: str) -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(j) for j in self._jobs.get(owner_uid, {}).values()]
