@@ -107,6 +107,9 @@ def workflow_event(event: kopf.RawEvent, **_: Any) -> None:
         return
     reconciler().view.put_workflow(dict(obj))
     _reconcile(namespace, name)
+    for owner in obj["metadata"].get("ownerReferences") or []:  # a search's trial: the search looks again
+        if owner.get("kind") == KIND and owner.get("apiVersion", "").startswith(GROUP):
+            _reconcile(namespace, owner["name"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})

@@ -246,7 +246,7 @@ def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_in
     assert spec["search_space"] == {"lora": {"r": rank}, "builder": {"int4_block_size": "SEARCHABLE_VALUES"}}
     assert "r" not in spec["passes"]["lora"] and spec["search_strategy"] == strategy
     found = parse_workflow(manifest).spec.search()
-    assert found is not None and len(found[0]) == 6  # r 4, 8 × block sizes 32, 64, 128
+    assert found is not None and len(found[0]) == 6  # r 4, 8 by block sizes 32, 64, 128
     back = spec_to_olive(spec)
     assert (
         back["passes"]["lora"]["r"] == rank and back["passes"]["builder"]["int4_block_size"] == "SEARCHABLE_VALUES"

@@ -1,0 +1,205 @@
+"""A search in the cluster, decided by the reconciler against fakes of the API: trials as workflows of
+their own, at most parallelTrials at once, a trial that shares a running trial's unfinished pass
+waits for it, status.search, and a restart that repeats no trial."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from olivekube.operator.jobs import OperatorSettings
+from olivekube.operator.reconcile import Reconciler
+from olivekube.operator.search import SEARCH_LABEL
+from tests.helpers.manifests import valid_manifest
+from tests.unit.test_operator_reconcile import NOW, FakeBatch, FakeCore, FakeRbac, FakeWorkflows
+
+
+class SearchWorkflows(FakeWorkflows):
+    """FakeWorkflows that also create (a search's trials); `lost_patches` drops that many status writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+        self.lost_patches = 0
+
+    def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.items:
+            raise ApiException(status=409)
+        self.created.append(name)
+        return copy.deepcopy(self.add(body))
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        if self.lost_patches:
+            self.lost_patches -= 1
+            raise ApiException(status=500)
+        return super().patch_status(namespace, name, status)
+
+
+def search_manifest(parallel: int = 2, **strategy: Any) -> dict[str, Any]:
+    doc = valid_manifest()
+    doc["metadata"]["name"] = "search"
+    spec = doc["spec"]
+    spec["search_space"] = {
+        "lora": {"r": {"type": "Categorical", "support": [4, 8]}},
+        "builder": {"int4_block_size": {"type": "Categorical", "support": [32, 128]}},
+    }
+    spec["search_strategy"] = {"execution_order": "joint", "sampler": "sequential", **strategy}
+    spec["kubernetes"]["search"] = {"parallelTrials": parallel}
+    spec["evaluators"] = {
+        "e": {
+            "metrics": [
+                {
+                    "name": "accuracy",
+                    "type": "accuracy",
+                    "data_config": "train",
+                    "sub_types": [{"name": "accuracy_score", "priority": 1}],
+                },
+                {"name": "latency", "type": "latency", "sub_types": [{"name": "avg", "priority": 2}]},
+            ]
+        }
+    }
+    spec["evaluator"] = "e"
+    return doc
+
+
+class Cluster:
+    """The reconciler, its fakes, and what a trial's own reconciles and Jobs would write to its status."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.workflows, self.batch, self.core = SearchWorkflows(), FakeBatch(), FakeCore()
+        self.reconciler = self.restart()
+        self.workflows.add(doc)
+        self.reconciler.view.put_workflow(self.workflows.get("ml", "search"))
+
+    def restart(self) -> Reconciler:
+        self.reconciler = Reconciler(
+            OperatorSettings(),
+            0,
+            workflows=self.workflows,
+            batch=self.batch,
+            core=self.core,
+            rbac=FakeRbac(),
+            clock=lambda: NOW,
+        )
+        for body in self.workflows.items.values():
+            self.reconciler.view.put_workflow(copy.deepcopy(body))
+        return self.reconciler
+
+    def look(self) -> dict[str, Any]:
+        self.reconciler.reconcile("ml", "search")
+        return self.workflows.items[("ml", "search")]["status"]
+
+    def trial(self, number: int) -> dict[str, Any]:
+        return self.workflows.items[("ml", f"search-trial-{number}")]
+
+    def set_trial(self, number: int, **status: Any) -> None:
+        body = self.trial(number)
+        body["status"] = {**(body.get("status") or {}), **status}
+        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+        self.reconciler.view.put_workflow(copy.deepcopy(body))
+
+    def finish(self, number: int, accuracy: float, latency: float) -> None:
+        final = {"accuracy-accuracy_score": {"value": accuracy}, "latency-avg": {"value": latency}}
+        passes = {p: {"phase": "Succeeded"} for p in ("lora", "merge", "builder")}
+        out = f"s3://models/out/trials/trial-{number}/versions/v1"
+        self.set_trial(
+            number,
+            phase="Succeeded",
+            passes=passes,
+            outputs={"uri": out},
+            evaluation={"goalsMet": True, "models": {"final": final}},
+        )
+
+
+def test_trials_run_as_workflows_two_at_a_time_and_one_waits_for_a_shared_pass() -> None:
+    cluster = Cluster(search_manifest(parallel=2))
+    status = cluster.look()
+    # trial 2 (r 4, block 128) trains the same LoRA as trial 1: it waits for that pass, not in parallel
+    assert cluster.workflows.created == ["search-trial-1"]
+    assert status["phase"] == "Running" and status["search"]["progress"] == "0/4"
+    trial = cluster.trial(1)
+    assert trial["metadata"]["labels"][SEARCH_LABEL] == "search"
+    assert trial["metadata"]["ownerReferences"][0]["uid"] == "uid-search"
+    assert (
+        trial["spec"]["passes"]["lora"]["r"] == 4 and trial["spec"]["passes"]["builder"]["int4_block_size"] == 32
+    )
+    assert "search_space" not in trial["spec"] and trial["spec"]["output_dir"] == "s3://models/out/trials/trial-1"
+
+    cluster.set_trial(1, phase="Running", passes={"lora": {"phase": "Succeeded"}, "merge": {"phase": "Running"}})
+    cluster.look()
+    assert cluster.workflows.created == ["search-trial-1"]  # the merge is shared too
+    passes = {"lora": {"phase": "Succeeded"}, "merge": {"phase": "Succeeded"}, "builder": {"phase": "Running"}}
+    cluster.set_trial(1, passes=passes)
+    cluster.look()
+    assert cluster.workflows.created == ["search-trial-1", "search-trial-2"]  # two at once, no more
+
+    cluster.finish(1, accuracy=0.5, latency=3.0)
+    cluster.look()
+    assert cluster.workflows.created[-1] == "search-trial-3"  # r 8: a LoRA of its own, so it starts
+    cluster.finish(2, accuracy=0.5, latency=2.0)
+    status = cluster.look()
+    assert cluster.workflows.created[-1] == "search-trial-3"  # trial 4 shares trial 3's unfinished LoRA
+    cluster.finish(3, accuracy=0.9, latency=5.0)
+    cluster.look()
+    cluster.finish(4, accuracy=0.9, latency=6.0)
+    status = cluster.look()
+
+    search = status["search"]
+    assert cluster.workflows.created == [f"search-trial-{n}" for n in (1, 2, 3, 4)]
+    assert status["phase"] == "Succeeded" and search["progress"] == "4/4"
+    assert search["reason"].startswith("SpaceExhausted")
+    assert search["best"]["number"] == 3 and search["best"]["output"].endswith("trial-3/versions/v1")
+    assert search["frontier"] == [3, 2]  # trial 3: most accurate; trial 2: fastest; 1 and 4 dominated
+    assert [t["parameters"] for t in search["trials"]][:2] == [
+        {"lora": {"r": 4}, "builder": {"int4_block_size": 32}},
+        {"lora": {"r": 4}, "builder": {"int4_block_size": 128}},
+    ]
+
+
+def test_a_restart_between_creating_a_trial_and_writing_status_makes_no_second_trial() -> None:
+    cluster = Cluster(search_manifest(parallel=1))
+    cluster.workflows.lost_patches = 1  # the trial is created, then the status write fails
+    with contextlib.suppress(ApiException):
+        cluster.look()
+    assert cluster.workflows.created == ["search-trial-1"]
+    cluster.restart()
+    status = cluster.look()
+    assert cluster.workflows.created == ["search-trial-1"]
+    assert [t["workflow"] for t in status["search"]["trials"]] == ["search-trial-1"]
+    cluster.finish(1, accuracy=0.5, latency=3.0)
+    cluster.restart()
+    status = cluster.look()
+    assert cluster.workflows.created == ["search-trial-1", "search-trial-2"]  # the same next suggestion
+    assert status["search"]["trials"][1]["parameters"]["builder"] == {"int4_block_size": 128}
+
+
+def test_budgets_failures_and_goals_end_a_search_with_the_reason() -> None:
+    cluster = Cluster(search_manifest(parallel=1, max_failed_trials=0))
+    cluster.look()
+    cluster.set_trial(1, phase="Failed", message="spec.passes.builder: out of memory")
+    status = cluster.look()
+    assert status["phase"] == "Failed" and status["search"]["reason"].startswith("TooManyFailedTrials")
+    assert status["search"]["trials"][0]["message"] == "spec.passes.builder: out of memory"
+    assert cluster.workflows.created == ["search-trial-1"]
+
+    cluster = Cluster(search_manifest(parallel=1, stop_when_goals_met=True))
+    cluster.look()
+    cluster.set_trial(1, phase="Failed", evaluation={"goalsMet": False, "models": {"final": {}}})
+    cluster.look()
+    cluster.finish(2, accuracy=0.7, latency=1.0)
+    status = cluster.look()
+    assert status["phase"] == "Succeeded" and status["search"]["reason"].startswith("GoalsMet")
+    assert [t["phase"] for t in status["search"]["trials"]] == ["GoalsMissed", "Succeeded"]
+
+    cluster = Cluster(search_manifest(parallel=4, max_samples=2))
+    status = cluster.look()
+    assert len(cluster.workflows.created) == 1  # the second shares the first's LoRA: it waits
+    cluster.finish(1, accuracy=0.7, latency=1.0)
+    cluster.look()
+    cluster.finish(2, accuracy=0.7, latency=1.0)
+    status = cluster.look()
+    assert status["search"]["reason"].startswith("MaxTrialsReached") and status["search"]["progress"] == "2/2"
