@@ -286,6 +286,54 @@ def test_operator_killed_at_random_moments_still_finishes_with_one_job_per_attem
     assert len(names) == 3 and len(set(names)) == 3
 
 
+def test_a_search_runs_its_trials_as_workflows_two_at_once_and_survives_a_killed_operator(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Two trials (LoRA r 5 and 7, then a merge), each a workflow of its own owned by the search, both
+    at once; the operator SIGKILLed while they run: no trial made twice, no pass run twice."""
+    cp, s3, operator = cluster
+    lora = {**LORA, "training_args": {**LORA["training_args"], "max_steps": 4}}
+    doc = manifest("searcher", s3, passes={"lora": lora, "merge": {"type": "MergeAdapterWeights"}})
+    doc["spec"]["search_space"] = {"lora": {"r": {"type": "Categorical", "support": [5, 7]}}}
+    doc["spec"]["search_strategy"] = {"execution_order": "joint", "sampler": "sequential"}
+    doc["spec"]["kubernetes"] = {**doc["spec"].get("kubernetes", {}), "search": {"parallelTrials": 2}}
+    apply(cp, doc)
+    trials = ["searcher-trial-1", "searcher-trial-2"]
+    wait_for(lambda: all(phase(cp, t) == "Running" for t in trials), timeout=120)
+    operator.kill()
+    time.sleep(2)
+    operator.start()
+    most = 0
+
+    def ended() -> bool:
+        nonlocal most
+        running = cp.kubectl("get", "jobs", "-n", NS, "-l", "olivekube.io/pass", "-o", "json").stdout
+        active = [
+            j
+            for j in json.loads(running)["items"]
+            if j["metadata"]["labels"].get("olivekube.io/workflow") in trials
+            and (j.get("status") or {}).get("active")
+        ]
+        most = max(most, len(active))
+        return phase(cp, "searcher") in ("Succeeded", "Failed")
+
+    wait_for(ended, timeout=600)
+    status = get(cp, "searcher")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    search = status["search"]
+    assert search["progress"] == "2/2" and search["reason"].startswith("SpaceExhausted")
+    assert [(t["workflow"], t["phase"], t["parameters"]) for t in search["trials"]] == [
+        ("searcher-trial-1", "Succeeded", {"lora": {"r": 5}}),
+        ("searcher-trial-2", "Succeeded", {"lora": {"r": 7}}),
+    ]
+    assert search["best"]["workflow"] in trials and search["best"]["output"].startswith(
+        f"s3://{s3.bucket}/e2e/outputs/searcher/trials/trial-"
+    )
+    made = cp.kubectl("get", "owf", "-n", NS, "-l", "olivekube.io/search=searcher", "-o", "name").stdout.split()
+    assert sorted(made) == [f"optimizationworkflow.olivekube.io/{t}" for t in trials]
+    for trial in trials:
+        assert len(jobs(cp, trial)) == 2, jobs(cp, trial)  # lora and merge, once each
+    assert jobs(cp, "searcher") == [] and 1 <= most <= 2
+
+
 @pytest.mark.parametrize(
     ("name", "kubernetes", "scheduler_says"),
     [

@@ -111,6 +111,14 @@ def _can_i(cp, account: str, namespace: str) -> set[tuple[str, str]]:  # type: i
     return {(resource, " ".join(sorted(v))) for resource, v in verbs.items()}
 
 
+def _merged(*grants: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Grants of the same resource from several rules, as `kubectl auth can-i --list` shows them."""
+    verbs: dict[str, set[str]] = {}
+    for resource, words in (g for grant in grants for g in grant):
+        verbs.setdefault(resource, set()).update(words.split())
+    return {(resource, " ".join(sorted(v))) for resource, v in verbs.items()}
+
+
 OPERATOR_READS = {
     ("optimizationworkflows.olivekube.io", "get list watch"),
     ("optimizationworkflows.olivekube.io/status", "get patch"),
@@ -121,6 +129,7 @@ OPERATOR_READS = {
     ("namespaces", "list watch"),
 }
 OPERATOR_WRITES = {
+    ("optimizationworkflows.olivekube.io", "create"),  # a search's trials
     ("serviceaccounts", "create"),
     ("services", "create"),
     ("networkpolicies.networking.k8s.io", "create"),
@@ -308,9 +317,9 @@ def test_install_runs_the_operator_and_every_pass_in_their_images(  # type: igno
 def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]
     cp, _ = installed
     operator = f"system:serviceaccount:{SYSTEM_NS}:{RELEASE}-operator"
-    assert _can_i(cp, operator, WORK_NS) == OPERATOR_READS | OPERATOR_WRITES | {
-        ("jobs.batch", "create delete get list watch")
-    }
+    assert _can_i(cp, operator, WORK_NS) == _merged(
+        OPERATOR_READS, OPERATOR_WRITES, {("jobs.batch", "create delete get list watch")}
+    )
     runner = f"system:serviceaccount:{WORK_NS}:olivekube-runner"  # the shared account: no rights of its own
     assert _can_i(cp, runner, WORK_NS) == set()
     assert _can_i(cp, runner, "default") == set(), "the runner has rights outside its namespace"
@@ -348,9 +357,9 @@ def test_cluster_wide_the_operator_creates_only_in_the_namespaces_the_admin_open
     cp.kubectl("apply", "-f", "-", input=manifest)
     try:
         operator = f"system:serviceaccount:{namespace}:{release}-operator"
-        assert _can_i(cp, operator, WORK_NS) == OPERATOR_READS | OPERATOR_WRITES | {
-            ("jobs.batch", "create delete get list watch")
-        }
+        assert _can_i(cp, operator, WORK_NS) == _merged(
+            OPERATOR_READS, OPERATOR_WRITES, {("jobs.batch", "create delete get list watch")}
+        )
         for closed in ("kube-system", "default"):
             assert _can_i(cp, operator, closed) == OPERATOR_READS | {("jobs.batch", "get list watch")}, closed
         deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")

@@ -55,6 +55,10 @@ cluster-wide mode one of runner.namespaces): Jobs, and each workflow's runner id
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, delete]  # delete: a suspended pass running on Azure ML stops at once
+# A search's trials: each a workflow of its own, the search's spec with one point filled in.
+- apiGroups: [olivekube.io]
+  resources: [optimizationworkflows]
+  verbs: [create]
 # Each workflow's runner identity: a ServiceAccount and a Role that reaches only that workflow.
 - apiGroups: [""]
   resources: [serviceaccounts]
