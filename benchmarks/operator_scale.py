@@ -89,7 +89,8 @@ def main() -> None:
         )
         time.sleep(8)  # operator start-up (imports, first list)
         if operator.poll() is not None:
-            sys.exit(f"the operator exited ({operator.returncode}):\n{(cp.workdir / 'operator.log').read_text()[-3000:]}")
+            log_text = (cp.workdir / "operator.log").read_text()[-3000:]
+            sys.exit(f"the operator exited ({operator.returncode}):\n{log_text}")
         config.load_kube_config(str(cp.kubeconfig))
         first_job: dict[str, float] = {}
         created: dict[str, float] = {}
