@@ -100,14 +100,15 @@ async def signals(**_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def workflow_event(event: kopf.RawEvent, **_: Any) -> None:
-    obj = event["object"]
+    obj: dict[str, Any] = dict(event["object"])
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     if event["type"] == "DELETED":
         reconciler().forget(namespace, name)
         return
-    reconciler().view.put_workflow(dict(obj))
+    reconciler().view.put_workflow(obj)
     _reconcile(namespace, name)
-    for owner in obj["metadata"].get("ownerReferences") or []:  # a search's trial: the search looks again
+    owners: list[dict[str, Any]] = obj["metadata"].get("ownerReferences") or []
+    for owner in owners:  # a search's trial: the search looks again
         if owner.get("kind") == KIND and owner.get("apiVersion", "").startswith(GROUP):
             _reconcile(namespace, owner["name"])
 
