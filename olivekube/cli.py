@@ -88,6 +88,14 @@ def convert(
         err.print(f"[red]error:[/] --to must be 'manifest' or 'olive', not {to!r}")
         raise typer.Exit(2)
     manifest = _convert(config, data, name, namespace)
+    found = parse_workflow(manifest).spec.search()
+    if found is not None:  # on stderr: stdout is the manifest
+        space, strategy = found
+        budget = strategy.budget()
+        drawn = (
+            "" if budget is None or budget >= len(space) else f"; {budget} drawn by the {strategy.sampler} sampler"
+        )
+        err.print(f"{config}: search over {len(space)} points (joint, {strategy.sampler}{drawn})", markup=False)
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, width=100))
 
 
@@ -117,6 +125,13 @@ SHOWN_POINTS = 20
 CHECKED_POINTS = 1000
 
 
+def _described(space: Any, strategy: Any) -> str:
+    """The size of a search space, and how much of it the budget lets the sampler draw."""
+    budget = strategy.budget()
+    drawn = "" if budget is None or budget >= len(space) else f"; {budget} drawn by the {strategy.sampler} sampler"
+    return f"search over {len(space)} points (joint, {strategy.sampler}{drawn})"
+
+
 def _search_problems(path: Path, text: str) -> list[str] | None:
     """For a manifest that searches: print its space (the points, or their number) and check each
     point's manifest (the first CHECKED_POINTS); None for one that does not search."""
@@ -132,9 +147,7 @@ def _search_problems(path: Path, text: str) -> list[str] | None:
         return None
     space, strategy = found
     size = len(space)
-    budget = strategy.budget()
-    drawn = "" if budget is None or budget >= size else f"; {budget} drawn by the {strategy.sampler} sampler"
-    typer.echo(f"{path}: search over {size} points (joint, {strategy.sampler}{drawn})")
+    typer.echo(f"{path}: {_described(space, strategy)}")
     problems = []
     for point in itertools.islice(space.points(), CHECKED_POINTS):
         if point.index < SHOWN_POINTS:

@@ -224,7 +224,9 @@ def test_a_data_config_no_pass_uses_is_dropped_when_it_cannot_run() -> None:
 
 
 @pytest.mark.parametrize("generation", ["legacy", "current"])
-def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_inline(generation: str) -> None:
+def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_inline(
+    generation: str, tmp_path: Path
+) -> None:
     """Olive writes search parameters in the passes; a typed CRD field cannot hold one, so the manifest
     keeps them in spec.search_space, and `--to olive` puts them back."""
     config = load("phi3-seed-legacy.json")
@@ -252,3 +254,10 @@ def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_in
         back["passes"]["lora"]["r"] == rank and back["passes"]["builder"]["int4_block_size"] == "SEARCHABLE_VALUES"
     )
     assert "search_space" not in back and back["search_strategy"] == strategy
+    if generation == "current":  # the CLI says the space before anything runs, on stderr
+        path = tmp_path / "olive.json"
+        path.write_text(json.dumps(config))
+        cli = [sys.executable, "-m", "olivekube.cli"]
+        out = subprocess.run([*cli, "convert", str(path)], capture_output=True, text=True, check=True)
+        assert "search over 6 points (joint, random; 2 drawn by the random sampler)" in out.stderr
+        assert yaml.safe_load(out.stdout)["spec"]["search_space"] == spec["search_space"]
