@@ -49,6 +49,13 @@ MODEL_ONLY = {
     # training_args keeps every transformers key (the API server preserves unknown ones, and CEL cannot
     # name an undeclared field): the models refuse Olive's legacy name, the operator with an event.
     "legacy evaluation_strategy",
+    # search_strategy may be true, false or a mapping, and a search parameter stands where a typed
+    # option is: both are open JSON to the API server; the models (and the operator) check them.
+    "unknown sampler",
+    "search of no pass",
+    "search of no option",
+    "search of a plain value",
+    "search of the pass type",
 }
 
 

@@ -150,8 +150,10 @@ def assert_nothing_partial(s3) -> None:  # type: ignore[no-untyped-def]
     for key in manifests:
         folder = key.rsplit("/", 1)[0]
         body = json.loads(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+        root = f"{body['root']}/" if body.get("root") else ""  # a cache entry published first-wins
         for rel, entry in body["files"].items():
-            assert sizes.get(f"{folder}/{rel}") == entry["size"], f"{folder}/{rel} is missing or partial"
+            where = f"{folder}/{root}{rel}"
+            assert sizes.get(where) == entry["size"], f"{where} is missing or partial"
     for key in (k for k in sizes if k.endswith("/olivekube-output.json")):
         pointer = json.loads(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
         current = f"{key.rsplit('/', 1)[0]}/{pointer['current']}/olivekube-manifest.json"
