@@ -21,9 +21,8 @@ from typing import Any
 
 from olivekube.core.errors import PassError, StorageError, WriteConflict
 from olivekube.storage.azure_identity import azure_message, credential
-from olivekube.storage.base import ArtifactStore, serves
+from olivekube.storage.base import ArtifactStore, ObjectStore, serves
 from olivekube.storage.manifest import (
-    CONTENT_ROOT,
     MANIFEST_NAME,
     Manifest,
     build_manifest,
@@ -66,7 +65,7 @@ def _azureml_store(uri: str) -> ArtifactStore:
     return AzureMLStore()
 
 
-class AzureMLStore(ArtifactStore):
+class AzureMLStore(ObjectStore):
     """Artifacts as blobs under a datastore path."""
 
     def __init__(self) -> None:
@@ -187,30 +186,19 @@ class AzureMLStore(ArtifactStore):
                 except Exception:
                     continue
 
-    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
-        """As S3Store.publish_once: files under their content's folder, then the manifest created
-        only if absent (the first wins); a loser removes its own folder."""
-        existing = self.read_manifest(uri)
-        if existing is not None:
-            return existing
+    def put_files(self, src: Path, uri: str, manifest: Manifest) -> None:
         where = parse(uri)
         client = self._container(where, uri)
-        ours = Manifest(manifest.files, manifest.metadata, root=f"{CONTENT_ROOT}/{manifest.digest[:32]}")
         for rel in manifest.files:
-            name = f"{where.path}/{ours.key(rel)}"
+            name = f"{where.path}/{manifest.key(rel)}"
             with (src / rel).open("rb") as data:
                 self._call(uri, lambda name=name, data=data: client.upload_blob(name, data, overwrite=True))
-        try:
-            self.write_text_if(f"{uri.rstrip('/')}/{MANIFEST_NAME}", ours.to_json(), None)
-        except WriteConflict:
-            winner = self.read_manifest(uri)
-            if winner is None:
-                raise
-            if winner.root != ours.root:
-                for rel in manifest.files:
-                    self._call(uri, lambda rel=rel: client.delete_blob(f"{where.path}/{ours.key(rel)}"))
-            return winner
-        return ours
+
+    def delete_files(self, uri: str, manifest: Manifest) -> None:
+        where = parse(uri)
+        client = self._container(where, uri)
+        for rel in manifest.files:
+            self._call(uri, lambda rel=rel: client.delete_blob(f"{where.path}/{manifest.key(rel)}"))
 
     def exists_file(self, uri: str) -> bool:
         from azure.core.exceptions import ResourceNotFoundError

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from olivekube.core.errors import StorageError
-from olivekube.storage.manifest import Manifest
+from olivekube.core.errors import StorageError, WriteConflict
+from olivekube.storage.manifest import CONTENT_ROOT, MANIFEST_NAME, Manifest
 
 STORE_MODULES = {
     "": "olivekube.storage.local",
@@ -102,6 +102,38 @@ class ArtifactStore(ABC):
         """Delete the artifact at `uri` (olivekube's own: a training checkpoint it wrote); whether this
         store could. A store that cannot delete keeps it, which costs space and nothing else."""
         return False
+
+
+class ObjectStore(ArtifactStore):
+    """A store of objects with no rename (S3, Azure Blob): `publish_once` uploads to the folder of
+    the content's own digest (`.olivekube-content/DIGEST`: racers of equal content write equal bytes,
+    others never meet), then creates the manifest naming it only if there is none (If-None-Match):
+    the first such write wins, and a loser removes its own folder."""
+
+    @abstractmethod
+    def put_files(self, src: Path, uri: str, manifest: Manifest) -> None:
+        """Upload each file of `manifest` to `uri`/`manifest.key(file)`."""
+
+    @abstractmethod
+    def delete_files(self, uri: str, manifest: Manifest) -> None:
+        """Delete each file of `manifest` at `uri`/`manifest.key(file)`."""
+
+    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
+        existing = self.read_manifest(uri)
+        if existing is not None:
+            return existing
+        ours = Manifest(manifest.files, manifest.metadata, root=f"{CONTENT_ROOT}/{manifest.digest[:32]}")
+        self.put_files(src, uri, ours)
+        try:
+            self.write_text_if(f"{uri.rstrip('/')}/{MANIFEST_NAME}", ours.to_json(), None)
+        except WriteConflict:
+            winner = self.read_manifest(uri)
+            if winner is None:
+                raise
+            if winner.root != ours.root:
+                self.delete_files(uri, ours)
+            return winner
+        return ours
 
 
 def serves(*schemes: str) -> Callable[[Callable[[str], ArtifactStore]], Callable[[str], ArtifactStore]]:

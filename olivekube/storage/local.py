@@ -42,6 +42,16 @@ def _local_store(uri: str) -> ArtifactStore:
     return LocalStore()
 
 
+def _stage(src: Path, staging: Path, manifest: Manifest, consume: bool) -> None:
+    """`src` as a complete folder at `staging` (beside the target), its manifest written last; moved
+    rather than copied when `consume` allows and it is on the same file system."""
+    if consume and os.stat(src).st_dev == os.stat(staging.parent).st_dev:
+        src.rename(staging)
+    else:
+        shutil.copytree(src, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+    (staging / MANIFEST_NAME).write_text(manifest.to_json())
+
+
 class LocalStore(ArtifactStore):
     """A folder on a local or mounted file system; publishing renames a staged folder into place."""
 
@@ -78,11 +88,7 @@ class LocalStore(ArtifactStore):
         self._remove_stale_staging(final.parent)
         staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
         try:
-            if consume and os.stat(src).st_dev == os.stat(final.parent).st_dev:
-                src.rename(staging)
-            else:
-                shutil.copytree(src, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
-            (staging / MANIFEST_NAME).write_text(manifest.to_json())
+            _stage(src, staging, manifest, consume)
             if final.exists():
                 old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
                 final.rename(old)
@@ -109,11 +115,7 @@ class LocalStore(ArtifactStore):
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
         try:
-            if consume and os.stat(src).st_dev == os.stat(final.parent).st_dev:
-                src.rename(staging)
-            else:
-                shutil.copytree(src, staging, ignore=shutil.ignore_patterns(MANIFEST_NAME))
-            (staging / MANIFEST_NAME).write_text(manifest.to_json())
+            _stage(src, staging, manifest, consume)
             try:
                 staging.rename(final)
             except OSError:

@@ -19,9 +19,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from olivekube.core.errors import StorageError, WriteConflict
-from olivekube.storage.base import ArtifactStore, serves
+from olivekube.storage.base import ArtifactStore, ObjectStore, serves
 from olivekube.storage.manifest import (
-    CONTENT_ROOT,
     MANIFEST_NAME,
     Manifest,
     build_manifest,
@@ -45,7 +44,7 @@ def _s3_store(uri: str) -> ArtifactStore:
     return S3Store()
 
 
-class S3Store(ArtifactStore):
+class S3Store(ObjectStore):
     """Artifacts as objects under a prefix."""
 
     def __init__(self, client: Any = None) -> None:
@@ -107,28 +106,15 @@ class S3Store(ArtifactStore):
         verify(dest, manifest)
         return manifest
 
-    def publish_once(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> Manifest:
-        """Files go to the folder of their own content (`.olivekube-content/DIGEST`: racers of equal
-        content write equal bytes, others never meet), then the manifest naming it is created with
-        If-None-Match: the first such PUT wins; a loser removes its own folder."""
-        existing = self.read_manifest(uri)
-        if existing is not None:
-            return existing
+    def put_files(self, src: Path, uri: str, manifest: Manifest) -> None:
         bucket, prefix = split(uri)
-        ours = Manifest(manifest.files, manifest.metadata, root=f"{CONTENT_ROOT}/{manifest.digest[:32]}")
         for rel in manifest.files:
-            self.client.upload_file(str(src / rel), bucket, f"{prefix}/{ours.key(rel)}", Config=self.transfer)
-        try:
-            self.write_text_if(f"{uri.rstrip('/')}/{MANIFEST_NAME}", ours.to_json(), None)
-        except WriteConflict:
-            winner = self.read_manifest(uri)
-            if winner is None:
-                raise
-            if winner.root != ours.root:
-                for key in self._keys(bucket, f"{prefix}/{ours.root}"):
-                    self.client.delete_object(Bucket=bucket, Key=key)
-            return winner
-        return ours
+            self.client.upload_file(str(src / rel), bucket, f"{prefix}/{manifest.key(rel)}", Config=self.transfer)
+
+    def delete_files(self, uri: str, manifest: Manifest) -> None:
+        bucket, prefix = split(uri)
+        for rel in manifest.files:
+            self.client.delete_object(Bucket=bucket, Key=f"{prefix}/{manifest.key(rel)}")
 
     def publish(self, src: Path, uri: str, manifest: Manifest, consume: bool = False) -> None:
         bucket, prefix = split(uri)
