@@ -90,12 +90,7 @@ def convert(
     manifest = _convert(config, data, name, namespace)
     found = parse_workflow(manifest).spec.search()
     if found is not None:  # on stderr: stdout is the manifest
-        space, strategy = found
-        budget = strategy.budget()
-        drawn = (
-            "" if budget is None or budget >= len(space) else f"; {budget} drawn by the {strategy.sampler} sampler"
-        )
-        err.print(f"{config}: search over {len(space)} points (joint, {strategy.sampler}{drawn})", markup=False)
+        err.print(f"{config}: {_described(*found)}", markup=False, highlight=False)
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, width=100))
 
 
