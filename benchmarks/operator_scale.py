@@ -13,6 +13,7 @@ within a few seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import subprocess
@@ -38,6 +39,20 @@ def requests_by_kind(cp) -> Counter[str]:  # type: ignore[no-untyped-def]
         fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
         counts[f"{fields.get('verb', '?')} {fields.get('resource', '?')}"] += int(float(value))
     return counts
+
+
+def cpu_seconds(cp, operator_pid: int) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """User+system CPU seconds so far of each control-plane process, the operator and this script."""
+    import psutil
+
+    pids = {name: proc.pid for name, proc in cp.processes.items()} | {"operator": operator_pid}
+    pids["benchmark (watches, clients)"] = psutil.Process().pid
+    seconds: Counter[str] = Counter()
+    for name, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            seconds[name] = times.user + times.system
+    return seconds
 
 
 def workflow(i: int) -> dict[str, Any]:
@@ -131,6 +146,7 @@ def main() -> None:
             threading.Thread(target=target, daemon=True).start()
         time.sleep(1)
         before = requests_by_kind(cp)
+        cpu_before = cpu_seconds(cp, operator.pid)
         api = client.CustomObjectsApi()
 
         def create(i: int) -> None:
@@ -145,6 +161,7 @@ def main() -> None:
         all_jobs.wait(timeout=args.timeout)
         time.sleep(5)  # let the operator finish its status writes
         after = requests_by_kind(cp)
+        cpu_spent = cpu_seconds(cp, operator.pid) - cpu_before
         stop.set()
         signalled = time.monotonic()
         operator.terminate()
@@ -167,6 +184,10 @@ def main() -> None:
         for kind, count in spent.most_common(8):
             print(f"  {kind}: {count / args.workflows:.2f} per workflow")
         print(f"operator stopped {stopped} after SIGTERM")
+        wall = time.monotonic() - began
+        print(f"CPU seconds over the {wall:.0f}s run (2 cores = {2 * wall:.0f}s at most):")
+        for name, seconds in cpu_spent.most_common():
+            print(f"  {name}: {seconds:.0f}s")
         if len(first_job) < args.workflows:
             raise SystemExit(f"only {len(first_job)} of {args.workflows} workflows got a Job")
     finally:

@@ -22,17 +22,34 @@ def load_config() -> None:
         configuration = client.Configuration()
         loader = InClusterConfigLoader(token_filename=str(sa / "token"), cert_filename=str(sa / "ca.crt"))
         loader.load_and_set(configuration)
-        client.Configuration.set_default(_with_no_proxy(configuration))
+        client.Configuration.set_default(_with_no_proxy_and_pool(configuration))
         return
     config.load_kube_config()
-    client.Configuration.set_default(_with_no_proxy(client.Configuration.get_default_copy()))
+    client.Configuration.set_default(_with_no_proxy_and_pool(client.Configuration.get_default_copy()))
 
 
-def _with_no_proxy(configuration: Any) -> Any:
+CONNECTIONS_PER_CLIENT = 32
+"""Kept-alive connections per API client. The kubernetes client's default is 5 per CPU (10 on two
+cores): fewer than the operator's 16 handler threads, so calls past the tenth at once would open a
+new TLS connection and drop it after."""
+
+
+def _with_no_proxy_and_pool(configuration: Any) -> Any:
     """The kubernetes client (35.0) reads HTTPS_PROXY but then drops NO_PROXY: with a proxy set for
-    other services (an Azure endpoint, a model hub), calls to the API server would go through it."""
+    other services (an Azure endpoint, a model hub), calls to the API server would go through it.
+    Also sets the connection pool's size (`CONNECTIONS_PER_CLIENT`)."""
     configuration.no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY")
+    configuration.connection_pool_maxsize = CONNECTIONS_PER_CLIENT
     return configuration
+
+
+def release(response: Any) -> None:
+    """Read what is left of a response asked for with `_preload_content=False` (which spares the
+    client's model deserialisation) and give its connection back to the pool. Left unread, the
+    connection is never reused: every such call opened a new TLS connection (at 2,000 workflows, four
+    handshakes per workflow, 40 % of the operator's CPU and as much of the API server's)."""
+    response.drain_conn()
+    response.release_conn()
 
 
 def namespace_of_pod() -> str | None:

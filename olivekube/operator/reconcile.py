@@ -19,7 +19,7 @@ from olivekube.api.validation import problems_from_error
 from olivekube.api.workflow import OptimizationWorkflow, workflow_of_object
 from olivekube.core.clock import Clock, parse_timestamp, timestamp, utc_now
 from olivekube.core.constants import LABEL_WORKFLOW
-from olivekube.kube import Workflows
+from olivekube.kube import Workflows, release
 from olivekube.operator import metrics
 from olivekube.operator.cache_lookup import CacheLookup
 from olivekube.operator.failed_create import FailedCreateEvents
@@ -261,8 +261,10 @@ class Reconciler:
         namespace = workflow.metadata.namespace or "default"
         for name in decision.delete:
             try:
-                self.batch.delete_namespaced_job(
-                    name, namespace, propagation_policy="Background", _preload_content=False
+                release(
+                    self.batch.delete_namespaced_job(
+                        name, namespace, propagation_policy="Background", _preload_content=False
+                    )
                 )
             except ApiException as exc:
                 if exc.status != 404:
@@ -312,7 +314,7 @@ class Reconciler:
             )
         for create, body in creates:
             try:
-                create(namespace, body, _preload_content=False)
+                release(create(namespace, body, _preload_content=False))
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -365,7 +367,7 @@ class Reconciler:
             source=client.V1EventSource(component="olivekube-operator"),
         )
         try:
-            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+            release(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
         except ApiException as exc:
             log.warning("event %s: %s", reason, exc.reason)
 
@@ -379,7 +381,7 @@ class Reconciler:
         }
         for obj in build_identity(workflow, uid):
             try:
-                create[obj["kind"]](namespace, obj, _preload_content=False)
+                release(create[obj["kind"]](namespace, obj, _preload_content=False))
             except ApiException as exc:
                 if exc.status == 409:
                     continue

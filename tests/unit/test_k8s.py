@@ -14,13 +14,13 @@ def test_no_proxy_is_kept_when_a_proxy_is_set(monkeypatch: pytest.MonkeyPatch) -
     from kubernetes import client
     from kubernetes.client.rest import RESTClientObject
 
-    from olivekube.kube import _with_no_proxy
+    from olivekube.kube import _with_no_proxy_and_pool
 
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,.svc")
     configuration = client.Configuration()
     configuration.host = "https://127.0.0.1:6443"
-    fixed = _with_no_proxy(configuration)
+    fixed = _with_no_proxy_and_pool(configuration)
     assert fixed.no_proxy == "127.0.0.1,.svc"
     pool = RESTClientObject(fixed).pool_manager
     assert type(pool).__name__ == "PoolManager"  # not a ProxyManager: the API server is reached directly

@@ -21,6 +21,24 @@ from tests.helpers.manifests import merge_patch, valid_manifest
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
+class Response:
+    """What the API clients return for a call made with `_preload_content=False`: its connection goes
+    back to the pool only once the body is drained and released. Every one made is in `ANSWERED`."""
+
+    def __init__(self) -> None:
+        self.drained = self.released = False
+        ANSWERED.append(self)
+
+    def drain_conn(self) -> None:
+        self.drained = True
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+ANSWERED: list[Response] = []
+
+
 class FakeWorkflows:
     """OptimizationWorkflows by (namespace, name); status patches merged as the API server does."""
 
@@ -80,8 +98,9 @@ class FakeBatch:
         listing = {"items": list(self.jobs.values()), "metadata": {"resourceVersion": "5"}}
         return SimpleNamespace(data=json.dumps(listing).encode())
 
-    def delete_namespaced_job(self, name: str, namespace: str, **_: Any) -> None:
+    def delete_namespaced_job(self, name: str, namespace: str, **_: Any) -> Response:
         self.jobs.pop(name, None)
+        return Response()
 
 
 class FakeCore:
@@ -96,14 +115,17 @@ class FakeCore:
         self.accounts: list[dict[str, Any]] = []
         self.services: list[dict[str, Any]] = []
 
-    def create_namespaced_event(self, namespace: str, event: Any, **_: Any) -> None:
+    def create_namespaced_event(self, namespace: str, event: Any, **_: Any) -> Response:
         self.events.append(event)
+        return Response()
 
-    def create_namespaced_service_account(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def create_namespaced_service_account(self, namespace: str, body: dict[str, Any], **_: Any) -> Response:
         self.accounts.append(body)
+        return Response()
 
-    def create_namespaced_service(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def create_namespaced_service(self, namespace: str, body: dict[str, Any], **_: Any) -> Response:
         self.services.append(body)
+        return Response()
 
     def list_namespaced_event(self, namespace: str, field_selector: str, **_: Any) -> Any:
         """The Job controller's FailedCreate events, as `failed_create` says."""
@@ -155,11 +177,13 @@ class FakeRbac:
             raise ApiException(status=409)
         self.objects[key] = body
 
-    def create_namespaced_role(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def create_namespaced_role(self, namespace: str, body: dict[str, Any], **_: Any) -> Response:
         self._create(body)
+        return Response()
 
-    def create_namespaced_role_binding(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def create_namespaced_role_binding(self, namespace: str, body: dict[str, Any], **_: Any) -> Response:
         self._create(body)
+        return Response()
 
 
 @pytest.fixture
@@ -193,6 +217,18 @@ def test_a_new_workflow_gets_its_first_job_and_a_running_status(parts) -> None: 
     assert status["passes"]["lora"]["startedAt"] == "2026-01-02T03:04:05Z"
     assert reasons(core) == ["PassStarted"]
     assert core.events[0].first_timestamp == "2026-01-02T03:04:05Z"
+
+
+def test_every_answer_read_raw_gives_its_connection_back(parts) -> None:  # type: ignore[no-untyped-def]
+    """Identity and event answers are not deserialised; unreleased, each would hold its connection
+    until collected, and the next call would open a new TLS connection (the deletion of a Job: below,
+    in the test of pods that cannot be created)."""
+    reconciler, workflows, _, _ = parts
+    ANSWERED.clear()
+    workflows.add(valid_manifest())
+    reconciler.reconcile("ml", "tone")
+    assert len(ANSWERED) == 4  # ServiceAccount, Role, RoleBinding, the PassStarted event
+    assert all(r.drained and r.released for r in ANSWERED)
 
 
 def test_reconciling_again_creates_no_second_job_and_writes_nothing_new(parts) -> None:  # type: ignore[no-untyped-def]
@@ -548,6 +584,7 @@ def test_a_job_name_held_by_a_job_of_no_workflow_fails_the_workflow(parts) -> No
 
 def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words() -> None:
     now = [NOW]
+    ANSWERED.clear()
     workflows, batch, core = FakeWorkflows(), FakeBatch(), FakeCore()
     reconciler = Reconciler(
         OperatorSettings(), 0, workflows=workflows, batch=batch, core=core, rbac=FakeRbac(), clock=lambda: now[0]
@@ -568,6 +605,7 @@ def test_pods_that_cannot_be_created_fail_the_workflow_with_the_clusters_words()
     assert status["phase"] == "Failed" and "service account ml/ghost" in status["message"]
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "PodsNotStarting"
     assert batch.jobs == {}, "the Job that cannot start is deleted"
+    assert ANSWERED and all(r.released for r in ANSWERED)
 
 
 def test_jobs_without_pods_share_one_event_listing_per_namespace() -> None:
@@ -816,8 +854,9 @@ class FakeNetworking:
     def __init__(self) -> None:
         self.policies: list[dict[str, Any]] = []
 
-    def create_namespaced_network_policy(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def create_namespaced_network_policy(self, namespace: str, body: dict[str, Any], **_: Any) -> Response:
         self.policies.append(body)
+        return Response()
 
 
 @pytest.mark.parametrize("policies", [True, False])
