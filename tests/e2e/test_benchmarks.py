@@ -31,6 +31,7 @@ def test_operator_scale_runs_small_and_prints_its_figures() -> None:
     assert re.search(rf"API requests per workflow \(every client\): {NUMBER}", out), out
     assert re.search(rf"operator stopped {NUMBER}s after SIGTERM", out), out
     assert re.search(rf"peak RSS: {NUMBER} MB", out), out
+    assert re.search(rf"  operator: {NUMBER}s", out), out  # CPU seconds per process
 
 
 def test_distributed_runs_small_and_prints_its_figures() -> None:
