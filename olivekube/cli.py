@@ -500,5 +500,46 @@ def generate(
     typer.echo(prompt + tokenizer.decode(generator.get_sequence(0)[len(tokens) :]))
 
 
+@app.command()
+def doctor(
+    device: Annotated[
+        str, typer.Option(help="cuda: check this node's GPU path; cpu: what a CPU node runs (gloo, CPU builds).")
+    ] = "cuda",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON instead of a table.")] = False,
+    steps: Annotated[int, typer.Option(help="Training steps of the QLoRA pass.")] = 30,
+    hidden: Annotated[int, typer.Option(help="Hidden size of the tiny Llama-config model.")] = 256,
+    layers: Annotated[int, typer.Option(help="Layers of the tiny model.")] = 4,
+    new_tokens: Annotated[int, typer.Option(help="Tokens each generation check makes.")] = 32,
+) -> None:
+    """Check that this node runs olivekube's passes: environment, CUDA libraries, a process group, a tiny
+    QLoRA, merge and int4 build, and generation. Exit status 1 when a check failed or could not run."""
+    from rich.table import Table
+
+    from olivekube.doctor.checks import Doctor
+
+    if device not in ("cuda", "cpu"):
+        err.print(f"error: --device {device!r}: use cuda or cpu", markup=False)
+        raise typer.Exit(2)
+    checks = Doctor(
+        device,  # type: ignore[arg-type]
+        steps=steps,
+        hidden=hidden,
+        layers=layers,
+        new_tokens=new_tokens,
+        say=lambda line: err.print(line, markup=False, highlight=False),
+    ).run()
+    if as_json:
+        typer.echo(json.dumps([c.as_json() for c in checks], indent=1))
+    else:
+        table = Table(title=f"olivekube doctor --device {device}")
+        for column in ("check", "result", "seconds", "detail"):
+            table.add_column(column, overflow="fold")
+        colours = {"ok": "green", "skipped": "dim", "failed": "red", "not checked": "yellow"}
+        for c in checks:
+            table.add_row(c.name, Text(c.state, style=colours[c.state]), f"{c.seconds:.1f}", c.detail)
+        Console(soft_wrap=False).print(table)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
 if __name__ == "__main__":
     app()

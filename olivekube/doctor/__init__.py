@@ -1,0 +1,1 @@
+"""`olivekube doctor`: the checks a node must pass to run olivekube's passes, and the tiny model they use."""
