@@ -49,11 +49,16 @@ WORKDIR /tmp
 ENTRYPOINT ["olivekube"]
 CMD ["--help"]
 
-FROM python AS runner-deps
+# The GPU runner: the CPU runner's dependency layer (torch from PyPI carries the CUDA 13 libraries as nvidia-*
+# wheels already) with onnxruntime's CUDA builds in place of its CPU builds and the cuRAND they link: a
+# layer of some hundreds of MB on top of the CPU runner's, which a node holding both pulls once. The CUDA
+# providers find those libraries through LD_LIBRARY_PATH (torch finds them through its own RPATH); the
+# driver's libcuda.so.1 comes from the node. `olivekube doctor` checks that every library resolves.
+FROM runner-cpu-deps AS runner-deps
 ARG CA_BUNDLE UV_CACHE_DIR
 RUN --mount=type=bind,source=requirements,target=/requirements sh /requirements/with-uv.sh '\
-    uv venv -q /opt/venv --python python3 \
-    && uv pip sync -q --compile-bytecode --require-hashes /requirements/runner-cuda.txt'
+    uv pip sync -q --compile-bytecode --require-hashes /requirements/runner-cuda.txt'
+ENV LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib
 
 FROM runner-deps AS runner
 ARG CA_BUNDLE

@@ -128,13 +128,19 @@ def fake_azureml(no_network: None, monkeypatch: pytest.MonkeyPatch):  # type: ig
 
 
 @pytest.fixture(scope="session")
-def images() -> tuple[str, str]:
-    """(operator, runner): the images built from the Dockerfile, or found in the cache, by tools/images.sh."""
+def built_images() -> dict[str, str]:
+    """The images tools/images.sh built from the Dockerfile (or found in its cache), by target:
+    operator, runner-cpu and runner (the GPU runner)."""
     import subprocess
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "tools" / "images.sh"
     out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=3000)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    operator, runner = out.stdout.strip().splitlines()[-2:]
-    return operator, runner
+    return dict(zip(("operator", "runner-cpu", "runner"), out.stdout.strip().splitlines()[-3:], strict=True))
+
+
+@pytest.fixture(scope="session")
+def images(built_images: dict[str, str]) -> tuple[str, str]:
+    """(operator, runner): the operator image and the CPU runner image the test cluster runs."""
+    return built_images["operator"], built_images["runner-cpu"]

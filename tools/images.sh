@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build the operator and CPU runner images from the Dockerfile with buildah, with no registry: the
+# Build the operator, CPU runner and GPU runner images from the Dockerfile with buildah, with no registry: the
 # Python base is made here from Debian packages (mmdebstrap) and imported. Every Python package comes
 # from uv.lock (requirements/*.txt, hashes checked), downloaded through uv's cache on this machine
 # (~/.cache/uv, mounted into the build), so images built from one lock hold the same packages on any day.
 # Images live in podman's storage under ~/.cache/olivekube/containers (CONTAINERS_STORAGE_CONF), tagged
 # by a digest of the Dockerfile, the lock and the package's sources, so a warm run only finds them
 # (seconds) and a changed lock rebuilds them.
-# Prints the two image references as its last two lines: operator first, runner second.
+# Prints the three image references as its last three lines: operator, runner-cpu, runner (GPU).
 #   OLIVEKUBE_IMAGES_TIMES=FILE  also appends "name seconds" per built part (for benchmarks/images.py)
 set -euo pipefail
 shopt -s inherit_errexit
@@ -61,15 +61,18 @@ if ! have "${base}"; then
   rm -rf "$(dirname "${tar}")"
 fi
 
-# Two keys: the runner's dependency layer (the runner-cpu-deps target) changes with the Dockerfile and the
-# lock's exports only; the final images change with the package's sources too, and add a layer of
-# kilobytes on a warm deps image.
-deps_key=$( (echo "${base}"; cat Dockerfile requirements/*.txt) | sha256sum | cut -c1-12)
-key=$( (echo "${deps_key}"; cat pyproject.toml README.md; find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) \
-  | sha256sum | cut -c1-12)
+# Keys: the runners' dependency layers (the runner-cpu-deps and runner-deps targets) change with the
+# Dockerfile and the lock's exports they install only; the final images change with the package's sources
+# too, and add a layer of kilobytes on a warm deps image.
+deps_key=$( (echo "${base}"; cat Dockerfile requirements/uv.txt requirements/runner-cpu.txt) | sha256sum | cut -c1-12)
+gpu_deps_key=$( (echo "${deps_key}"; cat requirements/runner-cuda.txt) | sha256sum | cut -c1-12)
+key=$( (echo "${gpu_deps_key}"; cat requirements/operator.txt pyproject.toml README.md
+  find olivekube -name '*.py' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-12)
 operator="localhost/olivekube/operator:${key}"
 runner="localhost/olivekube/runner-cpu:${key}"
-keep=("${base}" "${operator}" "${runner}" "localhost/olivekube/runner-cpu-deps:${deps_key}")
+gpu_runner="localhost/olivekube/runner:${key}"
+keep=("${base}" "${operator}" "${runner}" "${gpu_runner}" "localhost/olivekube/runner-cpu-deps:${deps_key}"
+  "localhost/olivekube/runner-deps:${gpu_deps_key}")
 # Images of other keys go before anything is built, so the disk holds one runner's dependencies (about
 # 7 GB) while the next is built, not two: the tagged deps image of the current key survives the removal.
 stale=$(podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^localhost/olivekube(/|-base:)' \
@@ -99,6 +102,9 @@ build() {  # TARGET REF: build one target of the Dockerfile as REF unless that i
 build operator "${operator}"
 build runner-cpu-deps "localhost/olivekube/runner-cpu-deps:${deps_key}"
 build runner-cpu "${runner}"
+build runner-deps "localhost/olivekube/runner-deps:${gpu_deps_key}"
+build runner "${gpu_runner}"
 echo "[images] to run them: export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF} CONTAINERS_CONF=${CACHE}/containers.conf" >&2
 echo "${operator}"
 echo "${runner}"
+echo "${gpu_runner}"

@@ -193,6 +193,8 @@ def install_release(cp, images: tuple[str, str], bucket: str) -> None:  # type: 
         f"runner.image.repository={runner_repo}",
         "--set",
         f"runner.image.tag={runner_tag}",
+        "--set",
+        "tests.doctor.device=cpu",  # the test node has no GPU: `helm test` checks what a CPU node runs
     )
     # The API server loads a new admission policy a moment after it is created: wait until it is enforced.
     probe = {
@@ -312,6 +314,47 @@ def test_install_runs_the_operator_and_every_pass_in_their_images(  # type: igno
         text=True,
     )
     assert generated.returncode == 0 and generated.stdout.startswith("great"), generated.stderr
+
+
+def _test_pods(cp) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The release's `helm test` pods, by name: their phase."""
+    phases = {}
+    for ns in (SYSTEM_NS, WORK_NS):
+        listing = cp.kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=test", "-o", "json")
+        phases |= {p["metadata"]["name"]: p["status"].get("phase") for p in json.loads(listing.stdout)["items"]}
+    return phases
+
+
+def test_helm_test_runs_the_doctor_on_the_runner_nodes_and_finds_the_operator_answering(installed) -> None:  # type: ignore[no-untyped-def]
+    cp, _ = installed
+    out = helm(cp, "test", RELEASE, "-n", SYSTEM_NS, "--timeout", "600s", check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert _test_pods(cp) == {
+        f"{RELEASE}-test-doctor": "Succeeded",
+        f"{RELEASE}-test-operator-answers": "Succeeded",
+    }
+    doctor = json.loads(cp.kubectl("get", "pod", f"{RELEASE}-test-doctor", "-n", WORK_NS, "-o", "json").stdout)
+    assert doctor["spec"]["containers"][0]["args"] == ["doctor", "--device", "cpu"]
+    # The same test with the GPU path asked of a node with no GPU fails: the doctor's exit code counts.
+    helm(
+        cp, "upgrade", RELEASE, str(CHART), "-n", SYSTEM_NS, "--reuse-values", "--set", "tests.doctor.device=cuda"
+    )
+    try:
+        failed = helm(cp, "test", RELEASE, "-n", SYSTEM_NS, "--timeout", "300s", check=False)
+        assert failed.returncode != 0 and "test-doctor" in failed.stderr, failed.stdout + failed.stderr
+        assert _test_pods(cp)[f"{RELEASE}-test-doctor"] == "Failed"
+    finally:
+        helm(
+            cp,
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "-n",
+            SYSTEM_NS,
+            "--reuse-values",
+            "--set",
+            "tests.doctor.device=cpu",
+        )
 
 
 def test_rbac_grants_exactly_what_is_used(installed) -> None:  # type: ignore[no-untyped-def]

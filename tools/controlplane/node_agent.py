@@ -19,7 +19,9 @@ Processes see their mounts through OLIVEKUBE_TEST_NODE_PATHS, a JSON map of cont
 folder (there is no mount namespace); the runner resolves container paths with it.
 
 Cluster DNS is not here: a container of an Indexed Job's pod under a headless Service (`subdomain`)
-gets its sibling pods' names as hosts entries (`subdomain_names`), all pointing at this node.
+gets its sibling pods' names as hosts entries (`subdomain_names`), and every container the names of
+the cluster's Services (`service_names`), all pointing at this node: every pod runs on its host
+network, so a Service whose port is its target port (the chart's metrics Service) answers there.
 """
 
 from __future__ import annotations
@@ -356,6 +358,18 @@ class NodeAgent:
             ]
         return names
 
+    @staticmethod
+    def service_names(pod: client.V1Pod) -> list[str]:
+        """What cluster DNS answers for Services: `<service>.<namespace>.svc[.cluster.local]`, and the
+        short name for those of the pod's own namespace."""
+        names = []
+        for service in client.CoreV1Api().list_service_for_all_namespaces().items:
+            name, namespace = service.metadata.name, service.metadata.namespace
+            names += [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+            if namespace == pod.metadata.namespace:
+                names.append(name)
+        return names
+
     def container_command(
         self,
         pod: client.V1Pod,
@@ -373,7 +387,7 @@ class NodeAgent:
         fs_group = pod_sc.fs_group if pod_sc and pod_sc.fs_group is not None else group
         command = [*PODMAN_RUN, "--ulimit", "nproc=4096:4096", "--name", self.container_name(pod)]
         command += ["--hostname", pod.spec.hostname or pod.metadata.name]
-        for name in self.subdomain_names(pod):
+        for name in [*self.subdomain_names(pod), *self.service_names(pod)]:
             command += ["--add-host", f"{name}:127.0.0.1"]
         if user is not None:
             command += ["--user", f"{user}:{group}"]
