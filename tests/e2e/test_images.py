@@ -54,9 +54,12 @@ def _name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@pytest.mark.parametrize(("index", "requirements"), [(0, "operator.txt"), (1, "runner-cpu.txt")])
-def test_each_image_holds_exactly_the_locked_packages(images, index: int, requirements: str) -> None:  # type: ignore[no-untyped-def]
-    run = podman("run", "--rm", *RESTRICTED, "--entrypoint", "python3", images[index], "-c", INSTALLED)
+@pytest.mark.parametrize(
+    ("target", "requirements"),
+    [("operator", "operator.txt"), ("runner-cpu", "runner-cpu.txt"), ("runner", "runner-cuda.txt")],
+)
+def test_each_image_holds_exactly_the_locked_packages(built_images, target: str, requirements: str) -> None:  # type: ignore[no-untyped-def]
+    run = podman("run", "--rm", *RESTRICTED, "--entrypoint", "python3", built_images[target], "-c", INSTALLED)
     assert run.returncode == 0, run.stderr[-3000:]
     installed = {_name(name): version for name, version in json.loads(run.stdout).items()}
     assert installed.pop("olivekube") == "0.1.0"
@@ -72,6 +75,19 @@ def test_the_operator_image_keeps_the_aws_models_its_s3_client_and_credentials_n
     run = podman("run", "--rm", *RESTRICTED, "--entrypoint", "python3", images[0], "-c", script)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["s3", "signin", "sso", "sso-oidc", "sts"]
+
+
+def test_the_gpu_runner_image_resolves_its_cuda_libraries_and_runs_the_cpu_path(built_images) -> None:  # type: ignore[no-untyped-def]
+    """No GPU here: the doctor checks that onnxruntime lists its CUDA provider and that every library
+    of the CUDA providers and of bitsandbytes' CUDA build resolves but the driver's, then runs a QLoRA,
+    merge, int4 build and generation on the CPU in the same image (one image serves both kinds of node)."""
+    small = ["--steps", "4", "--hidden", "64", "--layers", "2", "--new-tokens", "8"]
+    run = podman("run", "--rm", *RESTRICTED, built_images["runner"], "doctor", "--device", "cpu", "--json", *small)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    checks = {c["name"]: c for c in json.loads(run.stdout)}
+    assert {c["state"] for c in checks.values()} == {"ok"}, checks
+    assert "CUDAExecutionProvider listed" in checks["cuda libraries"]["detail"]
+    assert "libbitsandbytes_cuda" in checks["cuda libraries"]["detail"]
 
 
 def _workflow_in(folder: Path, tiny_models, passes: dict) -> None:  # type: ignore[no-untyped-def, type-arg]

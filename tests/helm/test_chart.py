@@ -754,6 +754,23 @@ def test_runner_pods_admit_nothing_and_the_operator_opens_each_several_pod_job_t
     )
 
 
+def test_the_doctor_test_pod_asks_for_a_gpu_on_the_nodes_gpu_passes_run_on(control_plane) -> None:  # type: ignore[no-untyped-def]
+    gpu_nodes = ["--set", "tests.doctor.nodeSelector.gpu=h100", "--set", "tests.doctor.tolerations[0].key=gpu"]
+    rendered = helm(control_plane, "template", "x", str(CHART), *VALUE_SETS["namespaced"], *gpu_nodes).stdout
+    tests = {d["metadata"]["name"]: d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Pod"}
+    assert set(tests) == {"x-test-doctor", "x-test-operator-answers"}
+    assert all(t["metadata"]["annotations"]["helm.sh/hook"] == "test" for t in tests.values())
+    doctor = tests["x-test-doctor"]
+    assert doctor["metadata"]["namespace"] == "team-a"  # the first runner namespace
+    assert doctor["spec"]["nodeSelector"] == {"gpu": "h100"} and doctor["spec"]["tolerations"] == [{"key": "gpu"}]
+    (container,) = doctor["spec"]["containers"]
+    assert container["args"] == ["doctor", "--device", "cuda"] and container["image"] == "olivekube/runner:0.1.0"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    cpu = helm(control_plane, "template", "x", str(CHART), "--set", "tests.doctor.device=cpu").stdout
+    (doctor,) = [d for d in yaml.safe_load_all(cpu) if d and d["metadata"]["name"] == "x-test-doctor"]
+    assert "nvidia.com/gpu" not in doctor["spec"]["containers"][0]["resources"]["limits"]
+
+
 @pytest.mark.parametrize(
     ("values", "kind"),
     [(["--set", "operator.replicaCount=2"], "ClusterKopfPeering"), (VALUE_SETS["namespaced"], "KopfPeering")],
