@@ -28,10 +28,11 @@ from olivekube.entrypoints.azureml_dispatcher import dispatch_to_azureml
 from olivekube.kube import Workflows, load_config
 from olivekube.runner.cpus import size_thread_pools
 from olivekube.runner.distributed import topology_from_env
-from olivekube.runner.engine import PassResult, WorkflowRunner
+from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import leave_out_bitsandbytes
 from olivekube.runner.progress import Throttled
+from olivekube.runner.results import PassResult
 from olivekube.storage import store_for
 
 log = logging.getLogger(__name__)

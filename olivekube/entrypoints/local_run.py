@@ -16,8 +16,9 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.errors import PassError
 from olivekube.entrypoints.console import pass_bars
 from olivekube.runner.cpus import size_thread_pools
-from olivekube.runner.engine import PassResult, WorkflowRunner
+from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.process import quiet_libraries
+from olivekube.runner.results import PassResult
 
 
 class Bars:

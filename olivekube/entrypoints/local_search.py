@@ -28,9 +28,10 @@ from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.errors import PassError
 from olivekube.runner.acceptance import Acceptance
 from olivekube.runner.cpus import size_thread_pools
-from olivekube.runner.engine import PassResult, WorkflowRunner
+from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import quiet_libraries
+from olivekube.runner.results import PassResult
 from olivekube.search.config import concrete
 from olivekube.search.results import Objective, frontier, rank
 from olivekube.search.samplers import Sampler

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from olivekube.core.errors import PassError
 from olivekube.runner.context import PassContext
@@ -14,15 +14,32 @@ from olivekube.runner.evaluation import GoalNotMet, MetricRunner, MetricValue, c
 from olivekube.runner.report import render_html
 
 if TYPE_CHECKING:
+    from olivekube.api.workflow import WorkflowSpec
     from olivekube.core.artifact import ModelArtifact
-    from olivekube.runner.engine import PassResult, WorkflowRunner
+    from olivekube.runner.progress import ProgressSink
+    from olivekube.runner.results import PassResult
+
+
+class AcceptanceHost(Protocol):
+    """What acceptance needs of the engine that runs the workflow (WorkflowRunner): its spec, its
+    folders, its progress reports, and how it resolves models."""
+
+    spec: WorkflowSpec
+    work_root: Path
+    base_dir: Path
+    report: ProgressSink
+
+    def resolve_model(self, value: str, field_name: str) -> ModelArtifact: ...
+
+    def input_model(self) -> ModelArtifact: ...
+
 
 REPORT_JSON = "olivekube-evaluation.json"
 REPORT_HTML = "olivekube-evaluation.html"
 
 
 class Acceptance:
-    def __init__(self, runner: WorkflowRunner) -> None:
+    def __init__(self, runner: AcceptanceHost) -> None:
         self.runner = runner
         self.spec = runner.spec
         self._baselines: dict[str, list[MetricValue] | None] = {}

@@ -16,7 +16,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +31,10 @@ from olivekube.runner.distributed import Topology, run_distributed
 from olivekube.runner.passes import PASSES
 from olivekube.runner.passes.base import RunnerPass
 from olivekube.runner.progress import ProgressSink, null_sink
+from olivekube.runner.results import PassResult
 from olivekube.storage import build_manifest, is_uri, store_for
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, verify
 from olivekube.storage.outputs import publish_version, read_pointer
-
-
-@dataclass
-class PassResult:
-    """What happened to one pass."""
-
-    name: str
-    type: str
-    status: str  # ran, cached, failed
-    seconds: float = 0.0
-    uri: str | None = None
-    digest: str | None = None
-    size_bytes: int | None = None
-    content_key: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    message: str | None = None
 
 
 @contextlib.contextmanager
