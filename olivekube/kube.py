@@ -71,6 +71,14 @@ class Workflows:
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
 
+    def delete(self, namespace: str, name: str) -> None:
+        """Delete a workflow, its Jobs and pods after it (background propagation)."""
+        release(
+            self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background", _preload_content=False
+            )
+        )
+
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any]:

@@ -209,6 +209,12 @@ class Reconciler:
             except ApiException as exc:
                 if exc.status != 409:  # 409: made before a restart, before its status was written
                     raise
+        for trial in decision.delete:
+            try:
+                self.workflows.delete(meta["namespace"], trial)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
         for kind, reason, message in decision.events:
             self._event(body, kind, reason, message)
         status = {**decision.status, "observedGeneration": int(meta.get("generation", 1))}

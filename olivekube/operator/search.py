@@ -30,13 +30,20 @@ from olivekube.search.space import Point
 SEARCH_LABEL = "olivekube.io/search"
 TRIAL_LABEL = "olivekube.io/trial"
 DEFAULT_PARALLEL_TRIALS = 1
-DONE = ("Succeeded", "GoalsMissed", "Failed")
+DONE = ("Succeeded", "GoalsMissed", "Failed", "Stopped")
+SPACE_EXHAUSTED = "SpaceExhausted: every point was tried"
+STOPS_RUNNING_TRIALS = ("GoalsMet", "MaxTimeReached", "TooManyFailedTrials")
+"""Reasons that end a search before its running trials end: those trials are stopped (their workflows
+deleted, and with them their Jobs and pods), as their results can no longer change the outcome or
+the budget is spent. A search that ran out of points or of trials to start lets the running ones end."""
 
 
 @dataclass
 class SearchDecision:
     status: dict[str, Any]
     create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    """Trial workflows to stop: only ever the search's own (owned by it, as the watch shows them)."""
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
@@ -165,7 +172,7 @@ def decide_search(
     while reason is None and sum(t.get("phase") not in DONE for t in trials) < parallel:
         point = sampler.suggest()
         if point is None:
-            reason = "SpaceExhausted: every point was tried"
+            reason = SPACE_EXHAUSTED
             break
         number = len(trials) + 1
         child = _trial_body(body, point, number)
@@ -184,9 +191,23 @@ def decide_search(
         decision.events.append(("Normal", "TrialCreated", f"trial {number}: {point.parameters()}"))
         reason = _stop_reason(strategy, trials, started, now)
     if reason is None and sampler.suggest() is None and all(t.get("phase") in DONE for t in trials):
-        reason = "SpaceExhausted: every point was tried"
+        reason = SPACE_EXHAUSTED
+    if reason is not None and reason.startswith(STOPS_RUNNING_TRIALS):
+        _stop_running_trials(trials, children, reason, decision)
     decision.status = _status(workflow, space, strategy, trials, started, reason, parallel)
     return decision
+
+
+def _stop_running_trials(
+    trials: list[dict[str, Any]], children: dict[str, dict[str, Any]], reason: str, decision: SearchDecision
+) -> None:
+    for trial in trials:
+        if trial.get("phase") in DONE:
+            continue
+        trial.update(phase="Stopped", message=f"stopped: the search ended ({reason})")
+        if trial["workflow"] in children:
+            decision.delete.append(trial["workflow"])
+        decision.events.append(("Normal", "TrialStopped", f"trial {trial['number']}: the search ended ({reason})"))
 
 
 def _status(

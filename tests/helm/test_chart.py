@@ -129,7 +129,7 @@ OPERATOR_READS = {
     ("namespaces", "list watch"),
 }
 OPERATOR_WRITES = {
-    ("optimizationworkflows.olivekube.io", "create"),  # a search's trials
+    ("optimizationworkflows.olivekube.io", "create delete"),  # a search's trials, stopped early
     ("serviceaccounts", "create"),
     ("services", "create"),
     ("networkpolicies.networking.k8s.io", "create"),

@@ -23,6 +23,7 @@ class SearchWorkflows(FakeWorkflows):
     def __init__(self) -> None:
         super().__init__()
         self.created: list[str] = []
+        self.deleted: list[str] = []
         self.lost_patches = 0
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +32,11 @@ class SearchWorkflows(FakeWorkflows):
             raise ApiException(status=409)
         self.created.append(name)
         return copy.deepcopy(self.add(body))
+
+    def delete(self, namespace: str, name: str) -> None:
+        if self.items.pop((namespace, name), None) is None:
+            raise ApiException(status=404)
+        self.deleted.append(name)
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         if self.lost_patches:
@@ -203,3 +209,37 @@ def test_budgets_failures_and_goals_end_a_search_with_the_reason() -> None:
     cluster.finish(2, accuracy=0.7, latency=1.0)
     status = cluster.look()
     assert status["search"]["reason"].startswith("MaxTrialsReached") and status["search"]["progress"] == "2/2"
+
+
+def test_a_search_that_meets_its_goals_stops_its_running_trials_and_only_its_own() -> None:
+    """With goals met, a running trial cannot change the outcome: its workflow (and so its Jobs) is
+    deleted and the trial recorded Stopped. A workflow of the same name the search does not own
+    (made by someone else before the search) is never deleted."""
+    doc = search_manifest(parallel=2, stop_when_goals_met=True)
+    doc["spec"]["search_space"]["lora"]["r"]["support"] = [4]  # trials 1 and 2 share only the LoRA
+    cluster = Cluster(doc)
+    cluster.look()
+    cluster.set_trial(1, phase="Running", passes={"lora": {"phase": "Succeeded"}, "merge": {"phase": "Succeeded"}})
+    cluster.look()
+    assert cluster.workflows.created == ["search-trial-1", "search-trial-2"]
+    cluster.set_trial(2, phase="Running", passes={"lora": {"phase": "Succeeded"}})
+    cluster.finish(1, accuracy=0.7, latency=1.0)
+    status = cluster.look()
+    assert status["search"]["reason"].startswith("GoalsMet") and status["phase"] == "Succeeded"
+    assert [t["phase"] for t in status["search"]["trials"]] == ["Succeeded", "Stopped"]
+    assert "the search ended (GoalsMet" in status["search"]["trials"][1]["message"]
+    assert cluster.workflows.deleted == ["search-trial-2"]
+    assert "TrialStopped" in [e.reason for e in cluster.core.events]
+
+    foreign = Cluster(search_manifest(parallel=1, max_failed_trials=0))
+    foreign.workflows.add({**valid_manifest(), "metadata": {"name": "search-trial-1", "namespace": "ml"}})
+    foreign.reconciler.view.put_workflow(foreign.workflows.get("ml", "search-trial-1"))
+    foreign.look()  # its create answers 409: the operator takes the name as its own trial's
+    foreign.set_trial(1, phase="Running")
+    foreign.workflows.items[("ml", "search")]["status"]["search"]["trials"].append(
+        {"number": 2, "point": 1, "parameters": {}, "workflow": "search-trial-2", "phase": "Failed"}
+    )
+    foreign.reconciler.view.put_workflow(foreign.workflows.get("ml", "search"))
+    status = foreign.look()
+    assert status["search"]["reason"].startswith("TooManyFailedTrials")
+    assert foreign.workflows.deleted == [] and ("ml", "search-trial-1") in foreign.workflows.items

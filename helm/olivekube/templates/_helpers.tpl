@@ -55,10 +55,11 @@ cluster-wide mode one of runner.namespaces): Jobs, and each workflow's runner id
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, delete]  # delete: a suspended pass running on Azure ML stops at once
-# A search's trials: each a workflow of its own, the search's spec with one point filled in.
+# A search's trials: each a workflow of its own, the search's spec with one point filled in; deleted
+# (only those the search owns) when the search ends early (goals met, time or failure budget spent).
 - apiGroups: [olivekube.io]
   resources: [optimizationworkflows]
-  verbs: [create]
+  verbs: [create, delete]
 # Each workflow's runner identity: a ServiceAccount and a Role that reaches only that workflow.
 - apiGroups: [""]
   resources: [serviceaccounts]
