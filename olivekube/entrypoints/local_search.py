@@ -7,7 +7,8 @@ input model is measured once. Each trial's final model is measured with the work
 the best (Olive's priority order, among the trials that meet every goal) becomes the current version
 of `output_dir`, every other model of the Pareto frontier a version there too, and the best
 version holds `footprint.json` (Olive's layout), `run_history.txt` and `input_model_metrics.json`.
-Joint execution with the sequential or random sampler; `tpe` and pass-by-pass are refused, named.
+Joint execution with the sequential, random or tpe sampler (tpe is told each trial's first objective);
+pass-by-pass is refused, named.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import quiet_libraries
 from olivekube.runner.results import PassResult
 from olivekube.search.config import concrete
-from olivekube.search.results import Objective, frontier, rank
+from olivekube.search.results import Objective, frontier, ordered, rank
 from olivekube.search.samplers import Sampler
 from olivekube.search.space import Point, SearchSpace
 from olivekube.search.strategy import Strategy
@@ -128,6 +129,7 @@ class Search:
                 return
             trial = self._run_trial(Trial(len(self.trials) + 1, point), work)
             self.trials.append(trial)
+            sampler.tell(point, self._told_value(trial))
             self.console.print(self._line(trial), markup=False, highlight=False)
             failures += trial.state == "failed"
             limit = self.strategy.max_failed_trials
@@ -164,6 +166,14 @@ class Search:
             trial.results = list(getattr(exc, "results_so_far", []) or [])
         trial.seconds = time.monotonic() - began
         return trial
+
+    def _told_value(self, trial: Trial) -> float | None:
+        """What the sampler learns of a trial (tpe only): its first objective made higher-is-better
+        (Olive ranks by priority, so the first decides); None when it failed."""
+        if trial.state == "failed":
+            return None
+        first = ordered(self.objectives)
+        return first[0].scaled(trial.metrics) if first else 0.0
 
     def _line(self, trial: Trial) -> str:
         values = "  ".join(f"{k} {v:.4g}" for k, v in trial.metrics.items())

@@ -201,6 +201,15 @@ class Reconciler:
         """A search: its trials are workflows of their own (operator/search.py); their events bring
         the search back here."""
         meta = body["metadata"]
+        found = workflow.spec.search()
+        if found is not None and found[1].sampler == "tpe":
+            message = (
+                "spec.search_strategy.sampler: tpe runs with `olivekube run` only (it learns from each trial "
+                "in the process that runs them; the operator image carries no optuna); in a cluster use "
+                "sequential or random"
+            )
+            self._refuse(body, "NotSupported", message)
+            return
         children = self.view.owned_workflows(meta["namespace"], meta["uid"])
         decision = decide_search(body, workflow, children, self.clock())
         for child in decision.create:

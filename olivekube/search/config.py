@@ -80,10 +80,6 @@ def search_of(raw: Any) -> tuple[SearchSpace, Strategy] | None:
         raise ValueError(
             f"{field_path}.execution_order: olivekube runs joint searches only (pass-by-pass: not yet)"
         )
-    if strategy.sampler == "tpe":
-        raise ValueError(
-            f"{field_path}.sampler: tpe needs optuna, which olivekube does not ship yet; use sequential or random"
-        )
     return space, strategy
 
 

@@ -182,6 +182,11 @@ class SearchSpace:
             total *= per_pass
         return total
 
+    def choices_per_pass(self) -> dict[str, int]:
+        """How many choices each pass has: a point is one choice of each, its index their mixed-radix
+        number in this order (the last pass's choice varying fastest)."""
+        return {name: len(self._pass_choices(name)) for name in self.passes}
+
     def _pass_choices(self, name: str) -> list[PassChoice]:
         out = []
         several = len(self.passes[name]) > 1

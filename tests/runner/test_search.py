@@ -155,3 +155,18 @@ def test_max_time_ends_a_search_after_its_first_trial(tiny_models, tmp_path: Pat
     assert "trial 1:" in run.stdout and "trial 2:" not in run.stdout
     pointer = read_pointer(str(tmp_path / "out"))
     assert pointer is not None and len(pointer["history"]) == 1
+
+
+@pytest.mark.runner
+def test_tpe_with_a_seed_tries_the_same_three_trials_in_two_runs(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sizes = (16, 32, 64, 128, 256)
+    tried = []
+    for run_number in (1, 2):
+        folder = tmp_path / f"run-{run_number}"
+        folder.mkdir()
+        search = builder_search(tiny_models["phi3"], folder, sizes=sizes, sampler="tpe", max_samples=3, seed=5)
+        run = olivekube_run(search, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "search: 5 points (joint, tpe): tries 3 of them, drawn by the tpe sampler" in run.stdout
+        tried.append([line.split("  ")[0] for line in run.stdout.splitlines() if line.startswith("trial ")])
+    assert len(tried[0]) == 3 and len(set(tried[0])) == 3 and tried[0] == tried[1]

@@ -243,3 +243,10 @@ def test_a_search_that_meets_its_goals_stops_its_running_trials_and_only_its_own
     status = foreign.look()
     assert status["search"]["reason"].startswith("TooManyFailedTrials")
     assert foreign.workflows.deleted == [] and ("ml", "search-trial-1") in foreign.workflows.items
+
+
+def test_a_tpe_search_is_refused_in_the_cluster_with_the_field_named() -> None:
+    cluster = Cluster(search_manifest(sampler="tpe"))
+    status = cluster.look()
+    assert status["phase"] == "Failed" and status["message"].startswith("spec.search_strategy.sampler: tpe runs")
+    assert cluster.workflows.created == []

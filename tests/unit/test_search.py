@@ -3,6 +3,8 @@ Pareto frontier (metrics planted by hand)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from olivekube.search.parameters import IGNORED, INVALID, Categorical, Conditional, parse
@@ -125,6 +127,32 @@ def test_conditional_default_and_parse_errors_name_the_field() -> None:
                 }
             }
         )
+
+
+def test_tpe_is_seeded_never_repeats_and_covers_the_space() -> None:
+    space = SearchSpace(
+        {
+            "lora": {"type": "LoRA", "r": categorical(4, 8, 16)},
+            "builder": {**BUILDER, "int4_block_size": categorical(32, 64, 128)},
+        }
+    )
+
+    def draws(seed: int, value: Callable[[int], float | None]) -> list[int]:
+        sampler, out = Sampler(space, "tpe", seed=seed), []
+        while (point := sampler.suggest()) is not None:
+            out.append(point.index)
+            sampler.tell(point, value(point.index))
+        return out
+
+    first = draws(3, lambda i: float(i % 4))
+    assert first == draws(3, lambda i: float(i % 4)) and sorted(first) == list(range(9))
+    assert first != draws(4, lambda i: float(i % 4))
+    assert sorted(draws(3, lambda i: None)) == list(range(9))  # every trial failed: still no repeat
+    point = Sampler(space, "tpe", seed=3).suggest()
+    assert point is not None and point.parameters() == {
+        "lora": {"r": (4, 8, 16)[point.index // 3]},
+        "builder": {"int4_block_size": (32, 64, 128)[point.index % 3]},
+    }
 
 
 def test_samplers_are_seeded_never_repeat_and_resume_from_what_was_told() -> None:
