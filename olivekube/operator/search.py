@@ -193,20 +193,25 @@ def decide_search(
     if reason is None and sampler.suggest() is None and all(t.get("phase") in DONE for t in trials):
         reason = SPACE_EXHAUSTED
     if reason is not None and reason.startswith(STOPS_RUNNING_TRIALS):
-        _stop_running_trials(trials, children, reason, decision)
+        _stop_running_trials(trials, reason, decision)
+    decision.delete = [
+        t["workflow"]
+        for t in trials
+        if t.get("phase") == "Stopped"
+        and t["workflow"] in children
+        and not children[t["workflow"]]["metadata"].get("deletionTimestamp")
+    ]
     decision.status = _status(workflow, space, strategy, trials, started, reason, parallel)
     return decision
 
 
-def _stop_running_trials(
-    trials: list[dict[str, Any]], children: dict[str, dict[str, Any]], reason: str, decision: SearchDecision
-) -> None:
+def _stop_running_trials(trials: list[dict[str, Any]], reason: str, decision: SearchDecision) -> None:
+    """Mark the trials not done Stopped; their workflows are deleted once the watch shows them as the
+    search's own (a trial created just before may not be seen yet: it is deleted when it is)."""
     for trial in trials:
         if trial.get("phase") in DONE:
             continue
         trial.update(phase="Stopped", message=f"stopped: the search ended ({reason})")
-        if trial["workflow"] in children:
-            decision.delete.append(trial["workflow"])
         decision.events.append(("Normal", "TrialStopped", f"trial {trial['number']}: the search ended ({reason})"))
 
 

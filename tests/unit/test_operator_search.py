@@ -231,6 +231,19 @@ def test_a_search_that_meets_its_goals_stops_its_running_trials_and_only_its_own
     assert cluster.workflows.deleted == ["search-trial-2"]
     assert "TrialStopped" in [e.reason for e in cluster.core.events]
 
+    late = Cluster(doc)  # trial 2 created, but the watch has not shown it when the goals are met
+    late.look()
+    late.set_trial(1, phase="Running", passes={"lora": {"phase": "Succeeded"}, "merge": {"phase": "Succeeded"}})
+    late.look()
+    unseen = late.reconciler.view.owned_workflows("ml", "uid-search").pop("search-trial-2")
+    late.reconciler.view.forget_workflow(("ml", "search-trial-2"))
+    late.finish(1, accuracy=0.7, latency=1.0)
+    status = late.look()
+    assert status["search"]["trials"][1]["phase"] == "Stopped" and late.workflows.deleted == []
+    late.reconciler.view.put_workflow(unseen)  # now it is seen: deleted
+    late.look()
+    assert late.workflows.deleted == ["search-trial-2"]
+
     foreign = Cluster(search_manifest(parallel=1, max_failed_trials=0))
     foreign.workflows.add({**valid_manifest(), "metadata": {"name": "search-trial-1", "namespace": "ml"}})
     foreign.reconciler.view.put_workflow(foreign.workflows.get("ml", "search-trial-1"))
