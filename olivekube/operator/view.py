@@ -34,6 +34,24 @@ def _is_newer(candidate: dict[str, Any], held: dict[str, Any] | None) -> bool:
     return new is None or old is None or new >= old
 
 
+JOB_SPEC_READ = ("suspend", "parallelism", "completions", "completionMode", "backoffLimit")
+"""The fields of a Job's spec a decision reads; the pod template (every pass's env, volumes, command)
+is not kept: at 2,000 workflows it was most of what the view held."""
+
+
+def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy without `metadata.managedFields` (server-side apply's bookkeeping: nothing here reads it)."""
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return copy.deepcopy({**obj, "metadata": meta})
+
+
+def _slim_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A Job as the view keeps it: its metadata, status and the spec fields in `JOB_SPEC_READ`."""
+    spec = job.get("spec") or {}
+    kept: dict[str, Any] = {k: job[k] for k in ("apiVersion", "kind", "metadata", "status") if k in job}
+    return _without_managed_fields({**kept, "spec": {k: spec[k] for k in JOB_SPEC_READ if k in spec}})
+
+
 class ClusterView:
     """Latest known workflows, Jobs and the Jobs' pods; thread-safe. Pods go when their watch says
     they are deleted (with their Job, by its TTL or the workflow's deletion)."""
@@ -59,7 +77,7 @@ class ClusterView:
             if held is not None and held["metadata"].get("uid") != meta.get("uid"):
                 held = None  # deleted and created again under the same name
             if _is_newer(body, held):
-                self._workflows[key] = copy.deepcopy(body)
+                self._workflows[key] = _without_managed_fields(body)
 
     def forget_workflow(self, key: Key) -> None:
         with self._lock:
@@ -103,7 +121,7 @@ class ClusterView:
             mine = self._jobs.setdefault(owner_uid, {})
             name = meta["name"]
             if _is_newer(job, mine.get(name)):
-                mine[name] = copy.deepcopy(job)
+                mine[name] = _slim_job(job)
             if owner and meta.get("namespace"):
                 self._job_owners[(meta["namespace"], name)] = owner
 
@@ -118,11 +136,10 @@ class ClusterView:
         job = (meta.get("labels") or {}).get(JOB_NAME_LABEL)
         if not job:
             return
-        kept = {**pod, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         with self._lock:
             mine = self._pods.setdefault((meta["namespace"], job), {})
-            if _is_newer(kept, mine.get(meta["name"])):
-                mine[meta["name"]] = copy.deepcopy(kept)
+            if _is_newer(pod, mine.get(meta["name"])):
+                mine[meta["name"]] = _without_managed_fields(pod)
 
     def forget_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -162,7 +179,7 @@ class ClusterView:
             fresh: dict[str, dict[str, Any]] = {}
             for job in jobs:
                 name = job["metadata"]["name"]
-                fresh[name] = held[name] if name in held and not _is_newer(job, held[name]) else job
+                fresh[name] = held[name] if name in held and not _is_newer(job, held[name]) else _slim_job(job)
             for name, job in held.items():
                 version = _version(job)
                 if name not in fresh and listed_at is not None and version is not None and version > listed_at:

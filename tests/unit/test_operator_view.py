@@ -92,3 +92,19 @@ def test_a_jobs_workflow_is_known_from_a_watch_or_a_list_until_it_goes() -> None
     view.put_job("u1", {"metadata": {**_obj("job-c", "4")["metadata"], "ownerReferences": owner}})
     view.forget_workflow(("ns", "wf"))
     assert view.owner_of_job("ns", "job-c") is None
+
+
+def test_a_job_is_kept_without_its_pod_template_or_managed_fields() -> None:
+    """What a decision reads of a Job stays (metadata, status, suspend and parallelism); the pod
+    template, which at 2,000 workflows was most of the view, and server-side apply's fields go."""
+    view = ClusterView()
+    template = {"spec": {"containers": [{"name": "runner", "env": [{"name": "A", "value": "x" * 1000}]}]}}
+    job = _obj("j", "3", status={"active": 1}, spec={"suspend": True, "parallelism": 2, "template": template})
+    job["metadata"]["managedFields"] = [{"manager": "olivekube"}]
+    view.put_job("owner", job)
+    view.replace_jobs("other", [_obj("k", "4", spec={"template": template})], "4")
+    (kept,) = view.jobs("owner")
+    assert kept["spec"] == {"suspend": True, "parallelism": 2} and kept["status"] == {"active": 1}
+    assert "managedFields" not in kept["metadata"] and kept["metadata"]["name"] == "j"
+    assert view.jobs("other")[0]["spec"] == {}
+    assert job["spec"]["template"] == template  # the caller's copy is untouched
