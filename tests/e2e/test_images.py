@@ -23,9 +23,9 @@ RESTRICTED = [
 ]  # fmt: skip
 
 
-def podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def podman(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(STORAGE_CONF)}
-    return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
 
 
 def test_the_operator_image_runs_olivekube_as_65532_on_a_read_only_root(images) -> None:  # type: ignore[no-untyped-def]
@@ -139,6 +139,7 @@ def test_a_runner_under_a_memory_limit_too_small_is_oom_killed(images, tiny_mode
         "run", "--name", name, *RESTRICTED, "--memory", "150m", "--memory-swap", "150m",
         "--tmpfs", "/tmp:rw,size=1g,mode=1777", "--tmpfs", "/out:rw,size=1g,mode=1777",
         "-v", f"{work}:/work:ro", runner, "run", "/work/workflow.json",
+        cwd=tmp_path,  # conmon writes an `oom` file into its working folder when the kernel kills the container
     )  # fmt: skip
     try:
         inspected = json.loads(podman("inspect", name).stdout)[0]
