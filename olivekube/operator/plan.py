@@ -347,7 +347,15 @@ def job_running(p: Planner, f: PassFacts) -> Answer:
         p.passes[f.name] = {**p.passes.get(f.name, {}), "message": None}  # it started: no longer waiting
     # Until a pod is ready nothing may change on the Job: look again, to catch pods that never start.
     again = None if _started(job) or not _watching_startup(p, job) else STARTUP_RECHECK_SECONDS
-    return p.finish(WorkflowPhase.RUNNING, "PassRunning", f"running pass {f.name}", f.name, requeue_after=again)
+    message = f"running pass {f.name}"
+    reason = "PassStarted" if _shown(p.status, "PassStarted", message) else "PassRunning"
+    return p.finish(WorkflowPhase.RUNNING, reason, message, f.name, requeue_after=again)
+
+
+def _shown(status: dict[str, Any], reason: str, message: str) -> bool:
+    """Whether the conditions already say this: a pass whose Job was just created keeps its PassStarted
+    reason while it runs, since a reason renamed alone would cost one status write per workflow."""
+    return any(c.get("reason") == reason and c.get("message") == message for c in status.get("conditions") or [])
 
 
 def suspended(p: Planner, f: PassFacts) -> Answer:

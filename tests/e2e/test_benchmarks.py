@@ -25,9 +25,10 @@ def bench(script: str, *args: str, timeout: float = 600) -> str:
 
 
 def test_operator_scale_runs_small_and_prints_its_figures() -> None:
-    out = bench("operator_scale.py", "--workflows", "20", "--timeout", "120")
-    assert "workflows with a Job: 20" in out, out
-    assert re.search(rf"first Job: p50 {NUMBER}s  p99 {NUMBER}s", out), out
+    out = bench("operator_scale.py", "--workflows", "20", "--timeout", "120", "--arrivals", "5", "--rate", "10")
+    assert "workflows with a Job: 20, the last" in out, out
+    assert re.search(rf"workflows with a Job: 5; created → first Job: p50 {NUMBER}s  p99 {NUMBER}s", out), out
+    assert re.search(rf"API requests while idle: {NUMBER}/s", out), out
     assert re.search(rf"API requests per workflow \(every client\): {NUMBER}", out), out
     assert re.search(rf"operator stopped {NUMBER}s after SIGTERM", out), out
     assert re.search(rf"peak RSS: {NUMBER} MB", out), out

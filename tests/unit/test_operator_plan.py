@@ -7,6 +7,7 @@ from typing import Any
 from olivekube.api.workflow import parse_workflow
 from olivekube.operator.jobs import job_name
 from olivekube.operator.plan import decide
+from olivekube.operator.reconcile import _changes
 from tests.helpers.manifests import merge_patch, valid_manifest
 
 
@@ -55,6 +56,15 @@ def test_a_running_job_creates_nothing() -> None:
     wf = workflow()
     d = plan(wf, {}, [job(wf, "lora", 0, None)])
     assert d.create is None and d.status["passes"]["lora"]["phase"] == "Running"
+
+
+def test_the_job_of_a_pass_just_started_costs_no_second_status_write() -> None:
+    """The start's status, applied, then the watch bringing its Job: nothing left to write (at 2,000
+    workflows a renamed condition reason alone was 0.58 extra PATCHes per workflow)."""
+    wf = workflow()
+    started = merge_patch({}, plan(wf, {}, []).status)
+    again = plan(wf, started, [job(wf, "lora", 0, None)])
+    assert again.create is None and not _changes(started, again.status)
 
 
 def test_finished_passes_lead_to_the_next_and_then_success() -> None:

@@ -236,10 +236,9 @@ def test_reconciling_again_creates_no_second_job_and_writes_nothing_new(parts) -
     workflows.add(valid_manifest())
     reconciler.reconcile("ml", "tone")
     patches = len(workflows.patches)
-    reconciler.reconcile("ml", "tone")
-    assert len(batch.jobs) == 1 and len(workflows.patches) == patches + 1  # Running as the Job shows it
-    reconciler.reconcile("ml", "tone")
-    assert len(batch.jobs) == 1 and len(workflows.patches) == patches + 1
+    for _ in range(2):  # the start's status already says what the Job shows
+        reconciler.reconcile("ml", "tone")
+        assert len(batch.jobs) == 1 and len(workflows.patches) == patches
     assert batch.lists == 0  # seen before its first status: its Jobs are all this process's or the watch's
 
 
