@@ -37,7 +37,6 @@ ENGINE_KEYS = (
     "clean_cache",
 )
 UNSUPPORTED_TOP = {
-    "auto_optimizer_config": unsupported.SEARCH,
     "packaging_config": unsupported.PACKAGING,
     "workflow_host": unsupported.WORKFLOW_HOST,
 }
@@ -254,6 +253,19 @@ def _resource_path(value: Any, path: str, conv: _Conversion, client: Json | None
     return value
 
 
+def _auto_optimizer(value: Any, has_passes: bool, conv: _Conversion) -> None:
+    """Olive's auto-optimizer picks the passes only when a config lists none and does not disable it;
+    otherwise the block has no effect there and is dropped here."""
+    if value is None:
+        return
+    disabled = isinstance(value, dict) and bool(value.get("disable_auto_optimizer"))
+    if not has_passes and not disabled:
+        conv.error("auto_optimizer_config", f"not supported: {unsupported.AUTO_OPTIMIZER}")
+        return
+    why = "disable_auto_optimizer is set" if disabled else "the config lists its passes"
+    conv.warn("auto_optimizer_config", f"dropped: Olive would not use it either ({why})")
+
+
 def _input_model(raw: Json, conv: _Conversion, client: Json | None) -> Json:
     node = _flatten_config(raw)
     kind = node.pop("type", "HfModel")
@@ -295,6 +307,8 @@ def _input_model(raw: Json, conv: _Conversion, client: Json | None) -> Json:
             out[key] = _resource_path(node.pop(key), f"{path}.{key}", conv, client)
     if out.get("model_file_format") == "PyTorch.HuggingFace":
         out.pop("model_file_format")
+    if node.pop("generative", True) is False:
+        conv.error(f"{path}.generative", "false is not supported: olivekube's models are causal LMs (generative)")
     for key in set(node) - set(UNSUPPORTED_MODEL):
         conv.error(f"{path}.{key}", "unknown input_model key for an HfModel")
     return out
@@ -593,12 +607,22 @@ def _move_searched_options(name: str, node: Json, spec: Json) -> None:
 METRIC_USER_CONFIG_KEYS = ("warmup_num", "repeat_test_num", "sleep_num", "max_new_tokens", "max_samples")
 
 
+EVALUATOR_TYPES = (
+    "olivekube evaluates with Olive's metrics (accuracy, latency, throughput, size_on_disk) on your data; "
+    "the runner does not implement lm-evaluation-harness tasks (LMEvaluator): give metrics instead"
+)
+
+
 def _evaluators(raw: Json, spec: Json, conv: _Conversion) -> Json:
     """Olive's evaluators as they are, with inline data configs named and added to data_configs, and
     user_config keys that tune ONNX Runtime sessions (io_bind, inference_settings, ...) dropped."""
     out: Json = {}
     for ename, evaluator in raw.items():
         node = _flatten_config(evaluator)
+        if node.get("type") not in (None, "OliveEvaluator"):
+            conv.error(f"evaluators.{ename}.type", f"{node['type']!r} is not supported: {EVALUATOR_TYPES}")
+            continue
+        node.pop("type", None)
         metrics = []
         for i, raw_metric in enumerate(node.get("metrics") or []):
             path = f"evaluators.{ename}.metrics[{i}]"
@@ -653,7 +677,7 @@ def _engine_options(src: Json, spec: Json, conv: _Conversion) -> Any:
         for source in (engine, src):
             if key in source:
                 spec[key] = source.pop(key)
-    for key in ("packaging_config", "plot_pareto_frontier", "no_artifacts", "log_to_file"):
+    for key in ("packaging_config", "plot_pareto_frontier", "no_artifacts", "log_to_file", "output_name"):
         if key in engine:
             conv.warn(f"engine.{key}", "dropped: an Olive engine option with no effect in olivekube")
             engine.pop(key)
@@ -705,6 +729,7 @@ def olive_to_spec(config: Json) -> tuple[Json, list[Problem]]:
         if key in src:
             conv.error(key, f"not supported: {why}")
             src.pop(key)
+    _auto_optimizer(src.pop("auto_optimizer_config", None), bool(src.get("passes")), conv)
     if "workflow_id" in src:
         spec["workflow_id"] = src.pop("workflow_id")
     if "input_model" not in src:

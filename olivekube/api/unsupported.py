@@ -9,6 +9,9 @@ USER_CODE = (
 )
 IO_CONFIG = "ModelBuilder derives the model's inputs and outputs itself; remove io_config"
 COMPONENTS = "ONNX component models are not supported; ModelBuilder exports one decoder model"
-SEARCH = "search and auto-optimization are not supported; list the passes explicitly"
+AUTO_OPTIMIZER = (
+    "auto-optimization (Olive choosing the passes) is not supported; list the passes "
+    "(their options can be searched: search_strategy)"
+)
 PACKAGING = "the final model is published as an artifact at output_dir; package it from there"
 WORKFLOW_HOST = "the workflow runs in the cluster; set host or a pass's host to an AzureML system"

@@ -103,7 +103,7 @@ class WorkflowSpec(ApiModel):
         "execution_providers": "systems.<target>.accelerators[].execution_providers",
     }
     _unsupported_keys = {
-        "auto_optimizer_config": unsupported.SEARCH,
+        "auto_optimizer_config": unsupported.AUTO_OPTIMIZER,
         "packaging_config": unsupported.PACKAGING,
         "workflow_host": unsupported.WORKFLOW_HOST,
         "model_script": unsupported.USER_CODE,
