@@ -51,10 +51,13 @@ TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
 
 
 def ensure_olive() -> Path:
+    """Olive's side virtualenv, made with uv (its download cache is the one tools/setup.sh fills, so
+    torch and the other shared wheels are not fetched again)."""
     python = OLIVE_VENV / "bin" / "python"
     if not (OLIVE_VENV / "bin" / "olive").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(OLIVE_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *OLIVE_PACKAGES], check=True)
+        uv = shutil.which("uv") or str(REPO / ".venv" / "bin" / "uv")
+        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(OLIVE_VENV)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *OLIVE_PACKAGES], check=True)
     return OLIVE_VENV / "bin" / "olive"
 
 

@@ -52,7 +52,10 @@ PASS_HINTS = {
     "OrtTransformersOptimization": "ModelBuilder writes an already-optimized graph",
 }
 DROPPED_PASS_KEYS = {
-    "disable_search": "olivekube searches only the options written as search parameters",
+    "disable_search": (
+        "Olive 0.8 and later have no per-pass switch: search_strategy.include_pass_params (default true) "
+        "decides for every pass"
+    ),
     "clean_run_cache": "set spec.clean_cache instead to rerun cached passes",
     "output_name": "outputs are named by pass",
     "save_as_external_data": "ModelBuilder decides how to store weights",
@@ -607,6 +610,8 @@ def _move_searched_options(name: str, node: Json, spec: Json) -> None:
 METRIC_USER_CONFIG_KEYS = ("warmup_num", "repeat_test_num", "sleep_num", "max_new_tokens", "max_samples")
 
 
+FRAMEWORK_EVALUATORS = ("OnnxEvaluator", "PyTorchEvaluator", "ONNX", "PyTorch")
+"""Olive's evaluators by model format (its registry names): the metrics are the same."""
 EVALUATOR_TYPES = (
     "olivekube evaluates with Olive's metrics (accuracy, latency, throughput, size_on_disk) on your data; "
     "the runner does not implement lm-evaluation-harness tasks (LMEvaluator): give metrics instead"
@@ -619,10 +624,12 @@ def _evaluators(raw: Json, spec: Json, conv: _Conversion) -> Json:
     out: Json = {}
     for ename, evaluator in raw.items():
         node = _flatten_config(evaluator)
-        if node.get("type") not in (None, "OliveEvaluator"):
-            conv.error(f"evaluators.{ename}.type", f"{node['type']!r} is not supported: {EVALUATOR_TYPES}")
+        kind = node.pop("type", None)
+        if kind in FRAMEWORK_EVALUATORS:
+            conv.warn(f"evaluators.{ename}.type", "dropped: olivekube evaluates each model by its format")
+        elif kind is not None:
+            conv.error(f"evaluators.{ename}.type", f"{kind!r} is not supported: {EVALUATOR_TYPES}")
             continue
-        node.pop("type", None)
         metrics = []
         for i, raw_metric in enumerate(node.get("metrics") or []):
             path = f"evaluators.{ename}.metrics[{i}]"

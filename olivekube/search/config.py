@@ -68,8 +68,9 @@ def search_of(raw: Any) -> tuple[SearchSpace, Strategy] | None:
         return None
     if holder.get("search_space") is not None:
         passes = inline(passes, holder["search_space"])
-    space = SearchSpace({k: _flat(v) for k, v in passes.items()}, "passes")
     strategy = strategy_of(strategy_holder.get("search_strategy"), field_path)
+    with_defaults = strategy is not None and strategy.include_pass_params
+    space = SearchSpace({k: _flat(v) for k, v in passes.items()}, "passes", pass_defaults=with_defaults)
     if strategy is None and not space.searches:
         return None
     if strategy is None:

@@ -40,6 +40,8 @@ SEARCHABLE_DEFAULTS: dict[str, dict[str, Categorical]] = {
     },
 }
 """Olive 0.13's `search_defaults`, for the passes olivekube runs."""
+WRITTEN_AS = {"lora_r": "r"}
+"""Older Olive names of options with a default space (a config written before Olive 0.8)."""
 MAX_ENUMERATED = 100_000
 """Spaces larger than this are sampled from, never listed whole."""
 
@@ -76,6 +78,17 @@ def _resolve(pass_type: str, name: str, value: Any, field: str) -> SearchParamet
             )
         return default
     return parse(value, field) if is_search_parameter(value) else None
+
+
+def _unwritten_defaults(pass_type: str, options: dict[str, Any]) -> dict[str, Categorical]:
+    """The default spaces Olive searches for options not written. One difference: ModelBuilder's int4
+    options are searched only for precision int4 (Olive searches them for any precision, building
+    the same fp16 or fp32 model once per point)."""
+    written = set(options) | {WRITTEN_AS[k] for k in options if k in WRITTEN_AS}
+    defaults = {k: v for k, v in SEARCHABLE_DEFAULTS.get(pass_type, {}).items() if k not in written}
+    if pass_type == "ModelBuilder" and options.get("precision") != "int4":
+        defaults = {k: v for k, v in defaults.items() if not k.startswith("int4_")}
+    return defaults
 
 
 @dataclass(frozen=True)
@@ -135,19 +148,23 @@ def _order(searched: list[tuple[str, SearchParameter]], field: str) -> tuple[tup
 class SearchSpace:
     """The points of a workflow's passes (`passes`: name → options dict or a list of them)."""
 
-    def __init__(self, passes: dict[str, Any], field: str = "passes") -> None:
+    def __init__(self, passes: dict[str, Any], field: str = "passes", pass_defaults: bool = False) -> None:
+        """`pass_defaults`: also search every option that has a default space and is not written
+        (Olive's `include_pass_params`)."""
         self.passes: dict[str, list[_Alternative]] = {}
         for name, value in passes.items():
             alternatives = value if isinstance(value, list) else [value]
             if not alternatives:
                 raise ValueError(f"{field}.{name}: an empty list of alternatives")
             self.passes[name] = [
-                self._alternative(options, f"{field}.{name}" + (f".{i}" if isinstance(value, list) else ""))
+                self._alternative(
+                    options, f"{field}.{name}" + (f".{i}" if isinstance(value, list) else ""), pass_defaults
+                )
                 for i, options in enumerate(alternatives)
             ]
 
     @staticmethod
-    def _alternative(options: Any, field: str) -> _Alternative:
+    def _alternative(options: Any, field: str, pass_defaults: bool) -> _Alternative:
         if not isinstance(options, dict):
             raise ValueError(f"{field}: a pass's options must be a mapping")
         pass_type = str(options.get("type") or "")
@@ -158,6 +175,8 @@ class SearchSpace:
                 fixed[key] = value
             else:
                 searched.append((key, param))
+        if pass_defaults:
+            searched += [(k, p) for k, p in _unwritten_defaults(pass_type, options).items()]
         return _Alternative(fixed, _order(searched, field))
 
     @property

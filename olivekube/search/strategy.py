@@ -3,7 +3,9 @@
 Current (Olive 0.8 and later): `execution_order` (joint | pass-by-pass), `sampler` (sequential |
 random | tpe), `sampler_config` (`seed`, `max_samples`) or those two keys flat, `max_iter`,
 `max_time` (seconds: no trial starts after it, but the first always does), `stop_when_goals_met`,
-`include_pass_params`, `output_model_num` (ignored since Olive 0.10, as there). Before 0.8:
+`include_pass_params` (default true, as in Olive: every option of a pass that has a default search
+space and is not written is searched over it; see search/space.py), `output_model_num` (ignored
+since Olive 0.10, as there). Before 0.8:
 `search_algorithm` (exhaustive | random | tpe) and `search_algorithm_config` (`num_samples`, `seed`).
 `true` means a sequential joint search, as Olive's docs say; `false` or nothing, no search.
 olivekube adds `max_failed_trials`.
@@ -43,6 +45,7 @@ class Strategy:
     max_time: float | None = None
     stop_when_goals_met: bool = False
     max_failed_trials: int | None = None
+    include_pass_params: bool = True
 
     def budget(self) -> int | None:
         """How many trials at most (the smaller of max_samples and max_iter)."""
@@ -87,6 +90,9 @@ def strategy_of(raw: Any, field: str = "search_strategy") -> Strategy | None:
         isinstance(max_time, bool) or not isinstance(max_time, int | float) or max_time <= 0
     ):
         raise ValueError(f"{field}.max_time: a number of seconds above 0 is required, not {max_time!r}")
+    include = raw.get("include_pass_params", True)
+    if not isinstance(include, bool):
+        raise ValueError(f"{field}.include_pass_params: true or false is required, not {include!r}")
     return Strategy(
         execution_order=order,
         sampler=SAMPLER_NAMES[name],
@@ -96,4 +102,5 @@ def strategy_of(raw: Any, field: str = "search_strategy") -> Strategy | None:
         max_time=float(max_time) if max_time is not None else None,
         stop_when_goals_met=bool(raw.get("stop_when_goals_met", False)),
         max_failed_trials=_count(raw.get("max_failed_trials"), f"{field}.max_failed_trials", minimum=0),
+        include_pass_params=include,
     )

@@ -293,7 +293,11 @@ def test_a_search_runs_its_trials_as_workflows_two_at_once_and_survives_a_killed
     lora = {**LORA, "training_args": {**LORA["training_args"], "max_steps": 4}}
     doc = manifest("searcher", s3, passes={"lora": lora, "merge": {"type": "MergeAdapterWeights"}})
     doc["spec"]["search_space"] = {"lora": {"r": {"type": "Categorical", "support": [5, 7]}}}
-    doc["spec"]["search_strategy"] = {"execution_order": "joint", "sampler": "sequential"}
+    doc["spec"]["search_strategy"] = {
+        "execution_order": "joint",
+        "sampler": "sequential",
+        "include_pass_params": False,
+    }
     doc["spec"]["kubernetes"] = {**doc["spec"].get("kubernetes", {}), "search": {"parallelTrials": 2}}
     apply(cp, doc)
     trials = ["searcher-trial-1", "searcher-trial-2"]

@@ -57,7 +57,11 @@ def search_workflow(model: Path, tmp_path: Path) -> dict[str, Any]:
         }
     }
     doc["spec"]["evaluator"] = "tone"
-    doc["spec"]["search_strategy"] = {"execution_order": "joint", "sampler": "sequential"}
+    doc["spec"]["search_strategy"] = {
+        "execution_order": "joint",
+        "sampler": "sequential",
+        "include_pass_params": False,
+    }
     return doc
 
 
@@ -119,7 +123,7 @@ def builder_search(model: Path, tmp_path: Path, sizes: tuple[int, ...] = (48, 32
     doc = workflow_doc(
         str(model), str(DATA), passes, cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "out")
     )
-    doc["spec"]["search_strategy"] = {"sampler": "sequential", **strategy}
+    doc["spec"]["search_strategy"] = {"sampler": "sequential", "include_pass_params": False, **strategy}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -248,7 +248,9 @@ def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_in
     assert spec["search_space"] == {"lora": {"r": rank}, "builder": {"int4_block_size": "SEARCHABLE_VALUES"}}
     assert "r" not in spec["passes"]["lora"] and spec["search_strategy"] == strategy
     found = parse_workflow(manifest).spec.search()
-    assert found is not None and len(found[0]) == 6  # r 4, 8 by block sizes 32, 64, 128
+    # r 4, 8 by block sizes 32, 64, 128, by Olive's default spaces of int4_is_symmetric (2) and
+    # int4_algo_config (4), which a search tries where they are not written (include_pass_params)
+    assert found is not None and len(found[0]) == 48
     back = spec_to_olive(spec)
     assert (
         back["passes"]["lora"]["r"] == rank and back["passes"]["builder"]["int4_block_size"] == "SEARCHABLE_VALUES"
@@ -259,5 +261,5 @@ def test_an_olive_config_that_searches_converts_with_its_space_apart_and_back_in
         path.write_text(json.dumps(config))
         cli = [sys.executable, "-m", "olivekube.cli"]
         out = subprocess.run([*cli, "convert", str(path)], capture_output=True, text=True, check=True)
-        assert "search over 6 points (joint, random; 2 drawn by the random sampler)" in out.stderr
+        assert "search over 48 points (joint, random; 2 drawn by the random sampler)" in out.stderr
         assert yaml.safe_load(out.stdout)["spec"]["search_space"] == spec["search_space"]

@@ -64,8 +64,12 @@ def test_its_search_strategy_as_written_searches_our_passes(path: Path) -> None:
     (config["engine"] if legacy else config)["search_strategy"] = strategy
     manifest, _ = to_manifest(config, "wf", "ml")
     assert validate_document(manifest) == []
-    points, _ = parse_workflow(manifest).spec.search() or ([], None)
-    assert len(points) == 3  # int4_block_size 32, 64, 128
+    points, written = parse_workflow(manifest).spec.search() or ([], None)
+    assert written is not None and written.include_pass_params  # none of them turns it off
+    lora_written = "lora_r" in json.dumps(config["passes"]["lora"])  # the legacy example sets it
+    # int4_block_size 32, 64, 128, by Olive's default spaces of what is not written: int4_is_symmetric
+    # (2), int4_algo_config (4) and, unless written, LoRA's r (16, 32, 64)
+    assert len(points) == 3 * 2 * 4 * (1 if lora_written else 3)
     assert spec_to_olive(manifest["spec"])["search_strategy"] == strategy
 
 

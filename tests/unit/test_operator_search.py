@@ -53,7 +53,12 @@ def search_manifest(parallel: int = 2, **strategy: Any) -> dict[str, Any]:
         "lora": {"r": {"type": "Categorical", "support": [4, 8]}},
         "builder": {"int4_block_size": {"type": "Categorical", "support": [32, 128]}},
     }
-    spec["search_strategy"] = {"execution_order": "joint", "sampler": "sequential", **strategy}
+    spec["search_strategy"] = {
+        "execution_order": "joint",
+        "sampler": "sequential",
+        "include_pass_params": False,
+        **strategy,
+    }
     spec["kubernetes"]["search"] = {"parallelTrials": parallel}
     spec["evaluators"] = {
         "e": {
