@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, interleaved (default 3)")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--cpu-quota", type=float, help="also run each tool under this CPU quota (CPUs)")
+    parser.add_argument("--search", action="store_true", help="compare a search instead (vs_olive_search.py)")
     args = parser.parse_args()
     olive = ensure_olive()
     work = args.keep or Path(tempfile.mkdtemp(prefix="olivekube-bench-"))
@@ -243,6 +244,12 @@ def main() -> None:
     if not (model / "config.json").exists():
         make_model(model, "llama", texts_from_json(DATA), hidden=256, layers=4, heads=8)
     env = {**os.environ, "CI": "true", "TOKENIZERS_PARALLELISM": "false"}
+    if args.search:
+        import vs_olive_search
+
+        vs_olive_search.main(args, olive, work, model, env)
+        print(f"work folder: {work}")
+        return
 
     # Interleaved, and alternating which goes first, so that a slower stretch of a shared machine
     # falls on both tools alike; run i trains with seed i in both tools (one seed's eval loss is a

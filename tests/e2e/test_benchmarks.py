@@ -44,3 +44,22 @@ def test_distributed_runs_small_and_prints_its_figures() -> None:
 def test_evaluation_runs_and_prints_its_figures(tiny_models) -> None:  # type: ignore[no-untyped-def]
     out = bench("evaluation.py", "--model", str(tiny_models["phi3"]))
     assert re.search(rf"evaluation adds: +-?{NUMBER} s, ratio {NUMBER}", out), out
+
+
+def test_vs_olive_runs_small_and_prints_its_figures() -> None:
+    """Olive 0.13 in its side virtualenv (uv, from the shared download cache) against olivekube run."""
+    out = bench("vs_olive.py", "--steps", "5", "--repeat", "1")
+    assert re.search(rf"wall time \(s\) +{NUMBER} +{NUMBER} +{NUMBER}", out), out
+    assert re.search(rf"wall-time ratio of each pair: {NUMBER}", out), out
+    assert re.search(rf"pass builder \(s\) +{NUMBER} +{NUMBER}", out), out
+
+
+def test_vs_olive_search_runs_small_and_both_tools_search_alike() -> None:
+    """The same search config through both: the same 32 trials (the written space and the builder's
+    default spaces), each pass run once per distinct input and options, and the same best candidate."""
+    out = bench("vs_olive.py", "--search", "--steps", "5", "--repeat", "1")
+    assert re.search(rf"median wall ratio: {NUMBER}", out), out
+    assert "trials: olivekube 32, olive 32" in out, out
+    runs = "lora 2/2, mergeadapterweights 2/2, modelbuilder 32/32"
+    assert f"pass runs executed (olivekube/olive): {runs}" in out, out
+    assert re.search(r"best \(.*\): olivekube \(4, 128, .*\): same", out), out
