@@ -75,8 +75,10 @@ class _Tpe:
         self.values: dict[int, float | None] = {}
 
     def _index(self, params: dict[str, int]) -> int:
+        """The point's index: its passes' choices as a mixed-radix number, the first pass's least
+        significant (SearchSpace.points' order)."""
         index = 0
-        for name, count in zip(self.distributions, self.radix, strict=True):
+        for name, count in reversed(list(zip(self.distributions, self.radix, strict=True))):
             index = index * count + int(params[name])
         return index
 

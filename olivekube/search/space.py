@@ -3,10 +3,12 @@
 A pass is one options dict, or a list of them (Olive's alternatives under one pass name). An option
 may be a search parameter (`parameters.py`) or "SEARCHABLE_VALUES", which takes Olive's default
 space for that option of that pass type (`SEARCHABLE_DEFAULTS`). A point fixes every pass: which
-alternative, and a value for each searched option. Points are enumerated in a fixed order: passes
-as written, the first pass's choice changing slowest, and within a pass its alternatives in order,
-then its options as written, the last changing fastest. Points with an invalid value are left out,
-and so are duplicates (a conditional that ignores an option).
+alternative, and a value for each searched option. Points are enumerated in Olive's order (its
+SearchSpace indexes a point as a mixed-radix number, the first parameter least significant): the
+first pass's choice changes fastest; within a pass its alternatives come one after another, and
+within an alternative the first option written changes fastest (conditionals after their parents).
+Points with an invalid value are left out, and so are duplicates (a conditional that ignores an
+option).
 """
 
 from __future__ import annotations
@@ -100,18 +102,21 @@ class _Alternative:
         """(options, searched values) for each valid combination, parents before their children."""
         names = [n for n, _ in self.searched]
 
-        def walk(i: int, chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        def walk(i: int, chosen: dict[str, Any], at: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], Any]]:
             if i == len(self.searched):
-                yield dict(chosen)
+                yield at, dict(chosen)
                 return
             name, param = self.searched[i]
-            for value in param.choices(chosen):
+            for position, value in enumerate(param.choices(chosen)):
                 if value == INVALID:
                     continue
-                yield from walk(i + 1, {**chosen, name: value})
+                yield from walk(i + 1, {**chosen, name: value}, (*at, position))
 
+        # Olive's order: the first option's position changes fastest (parents are placed first, so
+        # a conditional's choices are known when its position is).
+        ordered = sorted(walk(0, {}, ()), key=lambda found: found[0][::-1])
         seen: set[str] = set()
-        for chosen in walk(0, {}):
+        for _, chosen in ordered:
             kept = {n: chosen[n] for n in names if chosen[n] != IGNORED}
             key = repr(sorted(kept.items(), key=lambda kv: kv[0]))
             if key in seen:
@@ -203,7 +208,7 @@ class SearchSpace:
 
     def choices_per_pass(self) -> dict[str, int]:
         """How many choices each pass has: a point is one choice of each, its index their mixed-radix
-        number in this order (the last pass's choice varying fastest)."""
+        number in this order, the first pass's choice least significant (as in Olive)."""
         return {name: len(self._pass_choices(name)) for name in self.passes}
 
     def _pass_choices(self, name: str) -> list[PassChoice]:
@@ -217,9 +222,9 @@ class SearchSpace:
     def points(self) -> Iterator[Point]:
         """Every valid point, in the enumeration order (see the module's docstring)."""
         names = list(self.passes)
-        per_pass = [self._pass_choices(n) for n in names]
-        for index, combo in enumerate(itertools.product(*per_pass)):
-            yield Point(index, dict(zip(names, combo, strict=True)))
+        per_pass = [self._pass_choices(n) for n in reversed(names)]
+        for index, combo in enumerate(itertools.product(*per_pass)):  # the last product factor is fastest
+            yield Point(index, dict(zip(names, reversed(combo), strict=True)))
 
     def __len__(self) -> int:
         total = 1

@@ -128,9 +128,11 @@ class Cluster:
 
 def test_trials_run_as_workflows_two_at_a_time_and_one_waits_for_a_shared_pass() -> None:
     cluster = Cluster(search_manifest(parallel=2))
+    cluster.look()
+    assert cluster.workflows.created == ["search-trial-1"]  # no second until the first is seen
     status = cluster.look()
-    # trial 2 (r 4, block 128) trains the same LoRA as trial 1: it waits for that pass, not in parallel
-    assert cluster.workflows.created == ["search-trial-1"]
+    # Olive's order: trials 1 and 2 (r 4 and r 8, block 32) train LoRAs of their own: both run at once
+    assert cluster.workflows.created == ["search-trial-1", "search-trial-2"]
     assert status["phase"] == "Running" and status["search"]["progress"] == "0/4"
     trial = cluster.trial(1)
     assert trial["metadata"]["labels"][SEARCH_LABEL] == "search"
@@ -139,22 +141,20 @@ def test_trials_run_as_workflows_two_at_a_time_and_one_waits_for_a_shared_pass()
         trial["spec"]["passes"]["lora"]["r"] == 4 and trial["spec"]["passes"]["builder"]["int4_block_size"] == 32
     )
     assert "search_space" not in trial["spec"] and trial["spec"]["output_dir"] == "s3://models/out/trials/trial-1"
-
-    cluster.set_trial(1, phase="Running", passes={"lora": {"phase": "Succeeded"}, "merge": {"phase": "Running"}})
-    cluster.look()
-    assert cluster.workflows.created == ["search-trial-1"]  # the merge is shared too
-    passes = {"lora": {"phase": "Succeeded"}, "merge": {"phase": "Succeeded"}, "builder": {"phase": "Running"}}
-    cluster.set_trial(1, passes=passes)
-    cluster.look()
-    assert cluster.workflows.created == ["search-trial-1", "search-trial-2"]  # two at once, no more
+    assert cluster.trial(2)["spec"]["passes"]["lora"]["r"] == 8
 
     cluster.finish(1, accuracy=0.5, latency=3.0)
     cluster.look()
-    assert cluster.workflows.created[-1] == "search-trial-3"  # r 8: a LoRA of its own, so it starts
-    cluster.finish(2, accuracy=0.5, latency=2.0)
-    status = cluster.look()
-    assert cluster.workflows.created[-1] == "search-trial-3"  # trial 4 shares trial 3's unfinished LoRA
+    assert cluster.workflows.created[-1] == "search-trial-3"  # r 4, block 128: trial 1's LoRA is done
+    cluster.set_trial(2, phase="Running", passes={"lora": {"phase": "Succeeded"}, "merge": {"phase": "Running"}})
     cluster.finish(3, accuracy=0.9, latency=5.0)
+    cluster.look()
+    assert cluster.workflows.created[-1] == "search-trial-3"  # trial 4 shares trial 2's merge, still running
+    passes = {"lora": {"phase": "Succeeded"}, "merge": {"phase": "Succeeded"}, "builder": {"phase": "Running"}}
+    cluster.set_trial(2, passes=passes)
+    cluster.look()
+    assert cluster.workflows.created[-1] == "search-trial-4"  # trial 2's merge is done: it starts
+    cluster.finish(2, accuracy=0.5, latency=2.0)
     cluster.look()
     cluster.finish(4, accuracy=0.9, latency=6.0)
     status = cluster.look()
@@ -167,7 +167,7 @@ def test_trials_run_as_workflows_two_at_a_time_and_one_waits_for_a_shared_pass()
     assert search["frontier"] == [3, 2]  # trial 3: most accurate; trial 2: fastest; 1 and 4 dominated
     assert [t["parameters"] for t in search["trials"]][:2] == [
         {"lora": {"r": 4}, "builder": {"int4_block_size": 32}},
-        {"lora": {"r": 4}, "builder": {"int4_block_size": 128}},
+        {"lora": {"r": 8}, "builder": {"int4_block_size": 32}},
     ]
 
 
@@ -185,7 +185,7 @@ def test_a_restart_between_creating_a_trial_and_writing_status_makes_no_second_t
     cluster.restart()
     status = cluster.look()
     assert cluster.workflows.created == ["search-trial-1", "search-trial-2"]  # the same next suggestion
-    assert status["search"]["trials"][1]["parameters"]["builder"] == {"int4_block_size": 128}
+    assert status["search"]["trials"][1]["parameters"] == {"lora": {"r": 8}, "builder": {"int4_block_size": 32}}
 
 
 def test_budgets_failures_and_goals_end_a_search_with_the_reason() -> None:

@@ -22,13 +22,15 @@ BUILDER = {"type": "ModelBuilder", "precision": "int4", "int4_block_size": categ
 
 
 def test_a_joint_space_of_two_passes_has_every_combination_in_order() -> None:
+    """Olive's order (olive/search/search_space.py: a point's index is a mixed-radix number, the first
+    parameter least significant): the first pass's choice changes fastest."""
     space = SearchSpace({"lora": LORA, "merge": {"type": "MergeAdapterWeights"}, "builder": BUILDER})
     points = list(space.points())
     assert len(space) == space.size_bound() == 4 and space.searches
     assert [p.parameters() for p in points] == [
         {"lora": {"r": 4}, "builder": {"int4_block_size": 32}},
-        {"lora": {"r": 4}, "builder": {"int4_block_size": 128}},
         {"lora": {"r": 8}, "builder": {"int4_block_size": 32}},
+        {"lora": {"r": 4}, "builder": {"int4_block_size": 128}},
         {"lora": {"r": 8}, "builder": {"int4_block_size": 128}},
     ]
     assert points[3].passes["lora"].options == {"type": "LoRA", "r": 8, "train_data_config": "d"}
@@ -42,10 +44,11 @@ def test_searchable_values_take_olives_default_space_for_the_option() -> None:
             "b": {"type": "ModelBuilder", "int4_is_symmetric": SEARCHABLE},
         }
     )
-    assert [p.parameters() for p in space.points()][:3] == [
+    assert [p.parameters() for p in space.points()][:4] == [
         {"lora": {"r": 16}, "b": {"int4_is_symmetric": True}},
-        {"lora": {"r": 16}, "b": {"int4_is_symmetric": False}},
         {"lora": {"r": 32}, "b": {"int4_is_symmetric": True}},
+        {"lora": {"r": 64}, "b": {"int4_is_symmetric": True}},
+        {"lora": {"r": 16}, "b": {"int4_is_symmetric": False}},
     ]
     assert len(space) == 6
     with pytest.raises(
@@ -150,8 +153,8 @@ def test_tpe_is_seeded_never_repeats_and_covers_the_space() -> None:
     assert sorted(draws(3, lambda i: None)) == list(range(9))  # every trial failed: still no repeat
     point = Sampler(space, "tpe", seed=3).suggest()
     assert point is not None and point.parameters() == {
-        "lora": {"r": (4, 8, 16)[point.index // 3]},
-        "builder": {"int4_block_size": (32, 64, 128)[point.index % 3]},
+        "lora": {"r": (4, 8, 16)[point.index % 3]},
+        "builder": {"int4_block_size": (32, 64, 128)[point.index // 3]},
     }
 
 
@@ -261,7 +264,7 @@ def test_validate_prints_the_space_and_names_the_point_whose_options_are_wrong(t
     assert lines[1] == '  point 0: {"lora": {"r": 4}, "builder": {"int4_block_size": 32}}'
     bad = [line for line in lines if "Input should be a valid integer" in line]
     assert bad == [
-        f'{path}: point 2 {{"lora": {{"r": "eight"}}, "builder": {{"int4_block_size": 32}}}}: '
+        f'{path}: point 1 {{"lora": {{"r": "eight"}}, "builder": {{"int4_block_size": 32}}}}: '
         "spec.passes.lora.r: Input should be a valid integer",
         f'{path}: point 3 {{"lora": {{"r": "eight"}}, "builder": {{"int4_block_size": 128}}}}: '
         "spec.passes.lora.r: Input should be a valid integer",
@@ -297,7 +300,8 @@ def test_olive_configs_that_search_give_a_valid_manifest_for_every_point(example
     for point in space.points():
         manifest, _ = to_manifest(concrete(raw, point), "searched")
         ranks.append(parse_workflow(manifest).spec.passes["lora"].r)  # type: ignore[union-attr]
-    # each rank with the builder's 24 points of Olive's default spaces (int4_block_size 3, int4_is_symmetric
-    # 2, int4_algo_config 4), as Olive searches options not written (include_pass_params)
-    assert ranks == [r for r in ([16, 32] if "config" in lora else [16, 32, 64]) for _ in range(24)]
+    # the ranks (the first pass changes fastest), once for each of the builder's 24 points of Olive's
+    # default spaces (int4_block_size 3, int4_is_symmetric 2, int4_algo_config 4), as Olive searches
+    # the options not written (include_pass_params)
+    assert ranks == ([16, 32] if "config" in lora else [16, 32, 64]) * 24
     assert len(space) == len(ranks)  # lora_r, the older name, is written: r's default space is not added
