@@ -7,13 +7,17 @@ input model is measured once. Each trial's final model is measured with the work
 the best (Olive's priority order, among the trials that meet every goal) becomes the current version
 of `output_dir`, every other model of the Pareto frontier a version there too, and the best
 version holds `footprint.json` (Olive's layout), `run_history.txt` and `input_model_metrics.json`.
-Joint execution with the sequential, random or tpe sampler (tpe is told each trial's first objective);
-pass-by-pass is refused, named.
+Joint execution with the sequential, random or tpe sampler (tpe is told each trial's first objective).
+Pass-by-pass as Olive walks it (olive/search/search_strategy.py): every choice of the first pass is a
+trial whose final model is that pass's output; the goal-meeting ones (or, when none meets the goals,
+every one that succeeded) ranked best first, the walk goes down the best into the next pass, and back
+up to the next best when a branch is done; the budget counts per pass, as Olive's samplers do.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
 import time
@@ -25,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from olivekube.api.passes import PASS_TYPES
 from olivekube.api.workflow import OptimizationWorkflow
 from olivekube.core.errors import PassError
 from olivekube.runner.acceptance import Acceptance
@@ -36,7 +41,7 @@ from olivekube.runner.results import PassResult
 from olivekube.search.config import concrete
 from olivekube.search.results import Objective, frontier, ordered, rank
 from olivekube.search.samplers import Sampler
-from olivekube.search.space import Point, SearchSpace
+from olivekube.search.space import PassChoice, Point, SearchSpace
 from olivekube.search.strategy import Strategy
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, build_manifest
 from olivekube.storage.outputs import publish_version
@@ -54,6 +59,7 @@ class Trial:
     results: list[PassResult] = field(default_factory=list)
     model: Path | None = None  # the final model's folder (this trial's own version)
     message: str | None = None
+    complete: bool = True  # False: a pass-by-pass trial of the first passes only
 
     @property
     def ident(self) -> str:
@@ -95,19 +101,27 @@ class Search:
         self.baselines: Acceptance | None = None
         self.input_report: dict[str, Any] = {}
         self.reason = ""
+        self._started = 0.0
 
     def describe(self) -> str:
         s = self.strategy
         budget = s.budget()
         size = len(self.space)
         covered = (
-            "every point"
+            "each pass's choices in turn, on the best model of the pass before"
+            if s.execution_order == "pass-by-pass"
+            else "every point"
             if budget is None or budget >= size
             else f"{budget} of them, drawn by the {s.sampler} sampler"
         )
-        return f"search: {size} points (joint, {s.sampler}): tries {covered}"
+        return f"search: {size} points ({s.execution_order}, {s.sampler}): tries {covered}"
 
     def run(self, work: Path) -> None:
+        if self.strategy.execution_order == "pass-by-pass":
+            self._started = time.monotonic()
+            if not self._walk(work, 0, {}):
+                self.reason = "space exhausted"
+            return
         sampler = Sampler(self.space, self.strategy.sampler, self.strategy.seed)
         started = time.monotonic()
         failures = 0
@@ -139,6 +153,45 @@ class Search:
             if self.strategy.stop_when_goals_met and trial.state == "succeeded":
                 self.reason = f"goals met by trial {trial.number} (stop_when_goals_met)"
                 return
+
+    def _walk(self, work: Path, depth: int, chosen: dict[str, PassChoice]) -> bool:
+        """Pass-by-pass from pass `depth` on, the earlier passes fixed to `chosen`. True when the
+        search ends (a budget, the goals met, too many failures): `reason` says why."""
+        names = _run_order(self.space)
+        name, last = names[depth], depth == len(names) - 1
+        choices = self.space.pass_choices(name)
+        order = list(range(len(choices)))
+        if self.strategy.sampler == "random":
+            random.Random(self.strategy.seed).shuffle(order)
+        budget = self.strategy.budget()
+        level: list[Trial] = []
+        for i in order[:budget]:
+            spent = time.monotonic() - self._started
+            if self.trials and self.strategy.max_time is not None and spent >= self.strategy.max_time:
+                self.reason = f"time spent: max_time {self.strategy.max_time:g}s"
+                return True
+            point = Point(len(self.trials), {**chosen, name: choices[i]})
+            trial = self._run_trial(Trial(len(self.trials) + 1, point, complete=last), work)
+            self.trials.append(trial)
+            level.append(trial)
+            self.console.print(self._line(trial), markup=False, highlight=False)
+            limit = self.strategy.max_failed_trials
+            failures = sum(t.state == "failed" for t in self.trials)
+            if limit is not None and failures > limit:
+                self.reason = f"too many failed trials: {failures} (max_failed_trials {limit})"
+                return True
+            if last and self.strategy.stop_when_goals_met and self.met.get(trial.ident):
+                self.reason = f"goals met by trial {trial.number} (stop_when_goals_met)"
+                return True
+        if last:
+            return False
+        met = {t.ident: t.metrics for t in level if self.met.get(t.ident)}
+        pool = met or {t.ident: t.metrics for t in level if t.state != "failed"}
+        by_ident = {t.ident: t for t in level}
+        for ident in rank(pool, self.objectives, goals_first=False):
+            if self._walk(work, depth + 1, {**chosen, name: by_ident[ident].point.passes[name]}):
+                return True
+        return False
 
     def _run_trial(self, trial: Trial, work: Path) -> Trial:
         began = time.monotonic()
@@ -186,7 +239,7 @@ class Search:
 
     def ranked(self) -> tuple[list[str], list[str]]:
         """(goal-meeting trials best first, the Pareto frontier)."""
-        candidates = {t.ident: t.metrics for t in self.trials if self.met.get(t.ident)}
+        candidates = {t.ident: t.metrics for t in self.trials if self.met.get(t.ident) and t.complete}
         return rank(candidates, self.objectives, goals_first=False), frontier(candidates, self.objectives)
 
     def table(self, best: str | None, front: list[str]) -> Table:
@@ -261,6 +314,16 @@ class Search:
             "run_history.txt": "\n".join(history) + "\n",
             "input_model_metrics.json": json.dumps(inputs, indent=1),
         }
+
+
+def _run_order(space: SearchSpace) -> list[str]:
+    """The passes in the order a workflow runs them (by stage), the order pass-by-pass walks."""
+
+    def stage(name: str) -> int:
+        kind = space.pass_choices(name)[0].options.get("type")
+        return PASS_TYPES[kind].stage if kind in PASS_TYPES else len(PASS_TYPES)
+
+    return sorted(space.passes, key=stage)
 
 
 def _publish(output_dir: str, model: Path, files: dict[str, str], extra: dict[str, Any], work: Path) -> str:

@@ -210,6 +210,13 @@ class Reconciler:
             )
             self._refuse(body, "NotSupported", message)
             return
+        if found is not None and found[1].execution_order == "pass-by-pass":
+            message = (
+                "spec.search_strategy.execution_order: pass-by-pass runs with `olivekube run` only (each "
+                "pass's trials wait for the previous pass's best); in a cluster use joint"
+            )
+            self._refuse(body, "NotSupported", message)
+            return
         children = self.view.owned_workflows(meta["namespace"], meta["uid"])
         decision = decide_search(body, workflow, children, self.clock())
         for child in decision.create:

@@ -77,10 +77,8 @@ def search_of(raw: Any) -> tuple[SearchSpace, Strategy] | None:
         raise ValueError(
             f"{field_path}: the passes search (a search parameter or alternatives); set it to true or a mapping"
         )
-    if strategy.execution_order != "joint":
-        raise ValueError(
-            f"{field_path}.execution_order: olivekube runs joint searches only (pass-by-pass: not yet)"
-        )
+    if strategy.execution_order == "pass-by-pass" and strategy.sampler == "tpe":
+        raise ValueError(f"{field_path}.sampler: pass-by-pass runs with the sequential or random sampler")
     return space, strategy
 
 

@@ -209,9 +209,10 @@ class SearchSpace:
     def choices_per_pass(self) -> dict[str, int]:
         """How many choices each pass has: a point is one choice of each, its index their mixed-radix
         number in this order, the first pass's choice least significant (as in Olive)."""
-        return {name: len(self._pass_choices(name)) for name in self.passes}
+        return {name: len(self.pass_choices(name)) for name in self.passes}
 
-    def _pass_choices(self, name: str) -> list[PassChoice]:
+    def pass_choices(self, name: str) -> list[PassChoice]:
+        """One pass's choices, in the enumeration order."""
         out = []
         several = len(self.passes[name]) > 1
         for i, alt in enumerate(self.passes[name]):
@@ -222,12 +223,12 @@ class SearchSpace:
     def points(self) -> Iterator[Point]:
         """Every valid point, in the enumeration order (see the module's docstring)."""
         names = list(self.passes)
-        per_pass = [self._pass_choices(n) for n in reversed(names)]
+        per_pass = [self.pass_choices(n) for n in reversed(names)]
         for index, combo in enumerate(itertools.product(*per_pass)):  # the last product factor is fastest
             yield Point(index, dict(zip(names, reversed(combo), strict=True)))
 
     def __len__(self) -> int:
         total = 1
         for name in self.passes:
-            total *= len(self._pass_choices(name))
+            total *= len(self.pass_choices(name))
         return total

@@ -174,3 +174,39 @@ def test_tpe_with_a_seed_tries_the_same_three_trials_in_two_runs(tiny_models, tm
         assert "search: 5 points (joint, tpe): tries 3 of them, drawn by the tpe sampler" in run.stdout
         tried.append([line.split("  ")[0] for line in run.stdout.splitlines() if line.startswith("trial ")])
     assert len(tried[0]) == 3 and len(set(tried[0])) == 3 and tried[0] == tried[1]
+
+
+@pytest.mark.runner
+def test_pass_by_pass_walks_each_pass_on_the_best_of_the_one_before_and_back_up(
+    tiny_models, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Olive's pass-by-pass walk: both ranks (each LoRA output measured), then down the better rank
+    through the merge into both block sizes, then back up to the other rank and down again: 8 trials,
+    each LoRA trained once, the best a whole chain."""
+    doc = search_workflow(tiny_models["phi3"], tmp_path)
+    doc["spec"]["search_strategy"]["execution_order"] = "pass-by-pass"
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    run = olivekube_run(path, timeout=1200)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "search: 4 points (pass-by-pass, sequential)" in run.stdout
+    trials = [
+        json.loads(line.split(": ", 1)[1].split("  ")[0])
+        for line in run.stdout.splitlines()
+        if line.startswith("trial ")
+    ]
+    lora_only, whole = ["lora"], ["builder", "lora"]  # the merge searches nothing: not in the parameters
+    shapes = [lora_only, lora_only, lora_only, whole, whole, lora_only, whole, whole]
+    assert [sorted(t) for t in trials] == shapes, run.stdout
+    first, second = trials[2]["lora"]["r"], trials[5]["lora"]["r"]
+    assert {first, second} == {4, 8} and [t["lora"]["r"] for t in trials[3:5]] == [first, first]
+    assert [t["builder"]["int4_block_size"] for t in (trials[3], trials[4], trials[6], trials[7])] == [32, 128] * 2
+    made = [
+        json.loads(m.read_text()).get("metadata", {}).get("pass_type")
+        for m in (tmp_path / "cache").rglob("olivekube-manifest.json")
+    ]
+    assert made.count("LoRA") == 2 and made.count("MergeAdapterWeights") == 2
+    pointer = read_pointer(str(tmp_path / "out"))
+    assert pointer is not None
+    footprint = json.loads((tmp_path / "out" / pointer["current"] / "footprint.json").read_text())
+    assert footprint["best"] in {f"trial-{n}" for n in (4, 5, 7, 8)}  # a whole chain, never a prefix

@@ -118,9 +118,9 @@ BAD_CONFIGS = [
     ("data_configs[0].user_script", lambda c: c["data_configs"][0].update(user_script="u.py"), "Python"),
     ("evaluators.e.metrics", lambda c: c.update(evaluators={"e": {}}), "at least 1"),
     (
-        "search_strategy.execution_order",
-        lambda c: c["engine"].update(search_strategy={"execution_order": "pass-by-pass"}),
-        "joint searches only",
+        "search_strategy.sampler",
+        lambda c: c["engine"].update(search_strategy={"execution_order": "pass-by-pass", "sampler": "tpe"}),
+        "sequential or random",
     ),
     ("systems.aml.type", lambda c: c["systems"]["aml"].update(type="Docker"), "runner image"),
     ("input_model.type", lambda c: c["input_model"].update(type="ONNXModel"), "HfModel"),

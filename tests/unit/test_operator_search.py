@@ -268,3 +268,12 @@ def test_a_tpe_search_is_refused_in_the_cluster_with_the_field_named() -> None:
     status = cluster.look()
     assert status["phase"] == "Failed" and status["message"].startswith("spec.search_strategy.sampler: tpe runs")
     assert cluster.workflows.created == []
+
+
+def test_a_pass_by_pass_search_is_refused_in_the_cluster_with_the_field_named() -> None:
+    cluster = Cluster(search_manifest(execution_order="pass-by-pass"))
+    status = cluster.look()
+    assert status["phase"] == "Failed"
+    refused = "spec.search_strategy.execution_order: pass-by-pass runs with `olivekube run`"
+    assert status["message"].startswith(refused)
+    assert cluster.workflows.created == []
