@@ -36,6 +36,9 @@ from olivekube.storage import build_manifest, is_uri, store_for
 from olivekube.storage.manifest import MANIFEST_NAME, Manifest, file_sha256, verify
 from olivekube.storage.outputs import publish_version, read_pointer
 
+PREFLIGHT_PASSED: set[tuple[str, str]] = set()
+"""(chain key, input model digest) of the passes whose preflight passed in this process."""
+
 
 @contextlib.contextmanager
 def _failing_pass(name: str, results: list[PassResult]) -> Iterator[None]:
@@ -229,14 +232,21 @@ class WorkflowRunner:
     def preflight(self, model: ModelArtifact) -> None:
         """Cheap checks of every pass before any heavy work: the first pass sees the input model,
         later ModelBuilder passes check their target; the rest check their real input when they run.
-        The evaluators check that the models they measure can run here."""
+        The evaluators check that the models they measure can run here. A pass that passed them in
+        this process with the same chain key on the same input is not checked again (a search's
+        trials share the process: LoRA's check builds a model skeleton and reads its data)."""
         with _failing_pass("evaluator", []):
             self.acceptance.preflight()
+        keys = self.spec.chain_keys()
         for i, name in enumerate(self.spec.ordered_pass_names()):
             options = self.spec.passes[name]
+            checked = (keys[name], model.digest)
+            if checked in PREFLIGHT_PASSED:
+                continue
             if i == 0 or options.builds_for_target or options.model_uris():
                 with _failing_pass(name, []):
                     self.make_pass(name, self.work_root).preflight(model)
+                PREFLIGHT_PASSED.add(checked)
 
     def from_artifact(
         self, uri: str, manifest: Manifest, base: ModelArtifact | None, local: Path | None = None
