@@ -6,7 +6,9 @@ trial needs it first (four trials over two LoRA ranks and two builder settings t
 input model is measured once. Each trial's final model is measured with the workflow's evaluator;
 the best (Olive's priority order, among the trials that meet every goal) becomes the current version
 of `output_dir`, every other model of the Pareto frontier a version there too, and the best
-version holds `footprint.json` (Olive's layout), `run_history.txt` and `input_model_metrics.json`.
+version holds `footprint.json` (Olive's layout), `run_history.txt`, `input_model_metrics.json` and
+`search.html` (the trials on the two highest-priority objectives, the frontier drawn, and a row per
+trial).
 Joint execution with the sequential, random or tpe sampler (tpe is told each trial's first objective).
 Pass-by-pass as Olive walks it (olive/search/search_strategy.py): every choice of the first pass is a
 trial whose final model is that pass's output; the goal-meeting ones (or, when none meets the goals,
@@ -37,6 +39,7 @@ from olivekube.runner.cpus import size_thread_pools
 from olivekube.runner.engine import WorkflowRunner
 from olivekube.runner.evaluation import GoalNotMet
 from olivekube.runner.process import quiet_libraries
+from olivekube.runner.report import render_search_html
 from olivekube.runner.results import PassResult
 from olivekube.search.config import concrete
 from olivekube.search.results import Objective, frontier, ordered, rank
@@ -307,7 +310,21 @@ class Search:
         inputs = {
             f"{v['metric']}-{v['sub_type']}": v["value"] for entries in self.input_report.values() for v in entries
         }
+        rows = [
+            {
+                "number": t.number,
+                "parameters": json.dumps(t.point.parameters()),
+                "state": t.state if t.complete else f"{t.state} (first passes)",
+                "metrics": t.metrics,
+            }
+            for t in self.trials
+        ]
+        by_priority = [o.name for o in ordered(self.objectives)]
+        axes = (by_priority[0], by_priority[1]) if len(by_priority) >= 2 else None
+        numbers = {t.ident: t.number for t in self.trials}
+        page = render_search_html(rows, axes, {numbers[f] for f in front}, numbers.get(best), self.reason)
         return {
+            "search.html": page,
             "footprint.json": json.dumps(
                 {"nodes": nodes, "objective_dict": objective_dict, "best": best}, indent=1
             ),

@@ -127,3 +127,76 @@ def render_html(report: dict[str, Any]) -> str:
         f"<h1>Evaluation: {html.escape(str(report.get('evaluator') or ''))} ({verdict})</h1>"
         f"{curves}{metric_chart(report)}{goals_table(report)}</body></html>"
     )
+
+
+FRONTIER, OTHER, BEST = COLOURS[2], "#999999", COLOURS[3]
+"""The search chart's colours: frontier trials (joined by a line), the others, the ring round the best."""
+
+
+def trials_chart(trials: list[dict[str, Any]], axes: tuple[str, str], frontier: set[int], best: int | None) -> str:
+    """Each trial that has both metrics as a dot at (first, second), labelled with its number; the
+    Pareto frontier's dots in their own colour, joined in the order of the first metric; the best ringed."""
+    placed = [
+        (int(t["number"]), float(t["metrics"][axes[0]]), float(t["metrics"][axes[1]]))
+        for t in trials
+        if all(a in t["metrics"] for a in axes)
+    ]
+    if not placed:
+        return ""
+
+    def span(values: list[float]) -> tuple[float, float]:
+        low, high = min(values), max(values)
+        margin = (high - low) * 0.08 or abs(high) * 0.08 or 1.0
+        return low - margin, high + margin
+
+    xs, ys = span([p[1] for p in placed]), span([p[2] for p in placed])
+    at = dict(zip((p[0] for p in placed), _scaled([(p[1], p[2]) for p in placed], xs, ys), strict=True))
+    line = " ".join(
+        f"{at[n][0]:.1f},{at[n][1]:.1f}" for n, _, _ in sorted(placed, key=lambda p: p[1]) if n in frontier
+    )
+    marks = []
+    for number, (x, y) in at.items():
+        colour = FRONTIER if number in frontier else OTHER
+        marks.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{colour}"/>')
+        marks.append(f'<text x="{x + 9:.1f}" y="{y - 9:.1f}">{number}</text>')
+        if number == best:
+            marks.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="12" fill="none" stroke="{BEST}" stroke-width="3"/>'
+            )
+    first, second = (html.escape(a) for a in axes)
+    return (
+        f"<h2>Trials: {first} against {second}</h2>"
+        f'<svg class="chart trials" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="trials">'
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fafafa"/>'
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
+        f'<text x="{PAD}" y="{HEIGHT - 10}">{first} {xs[0]:.4g}</text>'
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 10}" text-anchor="end">{first} {xs[1]:.4g}</text>'
+        f'<text x="4" y="{PAD - 8}">{second} {ys[1]:.4g}</text>'
+        f'<text x="4" y="{HEIGHT - PAD + 14}">{ys[0]:.4g}</text>'
+        f'<polyline fill="none" stroke="{FRONTIER}" stroke-width="2" points="{line}"/>{"".join(marks)}</svg>'
+    )
+
+
+def render_search_html(
+    trials: list[dict[str, Any]], axes: tuple[str, str] | None, frontier: set[int], best: int | None, reason: str
+) -> str:
+    """A search's page: the trials chart on two metrics (when there are two) and a row per trial."""
+    names = sorted({k for t in trials for k in t["metrics"]})
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(
+        f"<tr><td>{t['number']}</td><td>{html.escape(t['parameters'])}</td><td>{html.escape(t['state'])}</td>"
+        + "".join(f"<td>{t['metrics'][n]:.4g}</td>" if n in t["metrics"] else "<td></td>" for n in names)
+        + f"<td>{'yes' if t['number'] in frontier else ''}</td>"
+        + f"<td>{'best' if t['number'] == best else ''}</td></tr>"
+        for t in trials
+    )
+    chart = trials_chart(trials, axes, frontier, best) if axes else ""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>olivekube search</title>"
+        "<style>body{font-family:sans-serif;margin:24px}svg{display:block;margin:8px 0 24px}"
+        "td,th{padding:4px 12px;text-align:left}</style></head><body>"
+        f"<h1>Search: {len(trials)} trials ({html.escape(reason)})</h1>{chart}"
+        f"<table><tr><th>trial</th><th>parameters</th><th>state</th>{head}<th>frontier</th><th></th></tr>"
+        f"{rows}</table></body></html>"
+    )

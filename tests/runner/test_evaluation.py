@@ -255,6 +255,52 @@ def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(
         assert sum(p == rgb for p in seen) > 100, f"nothing drawn in {colour}"
 
 
+def test_the_search_page_draws_the_trials_and_the_frontier_in_a_browser(tmp_path: Path) -> None:
+    """Four planted trials on accuracy and latency: two on the frontier (joined, in their colour), two
+    dominated (grey), the best ringed; the table has a row per trial. Opened by headless chromium."""
+    from olivekube.runner.report import BEST, FRONTIER, OTHER, render_search_html
+    from tests.helpers.png import pixels
+
+    def trial(number: int, accuracy: float, latency: float) -> dict[str, Any]:
+        metrics = {"accuracy-accuracy_score": accuracy, "latency-avg": latency}
+        return {
+            "number": number,
+            "parameters": f'{{"lora": {{"r": {number}}}}}',
+            "state": "succeeded",
+            "metrics": metrics,
+        }
+
+    trials = [trial(1, 0.5, 3.0), trial(2, 0.5, 2.0), trial(3, 0.9, 5.0), trial(4, 0.9, 6.0)]
+    axes = ("accuracy-accuracy_score", "latency-avg")
+    page = render_search_html(trials, axes, {2, 3}, 3, "space exhausted")
+    assert page.count("<circle") == 4 + 1 and page.count("<polyline") == 1  # a dot each, the best's ring
+    assert page.count("<tr>") == 1 + 4 and "space exhausted" in page
+    path = tmp_path / "search.html"
+    path.write_text(page)
+    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    assert browser, "no chromium: tools/setup.sh installs Debian's chromium-headless-shell"
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [
+            browser,
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=800,700",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.exists(), done.stderr
+    seen = pixels(shot)
+    for colour in (FRONTIER, OTHER, BEST):
+        rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert sum(p == rgb for p in seen) > 50, f"nothing drawn in {colour}"
+
+
 def test_onnx_runs_on_as_many_threads_as_the_process_may_use(tiny_models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """onnxruntime's own default is a thread per core of the node: a pod limited to 2 CPUs of 64
     would run 64. The evaluator's sessions take the count torch gets (affinity and CPU quota)."""

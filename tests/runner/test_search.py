@@ -115,6 +115,8 @@ def test_a_joint_search_runs_four_trials_trains_twice_and_publishes_the_best(tin
     assert len(versions) == len(frontier)  # every frontier model is a version; the best is current
     assert (best_dir / "run_history.txt").read_text().count("\n") == 5
     assert "accuracy-accuracy_score" in json.loads((best_dir / "input_model_metrics.json").read_text())
+    page = (best_dir / "search.html").read_text()  # the trials on accuracy and latency, a row each
+    assert "Trials: accuracy-accuracy_score against latency-avg" in page and page.count("<tr>") == 1 + 4
 
 
 def builder_search(model: Path, tmp_path: Path, sizes: tuple[int, ...] = (48, 32, 64), **strategy: Any) -> Path:
