@@ -263,6 +263,22 @@ class Search:
             )
         return table
 
+    def page(self, front: list[str], best: str) -> str:
+        """search.html: the trials on the two highest-priority objectives, and a row per trial."""
+        rows = [
+            {
+                "number": t.number,
+                "parameters": json.dumps(t.point.parameters()),
+                "state": t.state if t.complete else f"{t.state} (first passes)",
+                "metrics": t.metrics,
+            }
+            for t in self.trials
+        ]
+        by_priority = [o.name for o in ordered(self.objectives)]
+        axes = (by_priority[0], by_priority[1]) if len(by_priority) >= 2 else None
+        numbers = {t.ident: t.number for t in self.trials}
+        return render_search_html(rows, axes, {numbers[f] for f in front}, numbers.get(best), self.reason)
+
     def files(self, front: list[str], best: str) -> dict[str, str]:
         """footprint.json, run_history.txt and input_model_metrics.json, for the best model's folder."""
         nodes: dict[str, Any] = {
@@ -310,21 +326,8 @@ class Search:
         inputs = {
             f"{v['metric']}-{v['sub_type']}": v["value"] for entries in self.input_report.values() for v in entries
         }
-        rows = [
-            {
-                "number": t.number,
-                "parameters": json.dumps(t.point.parameters()),
-                "state": t.state if t.complete else f"{t.state} (first passes)",
-                "metrics": t.metrics,
-            }
-            for t in self.trials
-        ]
-        by_priority = [o.name for o in ordered(self.objectives)]
-        axes = (by_priority[0], by_priority[1]) if len(by_priority) >= 2 else None
-        numbers = {t.ident: t.number for t in self.trials}
-        page = render_search_html(rows, axes, {numbers[f] for f in front}, numbers.get(best), self.reason)
         return {
-            "search.html": page,
+            "search.html": self.page(front, best),
             "footprint.json": json.dumps(
                 {"nodes": nodes, "objective_dict": objective_dict, "best": best}, indent=1
             ),

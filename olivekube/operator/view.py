@@ -52,6 +52,16 @@ def _slim_job(job: dict[str, Any]) -> dict[str, Any]:
     return _without_managed_fields({**kept, "spec": {k: spec[k] for k in JOB_SPEC_READ if k in spec}})
 
 
+def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """A pod as the view keeps it: metadata, status, its node, and each container's name and
+    resources (an OOM message names the memory limit); not the runner's env, volumes or command."""
+    spec = pod.get("spec") or {}
+    kept: dict[str, Any] = {k: pod[k] for k in ("apiVersion", "kind", "metadata", "status") if k in pod}
+    containers = [{k: c[k] for k in ("name", "resources") if k in c} for c in spec.get("containers") or []]
+    slim_spec = {"containers": containers, **({"nodeName": spec["nodeName"]} if "nodeName" in spec else {})}
+    return _without_managed_fields({**kept, "spec": slim_spec})
+
+
 class ClusterView:
     """Latest known workflows, Jobs and the Jobs' pods; thread-safe. Pods go when their watch says
     they are deleted (with their Job, by its TTL or the workflow's deletion)."""
@@ -131,7 +141,7 @@ class ClusterView:
             return self._job_owners.get((namespace, job))
 
     def put_pod(self, pod: dict[str, Any]) -> None:
-        """A Job's pod as a watch delivered it (its managed fields dropped: nothing reads them)."""
+        """A Job's pod as a watch delivered it, kept slim (`_slim_pod`)."""
         meta = pod["metadata"]
         job = (meta.get("labels") or {}).get(JOB_NAME_LABEL)
         if not job:
@@ -139,7 +149,7 @@ class ClusterView:
         with self._lock:
             mine = self._pods.setdefault((meta["namespace"], job), {})
             if _is_newer(pod, mine.get(meta["name"])):
-                mine[meta["name"]] = _without_managed_fields(pod)
+                mine[meta["name"]] = _slim_pod(pod)
 
     def forget_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]

@@ -108,3 +108,27 @@ def test_a_job_is_kept_without_its_pod_template_or_managed_fields() -> None:
     assert "managedFields" not in kept["metadata"] and kept["metadata"]["name"] == "j"
     assert view.jobs("other")[0]["spec"] == {}
     assert job["spec"]["template"] == template  # the caller's copy is untouched
+
+
+def test_a_pod_is_kept_with_what_decisions_read_only() -> None:
+    """Status (phase, conditions, container states), metadata, node and each container's resources
+    (the OOM message names the memory limit) stay; the runner's env, volumes and command go."""
+    view = ClusterView()
+    container = {
+        "name": "runner",
+        "image": "olivekube/runner",
+        "env": [{"name": "A", "value": "x" * 1000}],
+        "resources": {"limits": {"memory": "8Gi"}},
+    }
+    spec = {"nodeName": "n1", "containers": [container], "volumes": [{"name": "scratch", "emptyDir": {}}]}
+    pod = _pod("j-a", "10", "j", "Running")
+    pod["spec"] = spec
+    pod["metadata"]["managedFields"] = [{"manager": "kubelet"}]
+    view.put_pod(pod)
+    (kept,) = view.pods("ns", "j")
+    assert kept["spec"] == {
+        "nodeName": "n1",
+        "containers": [{"name": "runner", "resources": {"limits": {"memory": "8Gi"}}}],
+    }
+    assert kept["status"] == pod["status"] and "managedFields" not in kept["metadata"]
+    assert pod["spec"]["containers"][0]["env"]  # the caller's copy is untouched
