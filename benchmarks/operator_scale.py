@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, help="create the burst with this many parallel clients")
     parser.add_argument("--arrivals", type=int, default=100, help="workflows created one by one at scale")
     parser.add_argument("--rate", type=float, default=5.0, help="arrivals per second")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds idle, requests counted, at scale")
     args = parser.parse_args()
 
     cp = ControlPlane(workdir=Path(tempfile.mkdtemp(prefix="olivekube-scale-")), bin=bin_dir())
@@ -189,7 +190,7 @@ def main() -> None:
         time.sleep(5)  # let the operator finish its status writes
         after = requests_by_kind(cp)
         cpu_spent = cpu_seconds(cp, operator.pid) - cpu_before
-        idle_seconds = 10.0
+        idle_seconds = args.idle
         time.sleep(idle_seconds)  # N workflows held, nothing arriving: what does the operator cost?
         idle_kinds = Counter(
             {kind: n for kind, n in (requests_by_kind(cp) - after).items() if not kind.endswith(" ")}
