@@ -104,13 +104,18 @@ def _pass_runs(nodes: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> SearchRun:
-    out, cache = work / "ours-search-out", work / "ours-search-cache"
+def _prepare(tool: str, work: Path, model: Path, steps: int, i: int) -> tuple[Path, Path, Path]:
+    """A tool's empty output and cache folders and its config file: (output, config, log of run i)."""
+    out, cache = work / f"{tool}-search-out", work / f"{tool}-search-cache"
     for old in (out, cache):
         shutil.rmtree(old, ignore_errors=True)
-    cfg = work / "ours-search.json"
+    cfg = work / f"{tool}-search.json"
     cfg.write_text(json.dumps(search_config(str(model), steps, str(out), str(cache))))
-    log = work / f"ours-search-{i}.log"
+    return out, cfg, work / f"{tool}-search-{i}.log"
+
+
+def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> SearchRun:
+    out, cfg, log = _prepare("ours", work, model, steps, i)
     wall, _, code = vs_olive.timed([str(vs_olive.REPO / ".venv/bin/olivekube"), "run", str(cfg)], env, log)
     footprints = sorted(out.rglob("footprint.json"))
     if code != 0 or not footprints:
@@ -124,12 +129,7 @@ def run_ours(work: Path, model: Path, steps: int, env: dict[str, str], i: int) -
 
 
 def run_olive(olive: Path, work: Path, model: Path, steps: int, env: dict[str, str], i: int) -> SearchRun:
-    out, cache = work / "olive-search-out", work / "olive-search-cache"
-    for old in (out, cache):
-        shutil.rmtree(old, ignore_errors=True)
-    cfg = work / "olive-search.json"
-    cfg.write_text(json.dumps(search_config(str(model), steps, str(out), str(cache))))
-    log = work / f"olive-search-{i}.log"
+    out, cfg, log = _prepare("olive", work, model, steps, i)
     wall, _, code = vs_olive.timed([str(olive), "run", "--config", str(cfg)], env, log)
     text = log.read_text(errors="replace")
     saved = re.findall(r"Loading model (\w+) from cache\.\n.*Saved output model", text)

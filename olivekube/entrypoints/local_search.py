@@ -120,71 +120,70 @@ class Search:
         return f"search: {size} points ({s.execution_order}, {s.sampler}): tries {covered}"
 
     def run(self, work: Path) -> None:
+        self._started = time.monotonic()
         if self.strategy.execution_order == "pass-by-pass":
-            self._started = time.monotonic()
-            if not self._walk(work, 0, {}):
+            if not self._walk(work, _run_order(self.space), 0, {}):
                 self.reason = "space exhausted"
             return
         sampler = Sampler(self.space, self.strategy.sampler, self.strategy.seed)
-        started = time.monotonic()
-        failures = 0
         while True:
             budget = self.strategy.budget()
             if budget is not None and len(self.trials) >= budget:
                 self.reason = f"budget spent: {len(self.trials)} trials (max_samples/max_iter)"
                 return
-            if (
-                self.trials
-                and self.strategy.max_time is not None
-                and time.monotonic() - started >= self.strategy.max_time
-            ):
-                self.reason = f"time spent: max_time {self.strategy.max_time:g}s"
+            if self._time_spent():
                 return
             point = sampler.suggest()
             if point is None:
                 self.reason = "space exhausted"
                 return
-            trial = self._run_trial(Trial(len(self.trials) + 1, point), work)
-            self.trials.append(trial)
+            trial = self._record(self._run_trial(Trial(len(self.trials) + 1, point), work))
             sampler.tell(point, self._told_value(trial))
-            self.console.print(self._line(trial), markup=False, highlight=False)
-            failures += trial.state == "failed"
-            limit = self.strategy.max_failed_trials
-            if limit is not None and failures > limit:
-                self.reason = f"too many failed trials: {failures} (max_failed_trials {limit})"
-                return
-            if self.strategy.stop_when_goals_met and trial.state == "succeeded":
-                self.reason = f"goals met by trial {trial.number} (stop_when_goals_met)"
+            if self._ends_with(trial, goals_met=trial.state == "succeeded"):
                 return
 
-    def _walk(self, work: Path, depth: int, chosen: dict[str, PassChoice]) -> bool:
-        """Pass-by-pass from pass `depth` on, the earlier passes fixed to `chosen`. True when the
-        search ends (a budget, the goals met, too many failures): `reason` says why."""
-        names = _run_order(self.space)
+    def _time_spent(self) -> bool:
+        """Whether `max_time` has passed (never before the first trial); `reason` then says so."""
+        limit = self.strategy.max_time
+        if self.trials and limit is not None and time.monotonic() - self._started >= limit:
+            self.reason = f"time spent: max_time {limit:g}s"
+            return True
+        return False
+
+    def _record(self, trial: Trial) -> Trial:
+        self.trials.append(trial)
+        self.console.print(self._line(trial), markup=False, highlight=False)
+        return trial
+
+    def _ends_with(self, trial: Trial, goals_met: bool) -> bool:
+        """Whether the search ends after `trial`: too many failures, or its goals met when
+        `stop_when_goals_met`; `reason` then says why."""
+        limit = self.strategy.max_failed_trials
+        failures = sum(t.state == "failed" for t in self.trials)
+        if limit is not None and failures > limit:
+            self.reason = f"too many failed trials: {failures} (max_failed_trials {limit})"
+            return True
+        if self.strategy.stop_when_goals_met and goals_met:
+            self.reason = f"goals met by trial {trial.number} (stop_when_goals_met)"
+            return True
+        return False
+
+    def _walk(self, work: Path, names: list[str], depth: int, chosen: dict[str, PassChoice]) -> bool:
+        """Pass-by-pass from pass `names[depth]` on, the earlier passes fixed to `chosen`. True when
+        the search ends (a budget, the goals met, too many failures): `reason` says why."""
         name, last = names[depth], depth == len(names) - 1
         choices = self.space.pass_choices(name)
         order = list(range(len(choices)))
         if self.strategy.sampler == "random":
             random.Random(self.strategy.seed).shuffle(order)
-        budget = self.strategy.budget()
         level: list[Trial] = []
-        for i in order[:budget]:
-            spent = time.monotonic() - self._started
-            if self.trials and self.strategy.max_time is not None and spent >= self.strategy.max_time:
-                self.reason = f"time spent: max_time {self.strategy.max_time:g}s"
+        for i in order[: self.strategy.budget()]:
+            if self._time_spent():
                 return True
             point = Point(len(self.trials), {**chosen, name: choices[i]})
-            trial = self._run_trial(Trial(len(self.trials) + 1, point, complete=last), work)
-            self.trials.append(trial)
+            trial = self._record(self._run_trial(Trial(len(self.trials) + 1, point, complete=last), work))
             level.append(trial)
-            self.console.print(self._line(trial), markup=False, highlight=False)
-            limit = self.strategy.max_failed_trials
-            failures = sum(t.state == "failed" for t in self.trials)
-            if limit is not None and failures > limit:
-                self.reason = f"too many failed trials: {failures} (max_failed_trials {limit})"
-                return True
-            if last and self.strategy.stop_when_goals_met and self.met.get(trial.ident):
-                self.reason = f"goals met by trial {trial.number} (stop_when_goals_met)"
+            if self._ends_with(trial, goals_met=last and self.met.get(trial.ident, False)):
                 return True
         if last:
             return False
@@ -192,7 +191,7 @@ class Search:
         pool = met or {t.ident: t.metrics for t in level if t.state != "failed"}
         by_ident = {t.ident: t for t in level}
         for ident in rank(pool, self.objectives, goals_first=False):
-            if self._walk(work, depth + 1, {**chosen, name: by_ident[ident].point.passes[name]}):
+            if self._walk(work, names, depth + 1, {**chosen, name: by_ident[ident].point.passes[name]}):
                 return True
         return False
 

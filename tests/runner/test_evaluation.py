@@ -213,14 +213,36 @@ def test_goal_types_as_olive_defines_them(goal, value, baseline, higher, met) ->
     assert goal_met(MetricGoal(type=goal[0], value=goal[1]), value, baseline, higher) is met
 
 
-def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(tmp_path: Path) -> None:
-    """The page, opened by a real headless browser (Debian's chromium): the screenshot holds the loss
-    curve's and the bars' colours, not a blank page."""
-    from olivekube.runner.report import COLOURS, render_html
+def screenshot(page: Path, size: str) -> list[tuple[int, ...]]:
+    """The pixels of `page` as a real headless browser (Debian's chromium) draws it at `size`."""
     from tests.helpers.png import pixels
 
     browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
     assert browser, "no chromium: tools/setup.sh installs Debian's chromium-headless-shell"
+    shot = page.with_suffix(".png")
+    done = subprocess.run(
+        [
+            browser,
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            f"--window-size={size}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.exists(), done.stderr
+    return pixels(shot)
+
+
+def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(tmp_path: Path) -> None:
+    """The page, opened by a real headless browser (Debian's chromium): the screenshot holds the loss
+    curve's and the bars' colours, not a blank page."""
+    from olivekube.runner.report import COLOURS, render_html
+
     log = [{"step": s, "loss": 3.0 - 0.1 * s} for s in range(1, 11)] + [{"step": 10, "eval_loss": 2.5}]
     value = {"metric": "accuracy", "sub_type": "accuracy_score", "higher_is_better": True}
     report = {
@@ -231,23 +253,7 @@ def test_the_html_report_shows_the_loss_curve_and_the_metric_chart_in_a_browser(
     }
     page = tmp_path / "report.html"
     page.write_text(render_html(report))
-    shot = tmp_path / "shot.png"
-    done = subprocess.run(
-        [
-            browser,
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=800,900",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert shot.exists(), done.stderr
-    seen = pixels(shot)
+    seen = screenshot(page, "800,900")
     white = sum(p == (255, 255, 255) for p in seen)
     assert white < 0.97 * len(seen), "the page is blank"
     for colour in COLOURS[:2]:  # the loss curve and the input model's bars; eval loss and the final's
@@ -259,7 +265,6 @@ def test_the_search_page_draws_the_trials_and_the_frontier_in_a_browser(tmp_path
     """Four planted trials on accuracy and latency: two on the frontier (joined, in their colour), two
     dominated (grey), the best ringed; the table has a row per trial. Opened by headless chromium."""
     from olivekube.runner.report import BEST, FRONTIER, OTHER, render_search_html
-    from tests.helpers.png import pixels
 
     def trial(number: int, accuracy: float, latency: float) -> dict[str, Any]:
         metrics = {"accuracy-accuracy_score": accuracy, "latency-avg": latency}
@@ -277,25 +282,7 @@ def test_the_search_page_draws_the_trials_and_the_frontier_in_a_browser(tmp_path
     assert page.count("<tr>") == 1 + 4 and "space exhausted" in page
     path = tmp_path / "search.html"
     path.write_text(page)
-    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
-    assert browser, "no chromium: tools/setup.sh installs Debian's chromium-headless-shell"
-    shot = tmp_path / "shot.png"
-    done = subprocess.run(
-        [
-            browser,
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--screenshot={shot}",
-            "--window-size=800,700",
-            path.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert shot.exists(), done.stderr
-    seen = pixels(shot)
+    seen = screenshot(path, "800,700")
     for colour in (FRONTIER, OTHER, BEST):
         rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         assert sum(p == rgb for p in seen) > 50, f"nothing drawn in {colour}"
